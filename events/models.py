@@ -1,0 +1,158 @@
+"""Event types and the pydantic model of each type's data.
+
+Type names are reverse-DNS and always have exactly two tokens after `io.conveyor.`
+(`<noun>.<verb>`), which is what lets subjects carry them as two subject tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PREFIX = "io.conveyor."
+
+RUN_REQUESTED = "io.conveyor.run.requested"
+RUN_CANCEL_REQUESTED = "io.conveyor.run.cancel-requested"
+RUN_SUCCEEDED = "io.conveyor.run.succeeded"
+RUN_FAILED = "io.conveyor.run.failed"
+RUN_CANCELLED = "io.conveyor.run.cancelled"
+TASK_DISPATCHED = "io.conveyor.task.dispatched"
+TASK_STARTED = "io.conveyor.task.started"
+TASK_COMPLETED = "io.conveyor.task.completed"
+TASK_FAILED = "io.conveyor.task.failed"
+TASK_CANCEL_REQUESTED = "io.conveyor.task.cancel-requested"
+TIMER_FIRED = "io.conveyor.timer.fired"
+
+
+class WireModel(BaseModel):
+    # Unknown fields are ignored, not refused: a newer publisher may add fields and an older
+    # reader must keep working. Missing or mistyped fields are refused with a clear error.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ErrorInfo(WireModel):
+    """A failure, typed: retryability lives in a field, never parsed out of the message."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    retryable: bool = True
+    node_id: str | None = None
+    details: Any = None
+
+
+class ParentRef(WireModel):
+    run_id: str
+    node_id: str
+
+
+class RunRequested(WireModel):
+    workflow: str = Field(min_length=1)
+    version: int | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    run_id: str | None = None
+    parent: ParentRef | None = None
+
+
+def requested_run_id(request: RunRequested, source: str, event_id: str) -> str:
+    """The run a run.requested event is about: its explicit `run_id`, else the one its
+    idempotency key resolves to, else one derived from the event's source and id (so a
+    redelivered or republished event never starts a second run)."""
+    from events.ids import derived_id, run_id_for_key
+
+    if request.run_id:
+        return request.run_id
+    if request.idempotency_key:
+        return run_id_for_key(request.workflow, request.idempotency_key)
+    return derived_id("event", source, event_id)
+
+
+class RunCancelRequested(WireModel):
+    run_id: str
+    reason: str = "cancelled by request"
+
+
+class RunSucceeded(WireModel):
+    run_id: str
+    workflow: str
+    version: int
+    output: Any = None
+
+
+class RunFailed(WireModel):
+    run_id: str
+    workflow: str
+    version: int
+    error: ErrorInfo
+
+
+class RunCancelled(WireModel):
+    run_id: str
+    workflow: str
+    version: int
+    reason: str
+
+
+class TaskRef(WireModel):
+    """Identifies one attempt of one node of one run: the unit of deduplication."""
+
+    run_id: str
+    node_id: str
+    attempt: int = Field(ge=1)
+
+
+class TaskDispatched(TaskRef):
+    task: str
+    queue: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    timeout: float | None = None
+
+
+class TaskStarted(TaskRef):
+    worker: str
+
+
+class TaskCompleted(TaskRef):
+    worker: str
+    output: Any = None
+
+
+class TaskFailed(TaskRef):
+    worker: str
+    error: ErrorInfo
+
+
+class TaskCancelRequested(TaskRef):
+    reason: str
+
+
+class TimerFired(WireModel):
+    run_id: str
+    timer_id: str
+    kind: Literal["retry", "deadline"]
+    node_id: str
+    attempt: int
+
+
+DATA_MODELS: dict[str, type[WireModel]] = {
+    RUN_REQUESTED: RunRequested,
+    RUN_CANCEL_REQUESTED: RunCancelRequested,
+    RUN_SUCCEEDED: RunSucceeded,
+    RUN_FAILED: RunFailed,
+    RUN_CANCELLED: RunCancelled,
+    TASK_DISPATCHED: TaskDispatched,
+    TASK_STARTED: TaskStarted,
+    TASK_COMPLETED: TaskCompleted,
+    TASK_FAILED: TaskFailed,
+    TASK_CANCEL_REQUESTED: TaskCancelRequested,
+    TIMER_FIRED: TimerFired,
+}
+
+
+def type_suffix(event_type: str) -> str:
+    """`io.conveyor.task.completed` -> `task.completed` (two subject tokens)."""
+    if not event_type.startswith(PREFIX) or event_type.count(".") != 3:
+        raise ValueError(f"not a Conveyor event type: {event_type!r}")
+    return event_type[len(PREFIX) :]

@@ -1,0 +1,170 @@
+"""Names and shapes of everything Conveyor keeps in NATS: subjects, streams, consumers, buckets.
+
+Pure data: `bus.py` is what creates these on a server (idempotently, at start-up). A namespace
+prefixes every name so that several deployments, or the tests, share one server without
+seeing each other's messages.
+
+Subjects
+    <ns>.evt.<partition>.<noun>.<verb>.<run_id>   the event log (CONVEYOR_EVENTS)
+    <ns>.task.<queue>                             work queues (CONVEYOR_TASKS)
+    <ns>.log.<run_id>.<node_id>                   task log lines (CONVEYOR_LOGS)
+    <ns>.dlq.<origin>                             dead letters with their reason (CONVEYOR_DLQ)
+    <ns>.api.<partition>.<verb>                   request/reply to the orchestrator (core NATS)
+
+Putting the run id last in event subjects lets a reader follow one run with a subject filter
+(`<ns>.evt.*.*.*.<run_id>`) instead of reading every event.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from events.ids import is_token, partition_of
+from events.models import (
+    RUN_CANCEL_REQUESTED,
+    RUN_REQUESTED,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_STARTED,
+    TIMER_FIRED,
+    type_suffix,
+)
+
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# What the orchestrator consumes; its own outputs (run.succeeded, ...) are for everyone else.
+ORCHESTRATOR_INPUTS = (
+    RUN_REQUESTED,
+    RUN_CANCEL_REQUESTED,
+    TASK_STARTED,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TIMER_FIRED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    name: str
+    subjects: tuple[str, ...]
+    work_queue: bool
+    max_age_s: float
+    duplicate_window_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    namespace: str = "conveyor"
+    partitions: int = 1
+    # How long a worker may be silent before its task is redelivered elsewhere; workers
+    # heartbeat at a third of it.
+    task_ack_wait_s: float = 30.0
+    # Deliveries of one task message after which it is failed as "kills its worker".
+    task_max_deliveries: int = 5
+    # A crash-restarted publisher must fall inside this window to be deduplicated.
+    duplicate_window_s: float = 600.0
+    event_max_age_s: float = 7 * 24 * 3600.0
+    log_max_age_s: float = 7 * 24 * 3600.0
+    dlq_max_age_s: float = 30 * 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE.match(self.namespace):
+            raise ValueError(
+                f"namespace {self.namespace!r} must be 1-32 of a-z, 0-9, '_' or '-', "
+                "starting with a letter"
+            )
+        if self.partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {self.partitions}")
+
+    @classmethod
+    def from_env(cls, namespace: str | None = None) -> Topology:
+        """Settings from CONVEYOR_* environment variables (every process must agree on them)."""
+        import os
+
+        env = os.environ
+        defaults = cls()
+        return cls(
+            namespace=namespace or env.get("CONVEYOR_NAMESPACE", defaults.namespace),
+            partitions=int(env.get("CONVEYOR_PARTITIONS", defaults.partitions)),
+            task_ack_wait_s=float(env.get("CONVEYOR_TASK_ACK_WAIT", defaults.task_ack_wait_s)),
+            task_max_deliveries=int(
+                env.get("CONVEYOR_TASK_MAX_DELIVERIES", defaults.task_max_deliveries)
+            ),
+        )
+
+    # ---- names -------------------------------------------------------------------------
+    @property
+    def _upper(self) -> str:
+        return self.namespace.upper().replace("-", "_")
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self._upper}_EVENTS"
+
+    @property
+    def tasks_stream(self) -> str:
+        return f"{self._upper}_TASKS"
+
+    @property
+    def logs_stream(self) -> str:
+        return f"{self._upper}_LOGS"
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self._upper}_DLQ"
+
+    @property
+    def workflows_bucket(self) -> str:
+        return f"{self.namespace}-workflows"
+
+    @property
+    def artifacts_bucket(self) -> str:
+        return f"{self.namespace}-artifacts"
+
+    def orchestrator_consumer(self, partition: int) -> str:
+        return f"orchestrator-p{partition}"
+
+    def queue_consumer(self, queue: str) -> str:
+        return f"queue-{queue}"
+
+    # ---- subjects ----------------------------------------------------------------------
+    def partition(self, run_id: str) -> int:
+        return partition_of(run_id, self.partitions)
+
+    def event_subject(self, event_type: str, run_id: str) -> str:
+        if not is_token(run_id):
+            raise ValueError(f"run id {run_id!r} is not subject-safe ([A-Za-z0-9_-], 1-128)")
+        return f"{self.namespace}.evt.{self.partition(run_id)}.{type_suffix(event_type)}.{run_id}"
+
+    def run_events_filter(self, run_id: str) -> str:
+        return f"{self.namespace}.evt.*.*.*.{run_id}"
+
+    def orchestrator_filters(self, partition: int) -> list[str]:
+        return [f"{self.namespace}.evt.{partition}.{type_suffix(t)}.*" for t in ORCHESTRATOR_INPUTS]
+
+    def task_subject(self, queue: str) -> str:
+        if not is_token(queue):
+            raise ValueError(f"queue name {queue!r} is not subject-safe ([A-Za-z0-9_-])")
+        return f"{self.namespace}.task.{queue}"
+
+    def log_subject(self, run_id: str, node_id: str) -> str:
+        return f"{self.namespace}.log.{run_id}.{node_id}"
+
+    def dlq_subject(self, origin: str) -> str:
+        return f"{self.namespace}.dlq.{origin}"
+
+    def api_subject(self, verb: str, partition: int = 0) -> str:
+        return f"{self.namespace}.api.{partition}.{verb}"
+
+    def cancel_subject_filter(self) -> str:
+        return f"{self.namespace}.evt.*.{type_suffix('io.conveyor.task.cancel-requested')}.*"
+
+    # ---- streams -----------------------------------------------------------------------
+    def streams(self) -> tuple[StreamPlan, ...]:
+        ns, window = self.namespace, self.duplicate_window_s
+        return (
+            StreamPlan(self.events_stream, (f"{ns}.evt.>",), False, self.event_max_age_s, window),
+            StreamPlan(self.tasks_stream, (f"{ns}.task.>",), True, 0.0, window),
+            StreamPlan(self.logs_stream, (f"{ns}.log.>",), False, self.log_max_age_s, 120.0),
+            StreamPlan(self.dlq_stream, (f"{ns}.dlq.>",), False, self.dlq_max_age_s, window),
+        )

@@ -1,0 +1,458 @@
+"""`conveyor`: the command line. The composition root: the only orchestrator module that starts
+workers (imported lazily, for `dev` and `worker`); the engine itself never loads user code.
+
+Exit codes: 0 success; 1 a run failed or was cancelled; 2 bad usage, unknown workflow, invalid
+input or spec; 3 NATS unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import structlog
+import yaml
+
+from events.bus import Bus
+from events.errors import BusError, ConveyorError, ServerError
+from events.logs import configure_logging
+from events.server import EmbeddedServer
+from events.topology import Topology
+from orchestrator.client import Client
+from orchestrator.errors import InvalidInput, SpecError, UnknownWorkflow, WorkflowDefinitionError
+from orchestrator.progress import Progress, summary
+
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+DEFAULT_HOME = Path(".conveyor")
+log = structlog.get_logger("conveyor.cli")
+
+
+class UsageError(Exception):
+    """Bad usage: exit code 2 with the message."""
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    configure_logging(json=args.log_json, level=args.log_level)
+    try:
+        code = asyncio.run(args.handler(args))
+    except KeyboardInterrupt:
+        code = 130
+    except (UsageError, UnknownWorkflow, InvalidInput, SpecError, WorkflowDefinitionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except (FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except BusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 3
+    except (ServerError, ConveyorError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
+async def cmd_dev(args: argparse.Namespace) -> int:
+    from orchestrator.loader import load_module
+
+    loaded = load_module(args.module)  # fail on a bad module before starting anything
+    if not loaded.workflows and not loaded.tasks:
+        raise UsageError(f"{args.module} defines no @workflow and no @task")
+    home = Path(args.home)
+    port = args.port if args.port is not None else (None if args.run else 4222)
+    input_data = _json_input(args.input) if args.run else {}
+    if args.run and args.run not in loaded.workflows:
+        raise UnknownWorkflow(args.run, known=list(loaded.workflows))
+    server = EmbeddedServer(store_dir=home / "nats", port=port)
+    await asyncio.to_thread(server.start)
+    try:
+        topology = Topology.from_env(args.namespace)
+        async with _Components(server.url, topology, home / "conveyor.db", loaded, args) as parts:
+            if not args.run:
+                print(
+                    f"conveyor dev: NATS at {server.url}, workflows: "
+                    f"{', '.join(sorted(loaded.workflows)) or 'none'}",
+                    file=sys.stderr,
+                )
+                print(
+                    f"  trigger one with: conveyor run <workflow> --nats {server.url} --wait",
+                    file=sys.stderr,
+                )
+                await _until_signal()
+                return 0
+            return await _run_and_wait(
+                parts.client, args.run, input_data, None, args.json, timeout=args.timeout
+            )
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+class _Components:
+    """Orchestrator + API + worker (+ client) in one process, on one NATS server."""
+
+    def __init__(self, url: str, topology: Topology, db: Path, loaded: Any, args: Any) -> None:
+        self.url, self.topology, self.db, self.loaded, self.args = url, topology, db, loaded, args
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> _Components:
+        from orchestrator.engine import Engine
+        from orchestrator.registry import Registry
+        from orchestrator.service import ApiService
+        from orchestrator.store import Store
+        from workers.runtime import Worker
+
+        self.engine_bus = await Bus.connect(self.url, self.topology, name="conveyor-orchestrator")
+        await self.engine_bus.ensure_topology()
+        self.store = await Store.open(self.db)
+        registry = Registry(self.engine_bus)
+        for wf in self.loaded.workflows.values():
+            await registry.register(wf.spec)
+        self.engine = Engine(self.engine_bus, self.store)
+        await self.engine.start()
+        self.api = ApiService(self.engine_bus, self.store)
+        await self.api.start()
+        self.tasks.append(asyncio.create_task(self.engine.run()))
+        self.worker: Any = None
+        if self.loaded.tasks:
+            self.worker_bus = await Bus.connect(self.url, self.topology, name="conveyor-worker")
+            self.worker = Worker(
+                self.worker_bus, self.loaded.tasks.values(), concurrency=self.args.concurrency
+            )
+            self.tasks.append(asyncio.create_task(self.worker.run()))
+        self.client = await Client.connect(self.url, self.topology)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.engine.stop()
+        await asyncio.wait(self.tasks, timeout=35)
+        await self.api.stop()
+        await self.client.close()
+        if self.worker is not None:
+            await self.worker_bus.close()
+        await self.engine_bus.close()
+        await self.store.close()
+
+
+async def cmd_orchestrator(args: argparse.Namespace) -> int:
+    from orchestrator.engine import Engine
+    from orchestrator.service import ApiService
+    from orchestrator.store import Store
+
+    bus = await Bus.connect(
+        args.nats, Topology.from_env(args.namespace), name="conveyor-orchestrator"
+    )
+    store = await Store.open(args.db)
+    engine = Engine(bus, store, partition=args.partition)
+    await engine.start()
+    api = ApiService(bus, store, args.partition)
+    await api.start()
+    _on_signals(engine.stop)
+    print(
+        f"orchestrator ready (partition {args.partition}, db {args.db})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await engine.run()
+    finally:
+        await api.stop()
+        await bus.close()
+        await store.close()
+    return 0
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    from orchestrator.loader import load_module
+    from orchestrator.registry import Registry
+    from workers.runtime import Worker
+
+    loaded = load_module(args.module)
+    if not loaded.tasks:
+        raise UsageError(f"{args.module} defines no @task to serve")
+    bus = await Bus.connect(args.nats, Topology.from_env(args.namespace), name="conveyor-worker")
+    await bus.ensure_topology()
+    registry = Registry(bus)
+    for wf in loaded.workflows.values():
+        spec = await registry.register(wf.spec)
+        log.info("workflow registered", workflow=spec.name, version=spec.version)
+    worker = Worker(
+        bus,
+        loaded.tasks.values(),
+        queues=args.queue or None,
+        concurrency=args.concurrency,
+        grace_s=args.grace,
+    )
+    _on_signals(worker.stop)
+    print(f"worker ready (queues: {', '.join(worker.queues)})", file=sys.stderr, flush=True)
+    try:
+        await worker.run()
+    finally:
+        await bus.close()
+    return 0
+
+
+async def cmd_register(args: argparse.Namespace) -> int:
+    from orchestrator.registry import Registry
+
+    specs = _specs_from_file(args.file)
+    async with _bus(args) as bus:
+        registry = Registry(bus)
+        for spec in specs:
+            stored = await registry.register(spec)
+            print(f"registered {stored.name} version {stored.version}")
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    input_data = _json_input(args.input)
+    async with _client(args) as client:
+        run_id = await client.trigger(
+            args.workflow, input_data, idempotency_key=args.key, version=args.version
+        )
+        if not args.wait:
+            print(json.dumps({"run_id": run_id}) if args.json else run_id)
+            return 0
+        return await _run_and_wait(
+            client, args.workflow, input_data, run_id, args.json, timeout=args.timeout
+        )
+
+
+async def _run_and_wait(
+    client: Client,
+    workflow: str,
+    input_data: dict[str, Any],
+    run_id: str | None,
+    as_json: bool,
+    timeout: float | None,
+) -> int:
+    if run_id is None:
+        run_id = await client.trigger(workflow, input_data)
+    if not as_json:
+        print(run_id, flush=True)
+    progress = Progress(run_id, workflow)
+    with progress:
+        final = await client.wait(run_id, progress.update, timeout=timeout)
+    if as_json:
+        print(json.dumps(final, default=str))
+    else:
+        print(summary(final))
+    return 0 if final["status"] == "succeeded" else 1
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        status = await client.status(args.run_id)
+    if status is None:
+        print(f"error: no run {args.run_id!r} (unknown, or not yet applied)", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(status, default=str))
+        return 0
+    print(
+        f"run {status['run_id']} · {status['workflow']} v{status['version']} · {status['status']}"
+    )
+    for name, node in status["nodes"].items():
+        from orchestrator.progress import _node_text
+
+        print(f"  {name}: {_node_text(node)}")
+        if node.get("error"):
+            print(f"      {node['error'].get('type')}: {node['error'].get('message')}")
+    print(summary(status).split("\n", 1)[1] if "\n" in summary(status) else "")
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        if await client.status(args.run_id) is None:
+            print(f"error: no run {args.run_id!r}", file=sys.stderr)
+            return 2
+        await client.cancel(args.run_id, args.reason)
+    print(f"cancel requested for {args.run_id}")
+    return 0
+
+
+async def cmd_runs(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        runs = await client.runs(args.workflow, args.status, args.limit)
+    if args.json:
+        print(json.dumps(runs, default=str))
+        return 0
+    for run in runs:
+        print(f"{run['run_id']}  {run['workflow']:<20} {run['status']:<10}")
+    return 0
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _bus(args: argparse.Namespace) -> Any:
+    bus = await Bus.connect(args.nats, Topology.from_env(args.namespace), name="conveyor-cli")
+    try:
+        await bus.ensure_topology()
+        yield bus
+    finally:
+        await bus.close()
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace) -> Any:
+    client = await Client.connect(args.nats, Topology.from_env(args.namespace))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _json_input(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--input is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"--input must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _specs_from_file(path: str) -> list[Any]:
+    from orchestrator.loader import load_module
+    from orchestrator.spec import validate_spec
+
+    if path.endswith(".py"):
+        loaded = load_module(path)
+        if not loaded.workflows:
+            raise UsageError(f"{path} defines no @workflow")
+        return [wf.spec for wf in loaded.workflows.values()]
+    text = Path(path).read_text()
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not valid YAML/JSON: {exc}") from None
+    specs = []
+    for doc in documents:
+        if not isinstance(doc, dict):
+            raise UsageError(f"{path}: each document must be a workflow spec object")
+        specs.append(validate_spec(doc))
+    return specs
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+
+async def _until_signal() -> None:
+    stopped = asyncio.Event()
+    _on_signals(stopped.set)
+    await stopped.wait()
+
+
+def _parser() -> argparse.ArgumentParser:
+    env_nats = os.environ.get("CONVEYOR_NATS_URL", DEFAULT_NATS)
+    parser = argparse.ArgumentParser(
+        prog="conveyor", description="Event-driven, serverless workflows on NATS JetStream."
+    )
+    parser.add_argument("--log-json", action="store_true", help="JSON log lines (for machines)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("CONVEYOR_LOG_LEVEL", "warning"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(
+        name: str,
+        handler: Callable[[argparse.Namespace], Awaitable[int]],
+        help: str,
+        nats: bool = True,
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        if nats:
+            p.add_argument(
+                "--nats",
+                default=env_nats,
+                metavar="URL",
+                help=f"NATS server (default: $CONVEYOR_NATS_URL or {DEFAULT_NATS})",
+            )
+        p.add_argument(
+            "--namespace",
+            default=None,
+            help="isolate streams and subjects (default: $CONVEYOR_NAMESPACE or conveyor)",
+        )
+        return p
+
+    p = command("dev", cmd_dev, "embedded NATS + orchestrator + worker for MODULE", nats=False)
+    p.add_argument("module", help="a Python file or dotted module with workflows and tasks")
+    p.add_argument(
+        "--port", type=int, default=None, help="NATS port (default 4222; free with --run)"
+    )
+    p.add_argument("--home", default=str(DEFAULT_HOME), help="state directory (default .conveyor)")
+    p.add_argument("--run", metavar="WORKFLOW", help="run WORKFLOW once, show progress, then exit")
+    p.add_argument("--input", help="run input as a JSON object (or @file.json)")
+    p.add_argument("--json", action="store_true", help="with --run: print only the final JSON")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--timeout", type=float, default=None, help="with --run: give up after N s")
+
+    p = command("orchestrator", cmd_orchestrator, "run the orchestrator (engine + status API)")
+    p.add_argument("--db", default=str(DEFAULT_HOME / "conveyor.db"), help="sqlite store path")
+    p.add_argument("--partition", type=int, default=0)
+
+    p = command("worker", cmd_worker, "serve MODULE's tasks (and register its workflows)")
+    p.add_argument("module")
+    p.add_argument("--queue", action="append", help="serve only this queue (repeatable)")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--grace", type=float, default=30.0, help="seconds to finish tasks on SIGTERM")
+
+    p = command(
+        "register", cmd_register, "register workflows from a Python module or YAML/JSON spec"
+    )
+    p.add_argument("file")
+
+    p = command("run", cmd_run, "trigger a run of WORKFLOW (prints the run id)")
+    p.add_argument("workflow")
+    p.add_argument("--input", help="run input as a JSON object (or @file.json)")
+    p.add_argument("--key", help="idempotency key: the same key gives the same run")
+    p.add_argument("--version", type=int, default=None, help="pin a workflow version")
+    p.add_argument("--wait", action="store_true", help="follow the run and print its result")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after N s")
+
+    p = command("status", cmd_status, "show a run")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+
+    p = command("cancel", cmd_cancel, "cancel a run")
+    p.add_argument("run_id")
+    p.add_argument("--reason", default="cancelled from the CLI")
+
+    p = command("runs", cmd_runs, "list recent runs")
+    p.add_argument("--workflow")
+    p.add_argument("--status")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+if __name__ == "__main__":
+    main()

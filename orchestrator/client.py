@@ -1,0 +1,178 @@
+"""The client API the CLI is built on (and that Python code can use directly).
+
+    client = await Client.connect("nats://127.0.0.1:4222")
+    run_id = await client.trigger("hello", {"name": "Ada"})
+    final = await client.wait(run_id)
+
+`trigger` checks the workflow exists and the input fits its parameters before publishing (bad
+input changes nothing), and returns only once JetStream acknowledged the request (nothing
+accepted is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from events.bus import Bus
+from events.codec import decode
+from events.envelope import CloudEvent
+from events.errors import BusUnavailable, MalformedEvent
+from events.ids import derived_id, is_token, new_run_id, run_id_for_key
+from events.models import (
+    RUN_CANCEL_REQUESTED,
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_REQUESTED,
+    RUN_SUCCEEDED,
+    RunCancelRequested,
+    RunRequested,
+)
+from events.topology import Topology
+from orchestrator.errors import InvalidInput
+from orchestrator.registry import Registry
+from orchestrator.state import RUN_TERMINAL
+
+SOURCE = "conveyor/client"
+_TERMINAL_TYPES = {RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED}
+
+
+class Client:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.topology = bus.topology
+        self.registry = Registry(bus)
+
+    @classmethod
+    async def connect(cls, url: str, topology: Topology | None = None) -> Client:
+        bus = await Bus.connect(url, topology or Topology.from_env(), name="conveyor-client")
+        await bus.ensure_topology()
+        return cls(bus)
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    async def trigger(
+        self,
+        workflow: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        version: int | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Start a run; returns its id. UnknownWorkflow / InvalidInput before anything is sent."""
+        spec = await self.registry.get(workflow, version)
+        payload = dict(input or {})
+        if spec.input_validator is not None:
+            problems = [
+                f"input{''.join(f'.{p}' for p in err.path)}: {err.message}"
+                for err in spec.input_validator.iter_errors(
+                    _with_defaults(spec.spec.input_schema, payload)
+                )
+            ]
+            if problems:
+                raise InvalidInput(workflow, problems)
+        if run_id is not None and not is_token(run_id):
+            raise InvalidInput(workflow, [f"run id {run_id!r} must be 1-128 of [A-Za-z0-9_-]"])
+        if run_id is None:
+            run_id = run_id_for_key(workflow, idempotency_key) if idempotency_key else new_run_id()
+        request = RunRequested(
+            workflow=workflow,
+            version=version,
+            input=payload,
+            idempotency_key=idempotency_key,
+            run_id=run_id,
+        )
+        event = CloudEvent.create(
+            RUN_REQUESTED,
+            SOURCE,
+            request,
+            # The same key gives the same event id: JetStream drops the repeat publish too.
+            id=derived_id("requested", run_id) if idempotency_key else None,
+            extensions={"runid": run_id},
+        )
+        await self.bus.publish(self.topology.event_subject(RUN_REQUESTED, run_id), event)
+        return run_id
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by request") -> None:
+        event = CloudEvent.create(
+            RUN_CANCEL_REQUESTED,
+            SOURCE,
+            RunCancelRequested(run_id=run_id, reason=reason),
+            extensions={"runid": run_id},
+        )
+        await self.bus.publish(self.topology.event_subject(RUN_CANCEL_REQUESTED, run_id), event)
+
+    async def status(self, run_id: str) -> dict[str, Any] | None:
+        """The run's committed state, or None when the orchestrator does not know it (yet)."""
+        subject = self.topology.api_subject("status", self.topology.partition(run_id))
+        reply = json.loads(await self.bus.request(subject, json.dumps({"run_id": run_id}).encode()))
+        if reply.get("ok"):
+            return reply["run"]  # type: ignore[no-any-return]
+        if reply.get("not_found"):
+            return None
+        raise BusUnavailable(f"status request failed: {reply.get('error')}")
+
+    async def runs(
+        self, workflow: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for partition in range(self.topology.partitions):
+            body = json.dumps({"workflow": workflow, "status": status, "limit": limit}).encode()
+            reply = json.loads(
+                await self.bus.request(self.topology.api_subject("runs", partition), body)
+            )
+            out.extend(reply.get("runs", []))
+        return sorted(out, key=lambda r: r["created_at"], reverse=True)[:limit]
+
+    async def wait(
+        self,
+        run_id: str,
+        on_update: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Follow the run live until it ends; `on_update` gets each new status. Returns the last."""
+        changed = asyncio.Event()
+
+        async def on_event(subject: str, headers: Mapping[str, str], body: bytes) -> None:
+            with contextlib.suppress(MalformedEvent):
+                decode(headers, body)
+                changed.set()
+
+        sub = await self.bus.subscribe(self.topology.run_events_filter(run_id), on_event)
+        try:
+            async with asyncio.timeout(timeout):
+                last: dict[str, Any] | None = None
+                while True:
+                    changed.clear()
+                    status = await self.status(run_id)
+                    if status is not None and status != last:
+                        last = status
+                        if on_update is not None:
+                            result = on_update(status)
+                            if asyncio.iscoroutine(result):
+                                await result
+                    if status is not None and status["status"] in RUN_TERMINAL:
+                        return status
+                    # Woken by the run's next event; the poll is a backstop for missed ones.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), timeout=1.0)
+                    await asyncio.sleep(0.05)  # coalesce bursts of events into one refresh
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+def _with_defaults(schema: dict[str, Any] | None, payload: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(payload)
+    for name, prop in ((schema or {}).get("properties") or {}).items():
+        if isinstance(prop, dict) and "default" in prop:
+            merged.setdefault(name, prop["default"])
+    return merged
+
+
+__all__ = ["Client"]

@@ -1,0 +1,55 @@
+"""Errors of the control plane.
+
+events.errors.ConveyorError
+├── SpecError                 a workflow spec is invalid; `problems` lists each with its place
+├── WorkflowDefinitionError   the @workflow DSL was used in a way it cannot trace
+├── UnknownWorkflow           no workflow (or version) registered under that name
+├── InvalidInput              a run's input does not fit the workflow's parameters
+├── EventRejected             an event is well-formed but breaks the contract for its run
+│                             (unknown run or node); parked on the DLQ, never applied
+└── StoreError                the sqlite store failed (a transient fault: the batch is retried)
+"""
+
+from __future__ import annotations
+
+from events.errors import ConveyorError
+
+
+class SpecError(ConveyorError):
+    def __init__(self, workflow: str, problems: list[str]) -> None:
+        self.workflow = workflow
+        self.problems = problems
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"workflow {workflow!r} is invalid:\n{listed}")
+
+
+class WorkflowDefinitionError(ConveyorError):
+    """Raised while tracing a @workflow body: says what was done and what to use instead."""
+
+
+class UnknownWorkflow(ConveyorError):
+    def __init__(
+        self, name: str, version: int | None = None, known: list[str] | None = None
+    ) -> None:
+        self.name = name
+        self.version = version
+        what = f"workflow {name!r}" + (f" version {version}" if version is not None else "")
+        hint = f" (registered: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"unknown {what}{hint}")
+
+
+class InvalidInput(ConveyorError):
+    def __init__(self, workflow: str, problems: list[str]) -> None:
+        self.workflow = workflow
+        self.problems = problems
+        super().__init__(f"input of workflow {workflow!r} is invalid: " + "; ".join(problems))
+
+
+class EventRejected(ConveyorError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StoreError(ConveyorError):
+    pass

@@ -1,0 +1,500 @@
+"""The functional core: every workflow rule, as transitions from (run, event) to (run', commands).
+
+    start_run(spec, run_id, request, now)  -> Transition   a run.requested for a new run
+    advance(spec, run, event, now)         -> Transition   any other event for an existing run
+
+No I/O, no clock (`now` is given), no randomness (retry jitter is derived from the ids). The
+machine updates `run` in place and says which node keys it changed; a caller that needs the
+previous state copies it first. Business outcomes (a failed task, a timeout, a cancellation)
+are states and commands, never exceptions; `EventRejected` is raised — before anything is
+changed — only for an event that breaks the contract (e.g. names a node the run does not have).
+
+Rules, in short:
+- A node runs when all its dependencies succeeded (or were skipped); a skipped dependency
+  skips it too, and so does a `when` condition that does not hold.
+- An attempt is identified by (run, node key, attempt). Only the current attempt of a node in
+  flight can move it; anything else (a duplicate, a stale attempt's late result) changes nothing.
+- A failed attempt is retried while attempts remain and the error is retryable (its
+  `retryable` flag, and its type not listed in the policy's `non_retryable`), after an
+  exponential backoff with deterministic jitter (a durable timer).
+- An execution timeout starts when the attempt starts; when its timer fires first, the attempt
+  fails with a retryable `TimeoutError` and the worker is asked to cancel it.
+- A mapped node dispatches one child per element; it succeeds with the list of the children's
+  outputs, in order, once all succeeded. Any node failing for good fails the run, which cancels
+  everything still in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from events.models import (
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_SUCCEEDED,
+    TASK_CANCEL_REQUESTED,
+    ErrorInfo,
+    RunCancelled,
+    RunCancelRequested,
+    RunFailed,
+    RunRequested,
+    RunSucceeded,
+    TaskCancelRequested,
+    TaskCompleted,
+    TaskFailed,
+    TaskStarted,
+    TimerFired,
+    WireModel,
+)
+from orchestrator.errors import EventRejected
+from orchestrator.expressions import ExpressionError, Scope, evaluate
+from orchestrator.spec import CompiledNode, CompiledSpec, Condition, RetryPolicy
+from orchestrator.state import (
+    CANCELLED,
+    DISPATCHED,
+    FAILED,
+    IN_FLIGHT,
+    NODE_TERMINAL,
+    RETRYING,
+    RUN_TERMINAL,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    WAITING,
+    Attempt,
+    CancelTimer,
+    Dispatch,
+    Emit,
+    NodeState,
+    RunState,
+    StartTimer,
+    Transition,
+    child_key,
+)
+
+# The orchestrator's deadline is a backstop for a worker that hangs or died silently: the worker
+# enforces the timeout itself and reports a TimeoutError with its traceback, a little earlier.
+DEADLINE_GRACE_S = 1.0
+
+RunEvent = RunCancelRequested | TaskStarted | TaskCompleted | TaskFailed | TimerFired
+
+
+def start_run(spec: CompiledSpec, run_id: str, request: RunRequested, now: float) -> Transition:
+    run = RunState(
+        run_id=run_id,
+        workflow=spec.name,
+        version=spec.version,
+        status=RUNNING,
+        input=dict(request.input),
+        created_at=now,
+        updated_at=now,
+        idempotency_key=request.idempotency_key,
+        parent=request.parent.model_dump() if request.parent else None,
+        nodes={node_id: NodeState(key=node_id, node_id=node_id) for node_id in spec.order},
+    )
+    step = _Step(spec, run, now, Transition(run, created=True))
+    step.out.changed.update(run.nodes)
+    problems = _input_problems(spec, run.input)
+    if problems:
+        step.fail_run(
+            ErrorInfo(
+                type="InvalidInput",
+                message=f"input of workflow {spec.name!r} is invalid: " + "; ".join(problems),
+                retryable=False,
+                details=problems,
+            ),
+            node=None,
+        )
+        return step.out
+    step.schedule_ready()
+    step.finish_if_done()
+    return step.out
+
+
+def advance(spec: CompiledSpec, run: RunState, event: RunEvent, now: float) -> Transition:
+    step = _Step(spec, run, now, Transition(run))
+    if isinstance(event, RunCancelRequested):
+        if run.status in RUN_TERMINAL:
+            return step.unchanged()
+        step.cancel_run(event.reason)
+        return step.out
+
+    node = run.nodes.get(event.node_id)
+    if node is None:
+        raise EventRejected(
+            f"run {run.run_id!r} (workflow {run.workflow!r}) has no node {event.node_id!r}"
+        )
+    if run.status in RUN_TERMINAL or node.attempt != event.attempt:
+        return step.unchanged()
+
+    if isinstance(event, TaskStarted):
+        if node.status != DISPATCHED:
+            return step.unchanged()
+        step.started(node, event.worker)
+    elif isinstance(event, TaskCompleted):
+        if node.status not in IN_FLIGHT:
+            return step.unchanged()
+        step.completed(node, event.output, event.worker)
+    elif isinstance(event, TaskFailed):
+        if node.status not in IN_FLIGHT:
+            return step.unchanged()
+        step.failed(node, event.error, event.worker)
+    elif event.kind == "retry":
+        if node.status != RETRYING:
+            return step.unchanged()
+        step.dispatch(node, node.attempt + 1, node.input)
+    else:
+        if node.status not in IN_FLIGHT:
+            return step.unchanged()
+        timeout = step.compiled(node).spec.timeout_s
+        step.emit_cancel(node, "execution timeout")
+        step.failed(
+            node,
+            ErrorInfo(
+                type="TimeoutError",
+                message=f"attempt {node.attempt} of node {node.key!r} exceeded its "
+                f"{timeout}s execution timeout",
+                retryable=True,
+            ),
+            None,
+        )
+    step.finish_if_done()
+    return step.out
+
+
+class _Step:
+    """One transition under construction: the run, the clock reading, and what it produced."""
+
+    __slots__ = ("now", "out", "run", "spec")
+
+    def __init__(self, spec: CompiledSpec, run: RunState, now: float, out: Transition) -> None:
+        self.spec = spec
+        self.run = run
+        self.now = now
+        self.out = out
+        run.updated_at = now
+
+    def unchanged(self) -> Transition:
+        self.out.applied = False
+        return self.out
+
+    def compiled(self, node: NodeState) -> CompiledNode:
+        return self.spec.nodes[node.node_id]
+
+    def touch(self, node: NodeState) -> None:
+        self.out.changed.add(node.key)
+
+    # ---- scheduling --------------------------------------------------------------------
+    def schedule_ready(self) -> None:
+        nodes = self.run.nodes
+        for node_id in self.spec.order:
+            node = nodes[node_id]
+            if node.status != WAITING or self.run.status != RUNNING:
+                continue
+            compiled = self.spec.nodes[node_id]
+            dep_states = [nodes[d].status for d in compiled.deps]
+            if any(s not in NODE_TERMINAL for s in dep_states):
+                continue
+            if any(s != SUCCEEDED for s in dep_states):
+                node.status = SKIPPED  # a skipped (or cancelled) upstream skips its dependents
+                self.touch(node)
+                continue
+            try:
+                if compiled.when is not None and compiled.spec.when is not None:
+                    if not _holds(compiled.spec.when, evaluate(compiled.when, self.scope())):
+                        node.status = SKIPPED
+                        self.touch(node)
+                        continue
+                self.start(node, compiled)
+            except ExpressionError as exc:
+                self.fail_for_good(node, _expression_error(exc, node.key))
+
+    def start(self, node: NodeState, compiled: CompiledNode) -> None:
+        if compiled.over is None or compiled.spec.map is None:
+            self.dispatch(node, 1, self.evaluate_inputs(compiled, None))
+            return
+        items = evaluate(compiled.over, self.scope())
+        if not isinstance(items, list):
+            raise ExpressionError(
+                f"map.over of node {node.key!r} must give a list, got {type(items).__name__}"
+            )
+        self.touch(node)
+        node.children = len(items)
+        if not items:
+            node.status = SUCCEEDED
+            node.output = []
+            return
+        node.status = RUNNING
+        param = compiled.spec.map.param
+        for index, item in enumerate(items):
+            child = NodeState(key=child_key(node.node_id, index), node_id=node.node_id, index=index)
+            self.run.nodes[child.key] = child
+            child_input = self.evaluate_inputs(compiled, item)
+            child_input[param] = item
+            self.dispatch(child, 1, child_input)
+
+    def evaluate_inputs(self, compiled: CompiledNode, item: Any) -> dict[str, Any]:
+        scope = self.scope(item)
+        return {name: evaluate(t, scope) for name, t in compiled.inputs.items()}
+
+    def scope(self, item: Any = None) -> Scope:
+        nodes = self.run.nodes
+
+        def output(node_id: str) -> Any:
+            return nodes[node_id].output
+
+        return Scope(self.run.input, output, item)
+
+    def dispatch(self, node: NodeState, attempt: int, node_input: Any) -> None:
+        compiled = self.compiled(node)
+        node.attempt = attempt
+        node.status = DISPATCHED
+        node.input = node_input
+        node.attempts.append(Attempt(attempt, DISPATCHED, self.now))
+        self.touch(node)
+        self.out.commands.append(
+            Dispatch(
+                self.run.run_id,
+                node.key,
+                attempt,
+                compiled.spec.task,
+                compiled.spec.queue,
+                node_input,
+                compiled.spec.timeout_s,
+            )
+        )
+
+    # ---- attempt outcomes --------------------------------------------------------------
+    def started(self, node: NodeState, worker: str) -> None:
+        node.status = RUNNING
+        current = node.attempts[-1]
+        current.status = RUNNING
+        current.started_at = self.now
+        current.worker = worker
+        self.touch(node)
+        timeout = self.compiled(node).spec.timeout_s
+        if timeout is not None:
+            self.out.commands.append(
+                StartTimer(
+                    _timer_id(self.run.run_id, node, "deadline"),
+                    self.now + timeout + DEADLINE_GRACE_S,
+                    self.run.run_id,
+                    "deadline",
+                    node.key,
+                    node.attempt,
+                )
+            )
+
+    def completed(self, node: NodeState, output: Any, worker: str) -> None:
+        self.close_attempt(node, SUCCEEDED, worker, None)
+        node.status = SUCCEEDED
+        node.output = output
+        if node.index is not None:
+            parent = self.run.nodes[node.node_id]
+            parent.children_done += 1
+            self.touch(parent)
+            if parent.children_done == parent.children:
+                parent.status = SUCCEEDED
+                parent.output = [
+                    self.run.nodes[child_key(parent.node_id, i)].output
+                    for i in range(parent.children)
+                ]
+        self.schedule_ready()
+
+    def failed(self, node: NodeState, error: ErrorInfo, worker: str | None) -> None:
+        self.close_attempt(node, FAILED, worker, error)
+        policy = self.compiled(node).spec.retry
+        if _retryable(error, policy) and node.attempt < policy.max_attempts:
+            node.status = RETRYING
+            delay = backoff_delay(policy, self.run.run_id, node.key, node.attempt)
+            self.out.commands.append(
+                StartTimer(
+                    _timer_id(self.run.run_id, node, "retry"),
+                    self.now + delay,
+                    self.run.run_id,
+                    "retry",
+                    node.key,
+                    node.attempt,
+                )
+            )
+            return
+        self.fail_for_good(node, error)
+
+    def close_attempt(
+        self, node: NodeState, status: str, worker: str | None, error: ErrorInfo | None
+    ) -> None:
+        current = node.attempts[-1]
+        current.status = status
+        current.finished_at = self.now
+        if worker is not None:
+            current.worker = worker
+        if error is not None:
+            current.error = error.model_dump()
+        self.touch(node)
+        if self.compiled(node).spec.timeout_s is not None and current.started_at is not None:
+            self.out.commands.append(CancelTimer(_timer_id(self.run.run_id, node, "deadline")))
+
+    def fail_for_good(self, node: NodeState, error: ErrorInfo) -> None:
+        located = error.model_copy(update={"node_id": node.key})
+        node.status = FAILED
+        node.error = located.model_dump()
+        self.touch(node)
+        if node.index is not None:
+            parent = self.run.nodes[node.node_id]
+            parent.status = FAILED
+            parent.error = node.error
+            self.touch(parent)
+        self.fail_run(located, node.key)
+
+    # ---- run outcomes ------------------------------------------------------------------
+    def fail_run(self, error: ErrorInfo, node: str | None) -> None:
+        self.stop_everything(f"run failed at node {node!r}" if node else "run failed")
+        self.end_run(FAILED)
+        self.run.error = error.model_dump()
+        self.emit(
+            RUN_FAILED,
+            RunFailed(
+                run_id=self.run.run_id,
+                workflow=self.run.workflow,
+                version=self.run.version,
+                error=error,
+            ),
+            "failed",
+        )
+
+    def cancel_run(self, reason: str) -> None:
+        self.stop_everything(reason)
+        self.end_run(CANCELLED)
+        self.run.error = {"type": "Cancelled", "message": reason, "retryable": False}
+        self.emit(
+            RUN_CANCELLED,
+            RunCancelled(
+                run_id=self.run.run_id,
+                workflow=self.run.workflow,
+                version=self.run.version,
+                reason=reason,
+            ),
+            "cancelled",
+        )
+
+    def finish_if_done(self) -> None:
+        if self.run.status != RUNNING:
+            return
+        nodes = self.run.nodes
+        if any(nodes[n].status not in NODE_TERMINAL for n in self.spec.order):
+            return
+        try:
+            output = evaluate(self.spec.output, self.scope())
+        except ExpressionError as exc:
+            self.fail_run(_expression_error(exc, None), None)
+            return
+        self.end_run(SUCCEEDED)
+        self.run.output = output
+        self.emit(
+            RUN_SUCCEEDED,
+            RunSucceeded(
+                run_id=self.run.run_id,
+                workflow=self.run.workflow,
+                version=self.run.version,
+                output=output,
+            ),
+            "succeeded",
+        )
+
+    def end_run(self, status: str) -> None:
+        self.run.status = status
+        self.run.finished_at = self.now
+
+    def stop_everything(self, reason: str) -> None:
+        for node in self.run.nodes.values():
+            if node.status in NODE_TERMINAL:
+                continue
+            if node.status in IN_FLIGHT and node.children is None:
+                self.emit_cancel(node, reason)
+                if node.attempts[-1].started_at is not None and self.compiled(node).spec.timeout_s:
+                    self.out.commands.append(
+                        CancelTimer(_timer_id(self.run.run_id, node, "deadline"))
+                    )
+                node.attempts[-1].status = CANCELLED
+                node.attempts[-1].finished_at = self.now
+            elif node.status == RETRYING:
+                self.out.commands.append(CancelTimer(_timer_id(self.run.run_id, node, "retry")))
+            node.status = CANCELLED
+            self.touch(node)
+
+    def emit_cancel(self, node: NodeState, reason: str) -> None:
+        self.emit(
+            TASK_CANCEL_REQUESTED,
+            TaskCancelRequested(
+                run_id=self.run.run_id, node_id=node.key, attempt=node.attempt, reason=reason
+            ),
+            f"cancel:{node.key}:{node.attempt}",
+        )
+
+    def emit(self, event_type: str, data: WireModel, key: str) -> None:
+        self.out.commands.append(Emit(event_type, self.run.run_id, data, key))
+
+
+# ---- pure helpers ----------------------------------------------------------------------------
+
+
+def backoff_delay(policy: RetryPolicy, run_id: str, node_key: str, attempt: int) -> float:
+    """Delay before attempt `attempt + 1`: exponential, capped, with jitter derived from the ids."""
+    base = min(policy.backoff_max_s, policy.backoff_s * policy.backoff_multiplier ** (attempt - 1))
+    digest = hashlib.blake2b(f"{run_id}/{node_key}/{attempt}".encode(), digest_size=8).digest()
+    unit = int.from_bytes(digest, "big") / 2**64  # in [0, 1)
+    return max(0.0, base * (1 + policy.jitter * (2 * unit - 1)))
+
+
+def _retryable(error: ErrorInfo, policy: RetryPolicy) -> bool:
+    return error.retryable and error.type not in policy.non_retryable
+
+
+def _timer_id(run_id: str, node: NodeState, kind: str) -> str:
+    return f"timer:{run_id}:{node.key}:{node.attempt}:{kind}"
+
+
+def _expression_error(exc: ExpressionError, node: str | None) -> ErrorInfo:
+    return ErrorInfo(type="ExpressionError", message=str(exc), retryable=False, node_id=node)
+
+
+def _input_problems(spec: CompiledSpec, run_input: dict[str, Any]) -> list[str]:
+    schema = spec.spec.input_schema
+    if schema is None or spec.input_validator is None:
+        return []
+    for name, prop in (schema.get("properties") or {}).items():
+        if isinstance(prop, dict) and "default" in prop and name not in run_input:
+            run_input[name] = prop["default"]
+    problems = []
+    for err in sorted(spec.input_validator.iter_errors(run_input), key=lambda e: list(e.path)):
+        where = "input" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.path)
+        problems.append(f"{where}: {err.message}")
+    return problems
+
+
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+    "in": lambda a, b: a in b,
+    "not_in": lambda a, b: a not in b,
+}
+
+
+def _holds(condition: Condition, value: Any) -> bool:
+    if condition.op == "truthy":
+        return bool(value)
+    if condition.op == "falsy":
+        return not value
+    try:
+        return bool(_OPERATORS[condition.op](value, condition.operand))
+    except TypeError as exc:
+        raise ExpressionError(
+            f"condition {condition.op} cannot compare {value!r} with {condition.operand!r}: {exc}"
+        ) from None

@@ -1,0 +1,87 @@
+"""Registered workflow specs in the NATS KV bucket, versioned.
+
+    wf.<name>.v<N>    the spec of version N (immutable once written)
+    wf.<name>.latest  {"version": N, "digest": sha256 of the spec without its version}
+
+Registering the same spec again is a no-op that returns its version; a changed spec becomes
+version N+1 (compare-and-set, so two processes registering at once cannot both take N+1). A
+run pins the version it started with; a new version affects new runs only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from events.bus import Bus
+from orchestrator.errors import UnknownWorkflow
+from orchestrator.spec import CompiledSpec, WorkflowSpec, compile_spec
+
+
+def spec_digest(spec: WorkflowSpec) -> str:
+    body = spec.model_dump(mode="json", exclude={"version"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class Registry:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.bucket = bus.topology.workflows_bucket
+        self._compiled: dict[tuple[str, int], CompiledSpec] = {}
+
+    async def register(self, spec: WorkflowSpec | Mapping[str, Any]) -> WorkflowSpec:
+        """Validate and store; returns the spec with its (new or existing) version."""
+        compiled = compile_spec(spec)  # raises SpecError: nothing is stored on error
+        digest = spec_digest(compiled.spec)
+        name = compiled.spec.name
+        for _ in range(20):
+            latest = await self.bus.kv_get(self.bucket, f"wf.{name}.latest")
+            pointer = json.loads(latest.value) if latest else {"version": 0, "digest": None}
+            if pointer["digest"] == digest:
+                return compiled.spec.model_copy(update={"version": pointer["version"]})
+            version = int(pointer["version"]) + 1
+            versioned = compiled.spec.model_copy(update={"version": version})
+            await self.bus.kv_create(
+                self.bucket, f"wf.{name}.v{version}", versioned.model_dump_json().encode()
+            )
+            stored = await self.bus.kv_get(self.bucket, f"wf.{name}.v{version}")
+            if stored is None or json.loads(stored.value) != json.loads(
+                versioned.model_dump_json()
+            ):
+                continue  # another process wrote a different v{version}: go round again
+            new_pointer = json.dumps({"version": version, "digest": digest}).encode()
+            if latest is None:
+                ok = await self.bus.kv_create(self.bucket, f"wf.{name}.latest", new_pointer)
+            else:
+                ok = await self.bus.kv_update(
+                    self.bucket, f"wf.{name}.latest", new_pointer, latest.revision
+                )
+            if ok is not None:
+                return versioned
+        raise RuntimeError(f"could not register {name!r}: too much contention")
+
+    async def latest_version(self, name: str) -> int | None:
+        latest = await self.bus.kv_get(self.bucket, f"wf.{name}.latest")
+        return int(json.loads(latest.value)["version"]) if latest else None
+
+    async def get(self, name: str, version: int | None = None) -> CompiledSpec:
+        """The compiled spec of `name` at `version` (latest when None); UnknownWorkflow if none."""
+        if version is None:
+            version = await self.latest_version(name)
+            if version is None:
+                raise UnknownWorkflow(name, known=await self.names())
+        cached = self._compiled.get((name, version))
+        if cached is not None:
+            return cached
+        entry = await self.bus.kv_get(self.bucket, f"wf.{name}.v{version}")
+        if entry is None:
+            raise UnknownWorkflow(name, version)
+        compiled = compile_spec(json.loads(entry.value))
+        self._compiled[(name, version)] = compiled
+        return compiled
+
+    async def names(self) -> list[str]:
+        keys = await self.bus.kv_keys(self.bucket)
+        return sorted({k.split(".")[1] for k in keys if k.endswith(".latest")})

@@ -1,0 +1,297 @@
+"""Workflows are data: `WorkflowSpec`, its validation, and its compiled form for the machine.
+
+A spec is what `@workflow` produces, what a YAML/JSON file holds and what the KV bucket
+stores. `validate_spec` either returns a spec that the machine can run or raises `SpecError`
+listing every problem with its place (`node 'train': ...`); nothing is registered on error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from events.ids import is_token
+from orchestrator.errors import SpecError
+from orchestrator.expressions import (
+    NODE_ID,
+    ExpressionError,
+    Ref,
+    Template,
+    parse_template,
+    refs,
+)
+
+WORKFLOW_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """How failed attempts are retried: exponential backoff with deterministic jitter."""
+
+    max_attempts: int = Field(1, ge=1, le=1000)
+    backoff_s: float = Field(1.0, ge=0)
+    backoff_multiplier: float = Field(2.0, ge=1)
+    backoff_max_s: float = Field(300.0, ge=0)
+    jitter: float = Field(0.1, ge=0, le=1)
+    # Error types (the failing exception's class name) that are never retried.
+    non_retryable: tuple[str, ...] = ()
+
+
+Operator = Literal["truthy", "falsy", "eq", "ne", "gt", "ge", "lt", "le", "in", "not_in"]
+
+
+class Condition(_Strict):
+    """Run the node only when `value <op> operand` holds; otherwise it is skipped."""
+
+    value: Any
+    op: Operator = "truthy"
+    operand: Any = None
+
+
+class MapSpec(_Strict):
+    """Fan out: one child attempt per element of `over`, bound to the task parameter `param`."""
+
+    over: Any
+    param: str = Field(min_length=1)
+
+
+class NodeSpec(_Strict):
+    id: str
+    task: str = Field(min_length=1)
+    queue: str = "default"
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    retry: RetryPolicy = RetryPolicy()
+    timeout_s: float | None = Field(None, gt=0)
+    when: Condition | None = None
+    map: MapSpec | None = None
+
+
+class WorkflowSpec(_Strict):
+    name: str
+    version: int = Field(0, ge=0)
+    description: str = ""
+    input_schema: dict[str, Any] | None = None
+    nodes: tuple[NodeSpec, ...] = Field(min_length=1)
+    output: Any = None
+
+
+# ---- compiled form ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledNode:
+    spec: NodeSpec
+    inputs: Mapping[str, Template]
+    when: Template | None
+    over: Template | None
+    deps: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSpec:
+    spec: WorkflowSpec
+    nodes: Mapping[str, CompiledNode]
+    order: tuple[str, ...]  # topological
+    output: Template
+    dependents: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    input_validator: Any = None  # a jsonschema validator, when the spec has an input schema
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> int:
+        return self.spec.version
+
+
+def validate_spec(data: WorkflowSpec | Mapping[str, Any]) -> WorkflowSpec:
+    """Check `data` fully; raise SpecError with every problem found."""
+    compile_spec(data)
+    return data if isinstance(data, WorkflowSpec) else WorkflowSpec.model_validate(data)
+
+
+def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
+    name = str(data.name if isinstance(data, WorkflowSpec) else data.get("name", "<unnamed>"))
+    if isinstance(data, WorkflowSpec):
+        spec = data
+    else:
+        try:
+            spec = WorkflowSpec.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(name, _pydantic_problems(exc, data)) from None
+    problems: list[str] = []
+    if not WORKFLOW_NAME.match(spec.name):
+        problems.append(
+            f"name {spec.name!r} must start with a letter and hold only letters, digits, '_' or '-'"
+        )
+    if spec.input_schema is not None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(spec.input_schema)
+        except jsonschema.SchemaError as exc:
+            problems.append(f"input_schema is not a valid JSON Schema: {exc.message}")
+
+    ids = [n.id for n in spec.nodes]
+    seen: set[str] = set()
+    for node_id in ids:
+        if node_id in seen:
+            problems.append(f"node {node_id!r}: duplicate id (node ids must be unique)")
+        seen.add(node_id)
+        if not NODE_ID.match(node_id):
+            problems.append(
+                f"node {node_id!r}: id must start with a letter or '_' and hold only letters, "
+                "digits, '_' or '-' (at most 64)"
+            )
+
+    compiled: dict[str, CompiledNode] = {}
+    for node in spec.nodes:
+        where = f"node {node.id!r}"
+        if not is_token(node.queue):
+            problems.append(
+                f"{where}: queue {node.queue!r} must hold only letters, digits, '_', '-'"
+            )
+        node_refs: list[tuple[str, Ref]] = []
+
+        def parse(value: Any, place: str, where: str = where) -> Template | None:
+            try:
+                template = parse_template(value)
+            except ExpressionError as exc:
+                problems.append(f"{where}: {place}: {exc}")
+                return None
+            node_refs.extend((place, r) for r in refs(template))
+            return template
+
+        inputs = {k: parse(v, f"input {k!r}") for k, v in node.inputs.items()}
+        when = parse(node.when.value, "when") if node.when else None
+        over = parse(node.map.over, "map.over") if node.map else None
+        if node.map and node.map.param in node.inputs:
+            problems.append(
+                f"{where}: map.param {node.map.param!r} is also given in inputs; the mapped "
+                "element is bound to it"
+            )
+        deps = set(node.depends_on)
+        for place, ref in node_refs:
+            if ref.root == "item" and node.map is None:
+                problems.append(f"{where}: {place}: {ref.text!r} is only valid in a mapped node")
+            if ref.root == "item" and place == "map.over":
+                problems.append(f"{where}: map.over cannot use $.item")
+            if ref.node is not None:
+                deps.add(ref.node)
+        for dep in sorted(deps):
+            if dep not in seen:
+                problems.append(f"{where}: refers to unknown node {dep!r}{_suggest(dep, ids)}")
+            elif dep == node.id:
+                problems.append(f"{where}: refers to itself")
+        compiled[node.id] = CompiledNode(
+            node,
+            {k: v for k, v in inputs.items() if v is not None},
+            when,
+            over,
+            frozenset(d for d in deps if d in seen and d != node.id),
+        )
+
+    try:
+        output = parse_template(spec.output)
+        for ref in refs(output):
+            if ref.root == "item":
+                problems.append("output: $.item is only valid in a mapped node")
+            if ref.node is not None and ref.node not in seen:
+                problems.append(
+                    f"output: refers to unknown node {ref.node!r}{_suggest(ref.node, ids)}"
+                )
+    except ExpressionError as exc:
+        problems.append(f"output: {exc}")
+        output = parse_template(None)
+
+    order, cycle = _topological(compiled)
+    if cycle:
+        problems.append("cycle: " + " -> ".join(cycle))
+    if problems:
+        raise SpecError(spec.name, problems)
+    dependents: dict[str, list[str]] = {n: [] for n in compiled}
+    for node_id in order:
+        for dep in compiled[node_id].deps:
+            dependents[dep].append(node_id)
+    validator = (
+        jsonschema.Draft202012Validator(spec.input_schema)
+        if spec.input_schema is not None
+        else None
+    )
+    return CompiledSpec(
+        spec,
+        compiled,
+        tuple(order),
+        output,
+        {k: tuple(v) for k, v in dependents.items()},
+        validator,
+    )
+
+
+def _topological(nodes: Mapping[str, CompiledNode]) -> tuple[list[str], list[str]]:
+    """Kahn's order over `nodes`, and one cycle (as a path) if there is one."""
+    indegree = {n: len(c.deps) for n, c in nodes.items()}
+    users: dict[str, list[str]] = {n: [] for n in nodes}
+    for node_id, node in nodes.items():
+        for dep in node.deps:
+            users[dep].append(node_id)
+    ready = [n for n, d in indegree.items() if d == 0]
+    order: list[str] = []
+    while ready:
+        current = ready.pop(0)
+        order.append(current)
+        for user in users[current]:
+            indegree[user] -= 1
+            if indegree[user] == 0:
+                ready.append(user)
+    if len(order) == len(nodes):
+        return order, []
+    # Walk dependencies from any node left over until one repeats: that loop is a cycle.
+    left = {n for n in nodes if n not in order}
+    path: list[str] = []
+    current = min(left)
+    while current not in path:
+        path.append(current)
+        current = min(d for d in nodes[current].deps if d in left)
+    cycle = path[path.index(current) :] + [current]
+    return order, cycle
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _pydantic_problems(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
+    problems = []
+    raw_nodes = data.get("nodes") if isinstance(data, Mapping) else None
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = ""
+        if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int):
+            node_id = None
+            if isinstance(raw_nodes, list) and loc[1] < len(raw_nodes):
+                raw = raw_nodes[loc[1]]
+                node_id = raw.get("id") if isinstance(raw, Mapping) else None
+            where = f"node {node_id!r}" if node_id else f"nodes[{loc[1]}]"
+            loc = loc[2:]
+        field_path = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            option = field_path.rsplit(".", 1)[-1]
+            message = f"unknown option {option!r}"
+            if "." in field_path:
+                message += f" in {field_path.rsplit('.', 1)[0]!r}"
+        else:
+            message = f"{field_path}: {err['msg']}" if field_path else err["msg"]
+        problems.append(f"{where}: {message}" if where else message)
+    return problems

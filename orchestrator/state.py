@@ -1,0 +1,185 @@
+"""The state of one run, as the machine reads and writes it, and the commands it produces.
+
+Plain slotted dataclasses (not pydantic): the engine keeps hot runs in memory and the machine
+updates them in place, so a transition costs what it touches, not the size of the run — a
+fan-out of 100,000 children must not be copied on every completion. The machine reports which
+node keys it changed (`Transition.changed`) so the store writes only those rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from events.models import WireModel
+
+# Run statuses
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+RUN_TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+# Node statuses: waiting -> dispatched -> running -> succeeded | failed | (retrying -> dispatched)
+# A mapped parent is "running" while its children run. skipped: condition false / upstream skipped.
+WAITING, DISPATCHED, RETRYING, SKIPPED = "waiting", "dispatched", "retrying", "skipped"
+IN_FLIGHT = frozenset({DISPATCHED, RUNNING})
+NODE_TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
+
+
+@dataclass(slots=True)
+class Attempt:
+    attempt: int
+    status: str
+    dispatched_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    error: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "status": self.status,
+            "dispatched_at": self.dispatched_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "worker": self.worker,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Attempt:
+        return cls(**d)
+
+
+@dataclass(slots=True)
+class NodeState:
+    key: str  # the node id, or "<id>[<index>]" for a child of a mapped node
+    node_id: str
+    status: str = WAITING
+    attempt: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    index: int | None = None  # position among the children of a mapped node
+    children: int | None = None  # for a mapped parent: how many children
+    children_done: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "node_id": self.node_id,
+            "status": self.status,
+            "attempt": self.attempt,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "index": self.index,
+            "children": self.children,
+            "children_done": self.children_done,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NodeState:
+        d = dict(d)
+        d["attempts"] = [Attempt.from_dict(a) for a in d.get("attempts", [])]
+        return cls(**d)
+
+
+@dataclass(slots=True)
+class RunState:
+    run_id: str
+    workflow: str
+    version: int
+    status: str
+    input: dict[str, Any]
+    created_at: float
+    updated_at: float
+    output: Any = None
+    error: dict[str, Any] | None = None
+    finished_at: float | None = None
+    idempotency_key: str | None = None
+    parent: dict[str, Any] | None = None
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+
+    def header_dict(self) -> dict[str, Any]:
+        """Everything but the nodes (stored in their own rows)."""
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "version": self.version,
+            "status": self.status,
+            "input": self.input,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "output": self.output,
+            "error": self.error,
+            "finished_at": self.finished_at,
+            "idempotency_key": self.idempotency_key,
+            "parent": self.parent,
+        }
+
+    @classmethod
+    def from_parts(cls, header: dict[str, Any], nodes: list[NodeState]) -> RunState:
+        return cls(**header, nodes={n.key: n for n in nodes})
+
+
+def child_key(node_id: str, index: int) -> str:
+    return f"{node_id}[{index}]"
+
+
+# ---- commands: what a transition asks the shell to do ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    run_id: str
+    node_key: str
+    attempt: int
+    task: str
+    queue: str
+    input: Any
+    timeout_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    timer_id: str
+    due_at: float
+    run_id: str
+    kind: str  # "retry" | "deadline"
+    node_key: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    timer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Publish an event about the run (run.succeeded, task.cancel-requested, ...)."""
+
+    event_type: str
+    run_id: str
+    data: WireModel
+    key: str  # makes the event id deterministic: derived from (run, type, key)
+
+
+Command = Dispatch | StartTimer | CancelTimer | Emit
+
+
+@dataclass(slots=True)
+class Transition:
+    run: RunState | None
+    commands: list[Command] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)  # node keys written
+    created: bool = False  # the event created the run
+    applied: bool = True  # False: the event was stale or a duplicate and changed nothing

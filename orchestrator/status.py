@@ -1,0 +1,61 @@
+"""A run as the API and the CLI show it: a JSON-ready summary of its state (pure)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from orchestrator.state import RunState
+
+MAX_LISTED_FAILURES = 20
+
+
+def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
+    """`run_id, workflow, version, status, output, error, timings` and `nodes`: one entry per
+    node of the spec (mapped nodes summarised with counts of their children by status)."""
+    parents: dict[str, dict[str, Any]] = {}
+    child_counts: dict[str, Counter[str]] = {}
+    child_attempts: Counter[str] = Counter()
+    failures: dict[str, list[dict[str, Any]]] = {}
+    for node in run.nodes.values():
+        if node.index is not None:
+            child_counts.setdefault(node.node_id, Counter())[node.status] += 1
+            child_attempts[node.node_id] += len(node.attempts)
+            if node.error and len(failures.setdefault(node.node_id, [])) < MAX_LISTED_FAILURES:
+                failures[node.node_id].append({"key": node.key, "error": node.error})
+            continue
+        entry: dict[str, Any] = {
+            "status": node.status,
+            "attempts": len(node.attempts),
+            "attempt_history": [a.to_dict() for a in node.attempts],
+            "error": node.error,
+        }
+        if include_io:
+            entry["input"] = node.input
+            entry["output"] = node.output
+        if node.children is not None:
+            entry["children"] = {"total": node.children}
+        parents[node.key] = entry
+    for node_id, counts in child_counts.items():
+        entry = parents[node_id]
+        entry["children"] = {
+            "total": entry.get("children", {}).get("total", sum(counts.values())),
+            **dict(sorted(counts.items())),
+        }
+        entry["attempts"] = child_attempts[node_id]
+        if failures.get(node_id):
+            entry["failed_children"] = failures[node_id]
+    return {
+        "run_id": run.run_id,
+        "workflow": run.workflow,
+        "version": run.version,
+        "status": run.status,
+        "input": run.input if include_io else None,
+        "output": run.output,
+        "error": run.error,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "finished_at": run.finished_at,
+        "idempotency_key": run.idempotency_key,
+        "nodes": parents,
+    }

@@ -1,0 +1,264 @@
+"""The orchestrator's sqlite store (WAL): runs, node states, processed event ids, the outbox.
+
+Writes happen once per fetched batch (`commit`): the new run headers, the node rows the machine
+changed, the ids of the events applied, and the outbox rows the transitions produced — all in
+one transaction, which is what makes a transition exactly-once and its commands unlosable.
+Timers are outbox rows with a due time in the future.
+
+Every statement is a primary-key or indexed lookup, so the cost of a transition does not grow
+with the number of stored runs. Reads for the API go through a second connection (WAL lets it
+read the last committed state while the engine writes).
+
+Durability: `synchronous=NORMAL` in WAL mode survives a process crash (kill -9) without losing a
+commit; an OS crash may lose the last commits — the same promise JetStream's default file
+storage makes (it does not fsync every message), so the pair stays consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from orchestrator.errors import StoreError
+from orchestrator.state import NodeState, RunState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    header TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+CREATE TABLE IF NOT EXISTS nodes (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS processed (
+    event_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    due_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due_at);
+"""
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA cache_size=-65536",
+    "PRAGMA busy_timeout=5000",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: str
+    subject: str
+    headers: dict[str, str]
+    body: bytes
+    due_at: float
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one fetched batch changes, written in one transaction."""
+
+    runs: dict[str, RunState] = field(default_factory=dict)
+    changed_nodes: dict[str, set[str]] = field(default_factory=dict)
+    processed: list[str] = field(default_factory=list)
+    outbox: dict[str, OutboxRow] = field(default_factory=dict)
+    outbox_deleted: list[str] = field(default_factory=list)
+
+    def stage_run(self, run: RunState, changed: Iterable[str]) -> None:
+        self.runs[run.run_id] = run
+        self.changed_nodes.setdefault(run.run_id, set()).update(changed)
+
+    def add_outbox(self, row: OutboxRow) -> None:
+        self.outbox[row.id] = row
+
+    def cancel_outbox(self, row_id: str) -> None:
+        # A timer started and cancelled within one batch never reaches the table.
+        if self.outbox.pop(row_id, None) is None:
+            self.outbox_deleted.append(row_id)
+
+    def __bool__(self) -> bool:
+        return bool(self.runs or self.processed or self.outbox or self.outbox_deleted)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class Store:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._db = writer
+        self._reader = reader
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Store:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            writer = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in _PRAGMAS:
+                await writer.execute(pragma)
+            await writer.executescript(_SCHEMA)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in _PRAGMAS[1:]:
+                await reader.execute(pragma)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc}") from exc
+        return cls(writer, reader)
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._db.close()
+
+    # ---- the engine's side -------------------------------------------------------------
+    async def load_run(self, run_id: str) -> RunState | None:
+        return await self._load(self._db, run_id)
+
+    async def already_processed(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        found: set[str] = set()
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self._db.execute(
+                f"SELECT event_id FROM processed WHERE event_id IN ({marks})", chunk
+            ) as cursor:
+                found.update([row[0] async for row in cursor])
+        return found
+
+    async def commit(self, batch: Batch) -> None:
+        if not batch:
+            return
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            if batch.runs:
+                await db.executemany(
+                    "INSERT INTO runs (run_id, workflow, version, status, created_at, updated_at,"
+                    " header) VALUES (?,?,?,?,?,?,?) ON CONFLICT(run_id) DO UPDATE SET"
+                    " status=excluded.status, updated_at=excluded.updated_at, header=excluded.header",
+                    [
+                        (
+                            r.run_id,
+                            r.workflow,
+                            r.version,
+                            r.status,
+                            r.created_at,
+                            r.updated_at,
+                            _dumps(r.header_dict()),
+                        )
+                        for r in batch.runs.values()
+                    ],
+                )
+                rows = [
+                    (run_id, key, _dumps(batch.runs[run_id].nodes[key].to_dict()))
+                    for run_id, keys in batch.changed_nodes.items()
+                    for key in keys
+                ]
+                if rows:
+                    await db.executemany(
+                        "INSERT OR REPLACE INTO nodes (run_id, key, data) VALUES (?,?,?)", rows
+                    )
+            if batch.processed:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO processed (event_id) VALUES (?)",
+                    [(i,) for i in batch.processed],
+                )
+            if batch.outbox_deleted:
+                await db.executemany(
+                    "DELETE FROM outbox WHERE id = ?", [(i,) for i in batch.outbox_deleted]
+                )
+            if batch.outbox:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO outbox (id, subject, headers, body, due_at)"
+                    " VALUES (?,?,?,?,?)",
+                    [
+                        (o.id, o.subject, _dumps(o.headers), o.body, o.due_at)
+                        for o in batch.outbox.values()
+                    ],
+                )
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                await db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise StoreError(f"commit failed: {exc}") from exc
+
+    async def delete_outbox(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self.commit(Batch(outbox_deleted=list(ids)))
+
+    async def due_outbox(self, now: float, limit: int = 1000) -> list[OutboxRow]:
+        async with self._db.execute(
+            "SELECT id, subject, headers, body, due_at FROM outbox WHERE due_at <= ?"
+            " ORDER BY due_at LIMIT ?",
+            (now, limit),
+        ) as cursor:
+            return [
+                OutboxRow(r[0], r[1], json.loads(r[2]), bytes(r[3]), r[4]) async for r in cursor
+            ]
+
+    async def timer_due_times(self, after: float) -> list[float]:
+        async with self._db.execute(
+            "SELECT due_at FROM outbox WHERE due_at > ? ORDER BY due_at", (after,)
+        ) as cursor:
+            return [r[0] async for r in cursor]
+
+    # ---- the API's side (committed state only) -----------------------------------------
+    async def read_run(self, run_id: str) -> RunState | None:
+        return await self._load(self._reader, run_id)
+
+    async def list_runs(
+        self, workflow: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        clauses, args = [], []
+        if workflow:
+            clauses.append("workflow = ?")
+            args.append(workflow)
+        if status:
+            clauses.append("status = ?")
+            args.append(status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with self._reader.execute(
+            f"SELECT header FROM runs {where} ORDER BY created_at DESC LIMIT ?", (*args, limit)
+        ) as cursor:
+            return [json.loads(r[0]) async for r in cursor]
+
+    async def count_runs(self) -> int:
+        async with self._reader.execute("SELECT COUNT(*) FROM runs") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _load(self, db: aiosqlite.Connection, run_id: str) -> RunState | None:
+        async with db.execute("SELECT header FROM runs WHERE run_id = ?", (run_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        async with db.execute("SELECT data FROM nodes WHERE run_id = ?", (run_id,)) as cursor:
+            nodes = [NodeState.from_dict(json.loads(r[0])) async for r in cursor]
+        return RunState.from_parts(json.loads(row[0]), nodes)

@@ -1,0 +1,426 @@
+"""The worker runtime: pull tasks from queues, run them, publish results, then ack.
+
+For each delivery (at least once; deduplicated downstream by (run, node, attempt)):
+
+    decode -> too many deliveries? -> fail it ("kills its worker"), term
+           -> unknown task?        -> fail it, term
+           -> publish task.started -> validate input -> run (heartbeating, with its timeout)
+           -> publish task.completed | task.failed (durably, deterministic ids) -> ack
+
+Nothing lives on the worker between tasks, so any replica can take any task and the pool can
+scale to zero. On `stop()` (SIGTERM) it stops fetching, lets in-flight tasks finish within the
+grace period, and naks the rest so another replica takes them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+import structlog
+
+from events.acks import Outcome
+from events.bus import Bus, Delivery
+from events.codec import decode
+from events.envelope import CloudEvent
+from events.errors import BusError, MalformedEvent
+from events.models import (
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_STARTED,
+    ErrorInfo,
+    TaskCancelRequested,
+    TaskCompleted,
+    TaskDispatched,
+    TaskFailed,
+    TaskStarted,
+)
+from workers.errors import NonRetryableError
+from workers.task import Task
+
+log = structlog.get_logger("conveyor.worker")
+
+# NATS refuses messages over max_payload (1 MiB by default); stay clear of it.
+MAX_INLINE_OUTPUT_BYTES = 900 * 1024
+
+
+@dataclass(slots=True)
+class _InFlight:
+    delivery: Delivery
+    job: asyncio.Task[None] | None = None
+    cancelled: bool = False
+
+
+class Worker:
+    """Serves `tasks` from their queues (or only `queues`), at most `concurrency` at a time."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        tasks: Iterable[Task[Any, Any]],
+        *,
+        queues: Iterable[str] | None = None,
+        concurrency: int = 16,
+        name: str | None = None,
+        grace_s: float = 30.0,
+    ) -> None:
+        self.bus = bus
+        self.topology = bus.topology
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        for t in tasks:
+            if t.name in self.tasks and self.tasks[t.name].fn is not t.fn:
+                raise ValueError(f"two different tasks are named {t.name!r}")
+            self.tasks[t.name] = t
+        wanted = set(queues) if queues else {t.queue for t in self.tasks.values()}
+        self.queues = sorted(wanted)
+        if not self.queues:
+            raise ValueError("a worker needs at least one task or queue to serve")
+        self.concurrency = concurrency
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.grace_s = grace_s
+        self.heartbeat_s = max(0.2, self.topology.task_ack_wait_s / 3)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._stopping = asyncio.Event()
+        self._inflight: dict[tuple[str, str, int], _InFlight] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._threads = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="conveyor-task"
+        )
+        self.completed = 0
+        self.failed = 0
+
+    def stop(self) -> None:
+        """Begin a graceful drain (safe to call from a signal handler)."""
+        self._stopping.set()
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Serve until `stop()`; with `burst=True`, return once the queues are empty and idle."""
+        pullers = [
+            await self.bus.queue_puller(q, max_ack_pending=max(1000, self.concurrency))
+            for q in self.queues
+        ]
+        cancel_sub = await self.bus.subscribe(
+            self.topology.cancel_subject_filter(), self._on_cancel
+        )
+        heartbeats = asyncio.create_task(self._heartbeat_loop())
+        log.info(
+            "worker started",
+            worker=self.name,
+            queues=self.queues,
+            tasks=sorted(self.tasks),
+            concurrency=self.concurrency,
+        )
+        try:
+            await asyncio.gather(
+                *(self._fetch_loop(p, q, burst) for p, q in zip(pullers, self.queues, strict=True))
+            )
+            await self._drain()
+        finally:
+            heartbeats.cancel()
+            with contextlib.suppress(Exception):
+                await cancel_sub.unsubscribe()
+            for p in pullers:
+                await p.close()
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            log.info(
+                "worker stopped", worker=self.name, completed=self.completed, failed=self.failed
+            )
+
+    async def _fetch_loop(self, puller: Any, queue: str, burst: bool) -> None:
+        while await self._acquire_slot():
+            # Ask for as many tasks as there is room for: the slot just taken plus the free ones.
+            want = 1 + self._free_slots()
+            try:
+                deliveries = await puller.fetch(min(want, 256), timeout=1.0)
+            except BusError as exc:
+                self._slots.release()
+                log.warning("fetch failed; retrying", queue=queue, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            if not deliveries:
+                self._slots.release()
+                if burst and not self._jobs:
+                    return
+                continue
+            for index, delivery in enumerate(deliveries):
+                if index > 0:
+                    await self._slots.acquire()
+                if self._stopping.is_set():
+                    await delivery.settle(Outcome.SHUTDOWN)
+                    self._slots.release()
+                    continue
+                job = asyncio.create_task(self._handle(delivery))
+                self._jobs.add(job)
+                job.add_done_callback(self._job_done)
+
+    async def _acquire_slot(self) -> bool:
+        """Wait for room to run one more task; False once a stop was requested."""
+        if self._stopping.is_set():
+            return False
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if acquire.done() and not self._stopping.is_set():
+            return True
+        if acquire.done():
+            self._slots.release()
+        else:
+            acquire.cancel()
+        return False
+
+    def _free_slots(self) -> int:
+        return self._slots._value
+
+    def _job_done(self, job: asyncio.Task[None]) -> None:
+        self._jobs.discard(job)
+        self._slots.release()
+
+    async def _drain(self) -> None:
+        if not self._jobs:
+            return
+        log.info("draining", worker=self.name, in_flight=len(self._jobs), grace_s=self.grace_s)
+        _, pending = await asyncio.wait(set(self._jobs), timeout=self.grace_s)
+        for job in pending:
+            job.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            for item in list(self._inflight.values()):
+                await item.delivery.in_progress()
+
+    async def _on_cancel(self, subject: str, headers: Mapping[str, str], body: bytes) -> None:
+        try:
+            request = decode(headers, body).data_as(TaskCancelRequested)
+        except MalformedEvent:
+            return
+        item = self._inflight.get((request.run_id, request.node_id, request.attempt))
+        if item is not None and item.job is not None:
+            item.cancelled = True
+            item.job.cancel()
+
+    # ---- one delivery ------------------------------------------------------------------
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            event = decode(delivery.headers, delivery.data)
+            dispatched = event.data_as(TaskDispatched)
+        except MalformedEvent as exc:
+            await self._park(delivery, exc.reason)
+            return
+        key = (dispatched.run_id, dispatched.node_id, dispatched.attempt)
+        bound = log.bind(
+            run_id=dispatched.run_id,
+            node_id=dispatched.node_id,
+            attempt=dispatched.attempt,
+            task=dispatched.task,
+        )
+        item = _InFlight(delivery)
+        self._inflight[key] = item
+        try:
+            outcome = await self._execute(dispatched, delivery, item, bound)
+        except asyncio.CancelledError:
+            if item.cancelled:  # the orchestrator asked: the attempt no longer matters
+                outcome = Outcome.DONE
+                bound.info("task cancelled on request")
+            else:  # we are shutting down: let another replica take it now
+                outcome = Outcome.SHUTDOWN
+                bound.info("task handed back (shutdown)")
+        except BusError as exc:
+            bound.warning("could not publish the result; it will be redelivered", error=str(exc))
+            outcome = Outcome.TRANSIENT
+        finally:
+            self._inflight.pop(key, None)
+        with contextlib.suppress(BusError):
+            await delivery.settle(outcome)
+
+    async def _execute(
+        self, dispatched: TaskDispatched, delivery: Delivery, item: _InFlight, bound: Any
+    ) -> Outcome:
+        limit = self.topology.task_max_deliveries
+        if delivery.num_delivered > limit:
+            await self._publish_failure(
+                dispatched,
+                ErrorInfo(
+                    type="WorkerLost",
+                    message=f"task {dispatched.task!r} was delivered {delivery.num_delivered - 1} "
+                    f"times and every worker that took it died or went silent before finishing "
+                    f"(crash, kill -9, out of memory?); giving up on this attempt after {limit}",
+                    retryable=True,
+                ),
+            )
+            bound.error(
+                "task keeps killing its workers; attempt failed", deliveries=delivery.num_delivered
+            )
+            return Outcome.GAVE_UP
+        task = self.tasks.get(dispatched.task)
+        if task is None:
+            await self._publish_failure(
+                dispatched,
+                ErrorInfo(
+                    type="UnknownTask",
+                    message=f"worker {self.name} serves queue {dispatched.queue!r} but has no task "
+                    f"named {dispatched.task!r} (it has: {', '.join(sorted(self.tasks)) or 'none'})",
+                    retryable=True,
+                ),
+            )
+            return Outcome.GAVE_UP
+
+        await self._publish(
+            TASK_STARTED,
+            dispatched,
+            "started",
+            TaskStarted(
+                run_id=dispatched.run_id,
+                node_id=dispatched.node_id,
+                attempt=dispatched.attempt,
+                worker=self.name,
+            ),
+        )
+        item.job = asyncio.current_task()
+        started = time.monotonic()
+        error = None
+        try:
+            output = await self._call(task, dispatched)
+        except asyncio.CancelledError:
+            raise
+        except _InvalidInput as exc:
+            error = ErrorInfo(
+                type="InputValidationError", message=str(exc), retryable=False, details=exc.problems
+            )
+        except TimeoutError:
+            error = ErrorInfo(
+                type="TimeoutError",
+                message=f"task {task.name!r} did not finish within its {dispatched.timeout}s timeout",
+                retryable=True,
+            )
+        except Exception as exc:  # the task's own failure: report it, typed
+            error = _error_info(exc, task)
+        if error is None:
+            try:
+                payload = task.serialise_output(output)
+                size = len(pydantic.TypeAdapter(Any).dump_json(payload))
+            except Exception as exc:
+                error = ErrorInfo(
+                    type="OutputSerialisationError",
+                    retryable=False,
+                    message=f"output of {task.name!r} cannot be serialised: {exc}",
+                )
+            else:
+                if size > MAX_INLINE_OUTPUT_BYTES:
+                    error = ErrorInfo(
+                        type="OutputTooLarge",
+                        retryable=False,
+                        message=f"output of {task.name!r} is {size} bytes; the "
+                        f"limit is {MAX_INLINE_OUTPUT_BYTES}",
+                    )
+        elapsed = round(time.monotonic() - started, 4)
+        if error is not None:
+            await self._publish_failure(dispatched, error)
+            self.failed += 1
+            bound.warning(
+                "task failed", error_type=error.type, error=error.message, seconds=elapsed
+            )
+            return Outcome.DONE
+        await self._publish(
+            TASK_COMPLETED,
+            dispatched,
+            "completed",
+            TaskCompleted(
+                run_id=dispatched.run_id,
+                node_id=dispatched.node_id,
+                attempt=dispatched.attempt,
+                worker=self.name,
+                output=payload,
+            ),
+        )
+        self.completed += 1
+        bound.debug("task completed", seconds=elapsed)
+        return Outcome.DONE
+
+    async def _call(self, task: Task[Any, Any], dispatched: TaskDispatched) -> Any:
+        try:
+            kwargs = task.validate_input(dispatched.input)
+        except pydantic.ValidationError as exc:
+            raise _InvalidInput(task.name, exc) from None
+        if task.is_async:
+            coro = task.fn(**kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            coro = loop.run_in_executor(self._threads, lambda: task.fn(**kwargs))
+        if dispatched.timeout is None:
+            return await coro
+        return await asyncio.wait_for(coro, dispatched.timeout)
+
+    async def _publish_failure(self, dispatched: TaskDispatched, error: ErrorInfo) -> None:
+        await self._publish(
+            TASK_FAILED,
+            dispatched,
+            "failed",
+            TaskFailed(
+                run_id=dispatched.run_id,
+                node_id=dispatched.node_id,
+                attempt=dispatched.attempt,
+                worker=self.name,
+                error=error,
+            ),
+        )
+
+    async def _publish(
+        self, event_type: str, dispatched: TaskDispatched, verb: str, data: Any
+    ) -> None:
+        # Deterministic ids: a redelivered attempt that runs again publishes the same ids, which
+        # JetStream drops as duplicates (and the orchestrator would ignore anyway).
+        event = CloudEvent.create(
+            event_type,
+            f"conveyor/worker/{self.name}",
+            data,
+            id=f"{dispatched.run_id}:{dispatched.node_id}:{dispatched.attempt}:{verb}",
+            extensions={"runid": dispatched.run_id},
+        )
+        await self.bus.publish(self.topology.event_subject(event_type, dispatched.run_id), event)
+
+    async def _park(self, delivery: Delivery, reason: str) -> None:
+        headers = dict(delivery.headers)
+        headers["Conveyor-Dlq-Reason"] = reason[:500].encode("ascii", "replace").decode()
+        headers["Conveyor-Dlq-Subject"] = delivery.subject
+        headers.pop("Nats-Msg-Id", None)
+        try:
+            await self.bus.publish_raw(self.topology.dlq_subject("worker"), headers, delivery.data)
+        except BusError:
+            await delivery.settle(Outcome.TRANSIENT)
+            return
+        log.error(
+            "malformed task message parked on the DLQ", reason=reason, subject=delivery.subject
+        )
+        await delivery.settle(Outcome.PARKED)
+
+
+class _InvalidInput(Exception):
+    def __init__(self, task: str, exc: pydantic.ValidationError) -> None:
+        self.problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or '<input>'}: {e['msg']}" for e in exc.errors()
+        ]
+        super().__init__(f"input of task {task!r} is invalid: " + "; ".join(self.problems))
+
+
+def _error_info(exc: BaseException, task: Task[Any, Any]) -> ErrorInfo:
+    name = type(exc).__name__
+    non_retryable = task.declaration.defaults.get("non_retryable") or ()
+    return ErrorInfo(
+        type=name,
+        message=str(exc) or name,
+        traceback="".join(traceback.format_exception(exc)),
+        retryable=not isinstance(exc, NonRetryableError) and name not in non_retryable,
+    )
