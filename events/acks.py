@@ -43,4 +43,6 @@ def settle(outcome: Outcome, num_delivered: int = 1) -> Decision:
     if outcome is Outcome.SHUTDOWN:
         return Nak(None)
     # Exponential backoff on repeated transient failures, so a sick dependency is not hammered.
-    return Nak(min(_MAX_TRANSIENT_DELAY_S, 0.5 * 2 ** max(0, num_delivered - 1)))
+    # The exponent is clamped: 0.5 * 2**n overflows a float past ~1,000 deliveries.
+    exponent = min(max(0, num_delivered - 1), 16)
+    return Nak(min(_MAX_TRANSIENT_DELAY_S, 0.5 * 2**exponent))

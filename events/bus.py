@@ -110,22 +110,33 @@ class Bus:
 
     @classmethod
     async def connect(
-        cls, url: str, topology: Topology | None = None, *, name: str = "conveyor"
+        cls,
+        url: str,
+        topology: Topology | None = None,
+        *,
+        name: str = "conveyor",
+        connect_timeout_s: float = 5.0,
     ) -> Bus:
+        """Connect, failing with BusUnavailable after `connect_timeout_s`; once connected, the
+        client reconnects forever (a server restart is an outage, not an exit)."""
+        attempts = max(1, int(connect_timeout_s / 0.5))
         try:
             nc = await nats.connect(
                 url,
                 name=name,
-                connect_timeout=3,
-                max_reconnect_attempts=-1,
+                connect_timeout=2,
+                # Finite for the first connection, so a wrong URL fails fast...
+                max_reconnect_attempts=attempts,
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
-                # A first connect to a server that is not there fails fast with a clear error.
                 error_cb=_quiet,
                 disconnected_cb=_noop,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
-            raise BusUnavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+            detail = str(exc) or type(exc).__name__
+            raise BusUnavailable(f"cannot connect to NATS at {url}: {detail}") from exc
+        # ...and unlimited afterwards. nats-py reads this option at each reconnect.
+        nc.options["max_reconnect_attempts"] = -1
         return cls(nc, topology or Topology())
 
     async def close(self) -> None:

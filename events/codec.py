@@ -20,9 +20,14 @@ from events.errors import MalformedEvent
 MSG_ID_HEADER = "Nats-Msg-Id"
 STRUCTURED = "application/cloudevents+json"
 _CORE = ("id", "source", "type", "specversion", "time", "subject", "dataschema")
-_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
-# Keep header values ASCII: nats-py hands non-ASCII back as email.header.Header objects.
-_ASCII = re.compile(r"^[\x20-\x7e]*$")
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}\Z")
+# Names an extension cannot take: they are (or are carried in place of) core attributes.
+_RESERVED = frozenset((*_CORE, "datacontenttype", "data", "data_base64"))
+# Keep header values printable ASCII: nats-py hands non-ASCII back as email.header.Header
+# objects, and a CR/LF would break the header block. (fullmatch: `$` also matches before "\n".)
+_ASCII = re.compile(r"[\x20-\x7e]*")
+# Data of these content types is a JSON value in a structured event; of others, a string.
+_JSON_TYPE = re.compile(r"^(application|text)/([a-zA-Z0-9.-]+\+)?json(;.*)?$")
 
 
 def encode(event: CloudEvent) -> tuple[dict[str, str], bytes]:
@@ -43,9 +48,12 @@ def encode(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     if event.datacontenttype is not None:
         headers["content-type"] = event.datacontenttype
     for name, value in event.extensions.items():
+        _check_extension_name(name)
         headers[f"ce-{name}"] = value
     for name, value in headers.items():
-        if not _ASCII.match(value):
+        if name == MSG_ID_HEADER:
+            continue  # the same value as ce-id, which is checked under its own name
+        if not isinstance(value, str) or not _ASCII.fullmatch(value):
             raise MalformedEvent(f"attribute {name!r} must be printable ASCII, got {value!r}")
     return headers, event.data
 
@@ -75,18 +83,26 @@ def decode(headers: Mapping[str, str] | None, body: bytes) -> CloudEvent:
 def _decode_structured(body: bytes) -> CloudEvent:
     try:
         document = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise MalformedEvent(f"structured CloudEvent body is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise MalformedEvent("structured CloudEvent body must be a JSON object")
     content_type = document.pop("datacontenttype", None)
+    if content_type is not None and not isinstance(content_type, str):
+        raise MalformedEvent(
+            f"attribute 'datacontenttype' must be a string, got {type(content_type).__name__}"
+        )
     if "data_base64" in document:
         try:
             data = base64.b64decode(document.pop("data_base64"), validate=True)
         except (ValueError, TypeError) as exc:
             raise MalformedEvent(f"data_base64 is not valid base64: {exc}") from None
     elif "data" in document:
-        data = json.dumps(document.pop("data"), separators=(",", ":")).encode()
+        value = document.pop("data")
+        if isinstance(value, str) and content_type and not _JSON_TYPE.match(content_type):
+            data = value.encode()  # text data (e.g. text/plain) is carried as a JSON string
+        else:
+            data = json.dumps(value, separators=(",", ":")).encode()
         content_type = content_type or "application/json"
     else:
         data = b""
@@ -96,10 +112,12 @@ def _decode_structured(body: bytes) -> CloudEvent:
             raise MalformedEvent(f"attribute {name!r} must be a string, got {type(value).__name__}")
     extensions = {}
     for name, value in document.items():
+        if value is None:
+            continue  # JSON format: a null attribute is the same as an absent one
         if isinstance(value, bool):
             value = "true" if value else "false"
         if not isinstance(value, str | int):
-            raise MalformedEvent(f"extension {name!r} must be a string, number or boolean")
+            raise MalformedEvent(f"extension {name!r} must be a string, integer or boolean")
         extensions[name] = str(value)
     return _build(attributes, extensions, content_type, data)
 
@@ -115,13 +133,11 @@ def _build(
             raise MalformedEvent(f"required attribute {required!r} is missing or empty")
     if attributes["specversion"] != SPEC_VERSION:
         raise MalformedEvent(
-            f"specversion {attributes['specversion']!r} is not supported (expected {SPEC_VERSION!r})"
+            f"specversion {attributes['specversion']!r} is not supported "
+            f"(expected {SPEC_VERSION!r})"
         )
     for name in extensions:
-        if not _EXTENSION_NAME.match(name):
-            raise MalformedEvent(
-                f"extension name {name!r} must be 1-20 lowercase letters or digits"
-            )
+        _check_extension_name(name)
     return CloudEvent(
         id=attributes["id"],
         source=attributes["source"],
@@ -134,3 +150,11 @@ def _build(
         data=data,
         extensions=dict(extensions),
     )
+
+
+def _check_extension_name(name: str) -> None:
+    # The same rule both ways: whatever decodes can be encoded again.
+    if not _EXTENSION_NAME.match(name):
+        raise MalformedEvent(f"extension name {name!r} must be 1-20 lowercase letters or digits")
+    if name in _RESERVED:
+        raise MalformedEvent(f"extension name {name!r} is reserved for a core attribute")

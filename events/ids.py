@@ -8,7 +8,7 @@ import re
 import time
 import zlib
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")  # \Z: `$` would accept a trailing "\n"
 
 
 def new_run_id() -> str:

@@ -126,7 +126,8 @@ class EmbeddedServer:
                 )
                 log = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
                 raise ServerError(
-                    f"nats-server exited with {self.proc.returncode}: {stderr.strip() or log.strip()}"
+                    f"nats-server exited with {self.proc.returncode}: "
+                    f"{stderr.strip() or log.strip()}"
                 )
             for path in ports_dir.glob("*.ports"):
                 with contextlib.suppress(ValueError, OSError):

@@ -31,7 +31,7 @@ from events.models import (
     type_suffix,
 )
 
-_NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")  # \Z, not `$`: no trailing "\n"
 # What the orchestrator consumes; its own outputs (run.succeeded, ...) are for everyone else.
 ORCHESTRATOR_INPUTS = (
     RUN_REQUESTED,

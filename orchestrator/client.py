@@ -149,7 +149,11 @@ class Client:
                 last: dict[str, Any] | None = None
                 while True:
                     changed.clear()
-                    status = await self.status(run_id)
+                    try:
+                        status = await self.status(run_id)
+                    except BusUnavailable:
+                        # The orchestrator is restarting: the run is durable, keep following.
+                        status = None
                     if status is not None and status != last:
                         last = status
                         if on_update is not None:

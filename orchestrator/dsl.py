@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, overload
 
@@ -121,7 +122,7 @@ class Ref:
             f"`in` on {self.expression}: use `when(ref.is_in([...]))` or decide inside a task"
         )
 
-    def __format__(self, spec: str) -> str:
+    def __format__(self, spec: str = "") -> str:
         raise WorkflowDefinitionError(
             f"formatting {self.expression} into a string: its value is not known while the "
             "workflow is defined; build strings inside a task"
@@ -136,7 +137,8 @@ class Ref:
         )
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
-    __truediv__ = __rtruediv__ = __floordiv__ = __mod__ = __pow__ = __neg__ = _arith
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = _arith
+    __mod__ = __rmod__ = __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = _arith
 
 
 class Cond:
@@ -154,6 +156,11 @@ class Cond:
         )
 
     def spec(self) -> dict[str, Any]:
+        if isinstance(self.operand, Ref):
+            raise WorkflowDefinitionError(
+                f"when(): {self.ref.expression} can only be compared with a literal value, not "
+                f"with {self.operand.expression}; compare the two inside a task"
+            )
         operand = _jsonable(self.operand, f"the operand compared with {self.ref.expression}")
         return {"value": self.ref.expression, "op": self.op, "operand": operand}
 
@@ -198,7 +205,8 @@ class _Tracer:
         for name, value in kwargs.items():
             if name not in task.params:
                 raise WorkflowDefinitionError(
-                    f"task {task.name!r} has no parameter {name!r} (it has: {', '.join(task.params)})"
+                    f"task {task.name!r} has no parameter {name!r} "
+                    f"(it has: {', '.join(task.params)})"
                 )
             if name in bound:
                 raise WorkflowDefinitionError(f"task {task.name!r}: {name!r} given twice")
@@ -315,7 +323,21 @@ class Workflow:
         self.fn = fn
         self.name = name or fn.__name__
         self.description = description if description is not None else inspect.getdoc(fn) or ""
-        self.spec, self.tasks = _trace(fn, self.name, self.description)
+        self._traced: tuple[WorkflowSpec, dict[str, TaskDeclaration]] | None = None
+
+    # Traced on first use, not at decoration: a module may define its tasks below its workflows.
+    @property
+    def spec(self) -> WorkflowSpec:
+        return self._trace()[0]
+
+    @property
+    def tasks(self) -> dict[str, TaskDeclaration]:
+        return self._trace()[1]
+
+    def _trace(self) -> tuple[WorkflowSpec, dict[str, TaskDeclaration]]:
+        if self._traced is None:
+            self._traced = _trace(self.fn, self.name, self.description)
+        return self._traced
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise WorkflowDefinitionError(
@@ -324,7 +346,7 @@ class Workflow:
         )
 
     def __repr__(self) -> str:
-        return f"<Workflow {self.name} ({len(self.spec.nodes)} nodes)>"
+        return f"<Workflow {self.name}>"
 
 
 @overload
@@ -358,6 +380,12 @@ def _trace(
             f"workflow {name!r}: a workflow function must be a plain `def` (its tasks may be async)"
         )
     signature = inspect.signature(fn)
+    # Resolved hints, so that `from __future__ import annotations` (string annotations naming
+    # the module's own models) works; Annotated metadata (constraints) is kept.
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # unresolvable: fall back to the raw annotations
+        hints = {}
     fields: dict[str, Any] = {}
     refs: dict[str, Ref] = {}
     for param in signature.parameters.values():
@@ -366,7 +394,9 @@ def _trace(
                 f"workflow {name!r}: parameter {param.name!r} must be a plain named parameter "
                 "(they are bound by name from the run's input object)"
             )
-        annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
+        annotation = hints.get(
+            param.name, Any if param.annotation is inspect.Parameter.empty else param.annotation
+        )
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
         refs[param.name] = Ref("input", None, (param.name,))
@@ -375,7 +405,8 @@ def _trace(
         input_schema = model.model_json_schema()
     except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError) as exc:
         raise WorkflowDefinitionError(
-            f"workflow {name!r}: its parameters' type hints cannot be turned into a JSON schema: {exc}"
+            f"workflow {name!r}: its parameters' type hints cannot be turned into a JSON "
+            f"schema: {exc}"
         ) from None
     input_schema.pop("title", None)
 

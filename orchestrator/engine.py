@@ -19,6 +19,7 @@ At start-up the engine publishes whatever the outbox still holds and reloads the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 from collections import Counter, OrderedDict
@@ -420,7 +421,6 @@ def _run_id_of(data: WireModel | None) -> str | None:
 
 
 async def _settle_quietly(delivery: Delivery, outcome: Outcome) -> None:
-    try:
+    # An unsettled message is redelivered, and the processed-id check drops it.
+    with contextlib.suppress(BusError):
         await delivery.settle(outcome)
-    except BusError:
-        pass  # an unsettled message is redelivered, and the processed-id check drops it

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(-?\d+)\]|\[\"([^\"]*)\"\]")
-NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+# Anchored with \Z: `$` also matches before a trailing "\n", which would end up in subjects.
+NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}\Z")
 
 Path = tuple[str | int, ...]
 
@@ -92,13 +93,18 @@ def parse_template(value: Any) -> Template:
         if value.startswith("$."):
             return parse_ref(value)
         return Literal(value)
+    # An all-literal list or dict is one Literal, built from the parsed items so that the
+    # `$$` escapes inside it are undone too.
     if isinstance(value, list | tuple):
         parsed = tuple(parse_template(v) for v in value)
-        return ListT(parsed) if any(not isinstance(p, Literal) for p in parsed) else Literal(value)
+        if any(not isinstance(p, Literal) for p in parsed):
+            return ListT(parsed)
+        values = [p.value for p in parsed if isinstance(p, Literal)]
+        return Literal(tuple(values) if isinstance(value, tuple) else values)
     if isinstance(value, dict):
         pairs = tuple((str(k), parse_template(v)) for k, v in value.items())
         if all(isinstance(p, Literal) for _, p in pairs):
-            return Literal(value)
+            return Literal({k: p.value for k, p in pairs if isinstance(p, Literal)})
         return DictT(pairs)
     return Literal(value)
 

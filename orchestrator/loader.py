@@ -55,6 +55,7 @@ def load_module(target: str) -> LoadedModule:
         elif isinstance(getattr(value, "declaration", None), TaskDeclaration):
             loaded.tasks[value.declaration.name] = value
     for wf in loaded.workflows.values():
+        wf.spec  # trace now, so a broken workflow fails at load with its message  # noqa: B018
         for name in wf.tasks:
             if name not in loaded.tasks:
                 # A workflow may use tasks imported from elsewhere; the worker still needs them.

@@ -50,7 +50,16 @@ from events.models import (
     WireModel,
 )
 from orchestrator.errors import EventRejected
-from orchestrator.expressions import ExpressionError, Scope, evaluate
+from orchestrator.expressions import (
+    DictT,
+    ExpressionError,
+    ListT,
+    Literal,
+    Ref,
+    Scope,
+    Template,
+    evaluate,
+)
 from orchestrator.spec import CompiledNode, CompiledSpec, Condition, RetryPolicy
 from orchestrator.state import (
     CANCELLED,
@@ -116,6 +125,16 @@ def start_run(spec: CompiledSpec, run_id: str, request: RunRequested, now: float
 
 def advance(spec: CompiledSpec, run: RunState, event: RunEvent, now: float) -> Transition:
     step = _Step(spec, run, now, Transition(run))
+    _apply(step, event)
+    if step.out.applied:
+        # Only an applied event moves `updated_at`: a duplicate, a stale result or a rejected
+        # event must leave the run exactly as it was (invariant 2), the cached copy included.
+        run.updated_at = now
+    return step.out
+
+
+def _apply(step: _Step, event: RunEvent) -> Transition:
+    run = step.run
     if isinstance(event, RunCancelRequested):
         if run.status in RUN_TERMINAL:
             return step.unchanged()
@@ -127,7 +146,10 @@ def advance(spec: CompiledSpec, run: RunState, event: RunEvent, now: float) -> T
         raise EventRejected(
             f"run {run.run_id!r} (workflow {run.workflow!r}) has no node {event.node_id!r}"
         )
-    if run.status in RUN_TERMINAL or node.attempt != event.attempt:
+    # `not node.attempts`: a node with no attempt (waiting, skipped, or a mapped parent, whose
+    # children hold the attempts) has nothing an event could move; a TimerFired for attempt 0
+    # of a running mapped parent used to reach `failed()` and crash on the missing attempt.
+    if run.status in RUN_TERMINAL or node.attempt != event.attempt or not node.attempts:
         return step.unchanged()
 
     if isinstance(event, TaskStarted):
@@ -175,7 +197,6 @@ class _Step:
         self.run = run
         self.now = now
         self.out = out
-        run.updated_at = now
 
     def unchanged(self) -> Transition:
         self.out.applied = False
@@ -203,11 +224,15 @@ class _Step:
                 self.touch(node)
                 continue
             try:
-                if compiled.when is not None and compiled.spec.when is not None:
-                    if not _holds(compiled.spec.when, evaluate(compiled.when, self.scope())):
-                        node.status = SKIPPED
-                        self.touch(node)
-                        continue
+                condition = compiled.spec.when
+                if (
+                    compiled.when is not None
+                    and condition is not None
+                    and not _holds(condition, evaluate(compiled.when, self.scope()))
+                ):
+                    node.status = SKIPPED
+                    self.touch(node)
+                    continue
                 self.start(node, compiled)
             except ExpressionError as exc:
                 self.fail_for_good(node, _expression_error(exc, node.key))
@@ -221,6 +246,14 @@ class _Step:
             raise ExpressionError(
                 f"map.over of node {node.key!r} must give a list, got {type(items).__name__}"
             )
+        # Every child's input is evaluated before the first child exists, so an ExpressionError
+        # on element k fails the node without leaving children 0..k-1 behind, half-expanded.
+        param = compiled.spec.map.param
+        child_inputs = []
+        for item in items:
+            child_input = self.evaluate_inputs(compiled, item)
+            child_input[param] = item
+            child_inputs.append(child_input)
         self.touch(node)
         node.children = len(items)
         if not items:
@@ -228,12 +261,9 @@ class _Step:
             node.output = []
             return
         node.status = RUNNING
-        param = compiled.spec.map.param
-        for index, item in enumerate(items):
+        for index, child_input in enumerate(child_inputs):
             child = NodeState(key=child_key(node.node_id, index), node_id=node.node_id, index=index)
             self.run.nodes[child.key] = child
-            child_input = self.evaluate_inputs(compiled, item)
-            child_input[param] = item
             self.dispatch(child, 1, child_input)
 
     def evaluate_inputs(self, compiled: CompiledNode, item: Any) -> dict[str, Any]:
@@ -386,8 +416,9 @@ class _Step:
         nodes = self.run.nodes
         if any(nodes[n].status not in NODE_TERMINAL for n in self.spec.order):
             return
+        skipped = {n for n in self.spec.order if nodes[n].status == SKIPPED}
         try:
-            output = evaluate(self.spec.output, self.scope())
+            output = evaluate(_skipped_as_none(self.spec.output, skipped), self.scope())
         except ExpressionError as exc:
             self.fail_run(_expression_error(exc, None), None)
             return
@@ -409,11 +440,19 @@ class _Step:
         self.run.finished_at = self.now
 
     def stop_everything(self, reason: str) -> None:
+        # A run that ends in the transition that dispatched some of its nodes (an earlier node
+        # in the same scheduling pass, before a later one failed on its expression) withdraws
+        # those dispatches instead of publishing a task and, right behind it, its cancellation:
+        # a worker could otherwise run a task of a run that had already failed.
+        withdrawn = {(c.node_key, c.attempt) for c in self.out.commands if isinstance(c, Dispatch)}
+        if withdrawn:
+            self.out.commands[:] = [c for c in self.out.commands if not isinstance(c, Dispatch)]
         for node in self.run.nodes.values():
             if node.status in NODE_TERMINAL:
                 continue
             if node.status in IN_FLIGHT and node.children is None:
-                self.emit_cancel(node, reason)
+                if (node.key, node.attempt) not in withdrawn:
+                    self.emit_cancel(node, reason)
                 if node.attempts[-1].started_at is not None and self.compiled(node).spec.timeout_s:
                     self.out.commands.append(
                         CancelTimer(_timer_id(self.run.run_id, node, "deadline"))
@@ -442,11 +481,29 @@ class _Step:
 
 
 def backoff_delay(policy: RetryPolicy, run_id: str, node_key: str, attempt: int) -> float:
-    """Delay before attempt `attempt + 1`: exponential, capped, with jitter derived from the ids."""
+    """Delay before attempt `attempt + 1`: exponential, with jitter derived from the ids, and
+    never longer than `backoff_max_s` (the cap applies after the jitter: a user who sets a
+    maximum expects no wait above it, not one up to `jitter` above it)."""
     base = min(policy.backoff_max_s, policy.backoff_s * policy.backoff_multiplier ** (attempt - 1))
     digest = hashlib.blake2b(f"{run_id}/{node_key}/{attempt}".encode(), digest_size=8).digest()
     unit = int.from_bytes(digest, "big") / 2**64  # in [0, 1)
-    return max(0.0, base * (1 + policy.jitter * (2 * unit - 1)))
+    return min(policy.backoff_max_s, max(0.0, base * (1 + policy.jitter * (2 * unit - 1))))
+
+
+def _skipped_as_none(template: Template, skipped: set[str]) -> Template:
+    """`template` with every reference into a skipped node (`$.nodes.x`, `$.nodes.x.a.b`) made
+    None. Only the run's output can name a skipped node (inputs and conditions name their
+    dependencies, and a skipped dependency skips the node); without this, a path into an
+    optional node that did not run failed the whole run after every task had succeeded."""
+    if not skipped:
+        return template
+    if isinstance(template, Ref):
+        return Literal(None) if template.node in skipped else template
+    if isinstance(template, ListT):
+        return ListT(tuple(_skipped_as_none(t, skipped) for t in template.items))
+    if isinstance(template, DictT):
+        return DictT(tuple((k, _skipped_as_none(t, skipped)) for k, t in template.items))
+    return template
 
 
 def _retryable(error: ErrorInfo, policy: RetryPolicy) -> bool:

@@ -1,7 +1,7 @@
 """Request/reply endpoints the orchestrator serves on core NATS, read from committed state.
 
     <ns>.api.<partition>.status   {"run_id": ...}                      -> {"ok": true, "run": {...}}
-    <ns>.api.<partition>.runs     {"workflow"?, "status"?, "limit"?}   -> {"ok": true, "runs": [...]}
+    <ns>.api.<partition>.runs     {"workflow"?, "status"?, "limit"?} -> {"ok": true, "runs": []}
 
 The CLI reads run state this way (one round trip, answered from the store's committed state,
 so it never shows a half-applied batch) and follows a run live by subscribing to the run's
@@ -10,6 +10,7 @@ event subjects (`<ns>.evt.*.*.*.<run_id>`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -36,10 +37,8 @@ class ApiService:
 
     async def stop(self) -> None:
         for sub in self._subs:
-            try:
+            with contextlib.suppress(Exception):  # the connection may already be closed
                 await sub.unsubscribe()
-            except Exception:
-                pass
         self._subs.clear()
 
     async def _status(self, payload: bytes) -> bytes:

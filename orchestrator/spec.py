@@ -26,7 +26,7 @@ from orchestrator.expressions import (
     refs,
 )
 
-WORKFLOW_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+WORKFLOW_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 
 
 class _Strict(BaseModel):
@@ -121,6 +121,8 @@ def validate_spec(data: WorkflowSpec | Mapping[str, Any]) -> WorkflowSpec:
 
 
 def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
+    if not isinstance(data, WorkflowSpec | Mapping):
+        raise SpecError("<unnamed>", [f"a workflow spec is an object, got {type(data).__name__}"])
     name = str(data.name if isinstance(data, WorkflowSpec) else data.get("name", "<unnamed>"))
     if isinstance(data, WorkflowSpec):
         spec = data
@@ -161,7 +163,12 @@ def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
             )
         node_refs: list[tuple[str, Ref]] = []
 
-        def parse(value: Any, place: str, where: str = where) -> Template | None:
+        def parse(
+            value: Any,
+            place: str,
+            where: str = where,
+            node_refs: list[tuple[str, Ref]] = node_refs,
+        ) -> Template | None:
             try:
                 template = parse_template(value)
             except ExpressionError as exc:
@@ -261,7 +268,7 @@ def _topological(nodes: Mapping[str, CompiledNode]) -> tuple[list[str], list[str
     while current not in path:
         path.append(current)
         current = min(d for d in nodes[current].deps if d in left)
-    cycle = path[path.index(current) :] + [current]
+    cycle = [*path[path.index(current) :], current]
     return order, cycle
 
 
@@ -277,10 +284,12 @@ def _pydantic_problems(exc: ValidationError, data: Mapping[str, Any]) -> list[st
     raw_nodes = data.get("nodes") if isinstance(data, Mapping) else None
     for err in exc.errors():
         loc = list(err["loc"])
+        if loc == ["nodes"] and err["type"] == "too_short" and raw_nodes:
+            continue  # pydantic's echo of a failed node (it drops it, then counts): not a problem
         where = ""
         if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int):
             node_id = None
-            if isinstance(raw_nodes, list) and loc[1] < len(raw_nodes):
+            if isinstance(raw_nodes, list | tuple) and loc[1] < len(raw_nodes):
                 raw = raw_nodes[loc[1]]
                 node_id = raw.get("id") if isinstance(raw, Mapping) else None
             where = f"node {node_id!r}" if node_id else f"nodes[{loc[1]}]"

@@ -16,6 +16,7 @@ storage makes (it does not fsync every message), so the pair stays consistent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -160,7 +161,8 @@ class Store:
                 await db.executemany(
                     "INSERT INTO runs (run_id, workflow, version, status, created_at, updated_at,"
                     " header) VALUES (?,?,?,?,?,?,?) ON CONFLICT(run_id) DO UPDATE SET"
-                    " status=excluded.status, updated_at=excluded.updated_at, header=excluded.header",
+                    " status=excluded.status, updated_at=excluded.updated_at,"
+                    " header=excluded.header",
                     [
                         (
                             r.run_id,
@@ -203,10 +205,8 @@ class Store:
                 )
             await db.execute("COMMIT")
         except sqlite3.Error as exc:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 await db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             raise StoreError(f"commit failed: {exc}") from exc
 
     async def delete_outbox(self, ids: Sequence[str]) -> None:

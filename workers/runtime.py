@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
@@ -44,6 +46,7 @@ from events.models import (
     TaskFailed,
     TaskStarted,
 )
+from workers.context import TaskContext, _current
 from workers.errors import NonRetryableError
 from workers.task import Task
 
@@ -95,12 +98,18 @@ class Worker:
         self._threads = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="conveyor-task"
         )
+        self._sync_running = 0
+        self._sync_lock = threading.Lock()
         self.completed = 0
         self.failed = 0
 
     def stop(self) -> None:
         """Begin a graceful drain (safe to call from a signal handler)."""
         self._stopping.set()
+
+    def stuck_threads(self) -> int:
+        """Sync tasks still running in threads after the drain (Python cannot interrupt them)."""
+        return self._sync_running
 
     async def run(self, *, burst: bool = False) -> None:
         """Serve until `stop()`; with `burst=True`, return once the queues are empty and idle."""
@@ -271,7 +280,7 @@ class Worker:
                 ErrorInfo(
                     type="UnknownTask",
                     message=f"worker {self.name} serves queue {dispatched.queue!r} but has no task "
-                    f"named {dispatched.task!r} (it has: {', '.join(sorted(self.tasks)) or 'none'})",
+                    f"named {dispatched.task!r} (it has: {', '.join(sorted(self.tasks))})",
                     retryable=True,
                 ),
             )
@@ -292,7 +301,7 @@ class Worker:
         started = time.monotonic()
         error = None
         try:
-            output = await self._call(task, dispatched)
+            output = await self._call(task, dispatched, delivery)
         except asyncio.CancelledError:
             raise
         except _InvalidInput as exc:
@@ -302,7 +311,8 @@ class Worker:
         except TimeoutError:
             error = ErrorInfo(
                 type="TimeoutError",
-                message=f"task {task.name!r} did not finish within its {dispatched.timeout}s timeout",
+                message=f"task {task.name!r} did not finish within its "
+                f"{dispatched.timeout}s timeout",
                 retryable=True,
             )
         except Exception as exc:  # the task's own failure: report it, typed
@@ -349,19 +359,43 @@ class Worker:
         bound.debug("task completed", seconds=elapsed)
         return Outcome.DONE
 
-    async def _call(self, task: Task[Any, Any], dispatched: TaskDispatched) -> Any:
+    async def _call(
+        self, task: Task[Any, Any], dispatched: TaskDispatched, delivery: Delivery
+    ) -> Any:
         try:
             kwargs = task.validate_input(dispatched.input)
         except pydantic.ValidationError as exc:
             raise _InvalidInput(task.name, exc) from None
+        _current.set(
+            TaskContext(
+                dispatched.run_id,
+                dispatched.node_id,
+                dispatched.attempt,
+                task.name,
+                self.name,
+                delivery.num_delivered,
+            )
+        )
         if task.is_async:
             coro = task.fn(**kwargs)
         else:
             loop = asyncio.get_running_loop()
-            coro = loop.run_in_executor(self._threads, lambda: task.fn(**kwargs))
+            context = contextvars.copy_context()  # so current() works in the thread too
+            coro = loop.run_in_executor(
+                self._threads, lambda: context.run(self._run_sync, task.fn, kwargs)
+            )
         if dispatched.timeout is None:
             return await coro
         return await asyncio.wait_for(coro, dispatched.timeout)
+
+    def _run_sync(self, fn: Any, kwargs: dict[str, Any]) -> Any:
+        with self._sync_lock:
+            self._sync_running += 1
+        try:
+            return fn(**kwargs)
+        finally:
+            with self._sync_lock:
+                self._sync_running -= 1
 
     async def _publish_failure(self, dispatched: TaskDispatched, error: ErrorInfo) -> None:
         await self._publish(

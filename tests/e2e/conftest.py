@@ -1,0 +1,1 @@
+from tests.integration.conftest import harness  # noqa: F401  (pytest fixture)

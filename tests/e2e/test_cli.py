@@ -1,0 +1,260 @@
+"""The `conveyor` command line as a user runs it: real processes, a real server, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from events.testing import eventually
+from tests.integration import flows
+from tests.integration.harness import FLOWS, Harness
+from tests.integration.test_runs import ALL_TASKS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def conveyor(
+    harness: Harness, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `conveyor ARGS` against the test's server and namespace."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        env=harness.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=harness.workdir,
+    )
+
+
+async def started(harness: Harness, *workflows: flows.Workflow) -> Harness:
+    await harness.start_orchestrator()
+    await harness.start_worker(ALL_TASKS)
+    await harness.register(*workflows)
+    return harness
+
+
+async def test_run_wait_json_prints_only_the_final_status(harness: Harness) -> None:
+    await started(harness, flows.chain)
+    result = await conveyor(harness, "run", "chain", "--input", '{"start": 5}', "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    final = json.loads(result.stdout)
+    assert final["status"] == "succeeded"
+    assert final["output"] == 5 + flows.CHAIN_LENGTH
+    assert set(final) >= {"run_id", "workflow", "status", "output", "error", "nodes"}
+
+
+async def test_run_wait_shows_progress_and_result(harness: Harness) -> None:
+    await started(harness, flows.retry_then_succeed)
+    result = await conveyor(harness, "run", "retry_then_succeed", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "flaky: succeeded" in result.stderr
+    assert "succeeded" in result.stdout and '"attempt": 3' in result.stdout
+
+
+async def test_failed_run_exits_1_with_the_error(harness: Harness) -> None:
+    await started(harness, flows.non_retryable)
+    result = await conveyor(
+        harness, "run", "non_retryable", "--input", '{"payload": {"a": "b"}}', "--wait"
+    )
+    assert result.returncode == 1
+    assert "NonRetryableError" in result.stdout and "node 'reject'" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no_such_flow"], "unknown workflow 'no_such_flow'"),
+        (["run", "chain", "--input", "{not json"], "--input is not valid JSON"),
+        (["run", "chain", "--input", "[1, 2]"], "--input must be a JSON object"),
+        (
+            ["run", "chain", "--input", '{"start": "abc"}'],
+            "input.start: 'abc' is not of type 'integer'",
+        ),
+        (["status", "nosuchrun"], "no run 'nosuchrun'"),
+        (["cancel", "nosuchrun"], "no run 'nosuchrun'"),
+    ],
+)
+async def test_bad_usage_exits_2_and_says_what(
+    harness: Harness, args: list[str], message: str
+) -> None:
+    await started(harness, flows.chain)
+    result = await conveyor(harness, *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert await harness.client.runs() == []  # nothing was started
+
+
+async def test_unreachable_nats_exits_3(harness: Harness) -> None:
+    result = await conveyor(harness, "run", "chain", "--nats", "nats://127.0.0.1:1")
+    assert result.returncode == 3
+    assert "cannot connect to NATS at nats://127.0.0.1:1" in result.stderr
+
+
+async def test_status_and_cancel(harness: Harness) -> None:
+    await started(harness, flows.long_running)
+    result = await conveyor(harness, "run", "long_running", "--input", '{"seconds": 60}')
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.strip()
+
+    async def running() -> bool:
+        status = await harness.client.status(run_id)
+        return status is not None and status["nodes"]["block"]["status"] == "running"
+
+    await eventually(running, message="the task to start")
+    status = json.loads((await conveyor(harness, "status", run_id, "--json")).stdout)
+    assert status["status"] == "running"
+    assert status["nodes"]["block"] == status["nodes"]["block"] | {
+        "status": "running",
+        "attempts": 1,
+    }
+    cancelled = await conveyor(harness, "cancel", run_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    final = await harness.client.wait(run_id, timeout=20)
+    assert final["status"] == "cancelled"
+    text = await conveyor(harness, "status", run_id)
+    assert "cancelled" in text.stdout
+
+
+async def test_register_yaml_spec_and_run_it(harness: Harness) -> None:
+    await harness.start_orchestrator()
+    await harness.start_worker(ALL_TASKS)
+    spec = harness.workdir / "flow.yaml"
+    spec.write_text(
+        "name: yaml_flow\n"
+        "nodes:\n"
+        "  - id: first\n    task: inc\n    inputs: {x: $.input.start}\n"
+        "  - id: second\n    task: inc\n    inputs: {x: $.nodes.first}\n"
+        "output: $.nodes.second\n"
+    )
+    registered = await conveyor(harness, "register", str(spec))
+    assert registered.returncode == 0, registered.stderr
+    assert "registered yaml_flow version 1" in registered.stdout
+    again = await conveyor(harness, "register", str(spec))
+    assert "version 1" in again.stdout  # same spec, same version
+    result = await conveyor(
+        harness, "run", "yaml_flow", "--input", '{"start": 40}', "--wait", "--json"
+    )
+    assert json.loads(result.stdout)["output"] == 42
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "name: bad\nnodes:\n  - {id: a, task: t, inputs: {x: $.nodes.b}}\n"
+            "  - {id: b, task: t, inputs: {x: $.nodes.a}}\n",
+            "cycle: a -> b -> a",
+        ),
+        (
+            "name: bad\nnodes:\n  - {id: a, task: t, retires: 3}\n",
+            "node 'a': unknown option 'retires'",
+        ),
+        (
+            "name: bad\nnodes:\n  - {id: a, task: t, inputs: {x: $.nodes.zz}}\n",
+            "node 'a': refers to unknown node 'zz'",
+        ),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
+async def test_register_rejects_bad_specs(harness: Harness, body: str, message: str) -> None:
+    spec = harness.workdir / "bad.yaml"
+    spec.write_text(body)
+    result = await conveyor(harness, "register", str(spec))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert await harness.client.registry.names() == []  # nothing registered
+
+
+async def test_worker_drains_in_flight_work_on_sigterm(harness: Harness) -> None:
+    await harness.start_orchestrator()
+    await harness.register(flows.long_running)
+    worker = harness.spawn_worker(FLOWS, "--grace", "30")
+    run_id = await harness.client.trigger("long_running", {"seconds": 1.5})
+    await eventually(lambda: _exists(harness.workdir / "block.started"), message="task start")
+    worker.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(worker.wait, 30)
+    assert code == 0, harness.logs()
+    status = await harness.client.status(run_id)
+    assert status is not None
+    assert status["nodes"]["block"]["status"] == "succeeded"  # finished inside the grace period
+
+
+async def test_worker_hands_back_unfinished_work_after_the_grace_period(harness: Harness) -> None:
+    await harness.start_orchestrator()
+    await harness.register(flows.survive_worker_crash)
+    worker = harness.spawn_worker(FLOWS, "--grace", "0.2")
+    run_id = await harness.client.trigger("survive_worker_crash", {"x": 2})
+    await eventually(lambda: _exists(harness.workdir / "victim.started"), message="task start")
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 30) == 0, harness.logs()
+    harness.spawn_worker()  # takes the nak'ed task at once (no ack-wait delay)
+    final = await harness.client.wait(run_id, timeout=30)
+    assert final["status"] == "succeeded" and final["output"] == 20
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def test_quickstart_example_runs_end_to_end(tmp_path: Path) -> None:
+    """The README's first command, minus the install: the ML example on the embedded default."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "dev",
+            str(ROOT / "examples" / "ml_pipeline.py"),
+            "--run",
+            "ml_pipeline",
+            "--home",
+            str(tmp_path / "home"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "train: succeeded (6/6 done)" in result.stderr
+    assert "evaluate: succeeded" in result.stderr
+    assert "succeeded" in result.stdout
+    report = json.loads(result.stdout.split("output: ", 1)[1])
+    assert report["r2"] > 0.95
+    assert report["weights"] == pytest.approx([3.0, -2.0, 0.5], abs=0.1)
+
+
+async def test_dev_run_json_with_input(tmp_path: Path) -> None:
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "dev",
+            str(ROOT / "examples" / "hello.py"),
+            "--run",
+            "hello",
+            "--input",
+            '{"name": "Ada"}',
+            "--json",
+            "--home",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["output"] == "HELLO, ADA!"

@@ -1,0 +1,33 @@
+"""What a running task may know about itself: `current()` inside a task body.
+
+    from workers import current
+    if current().attempt > 1: ...
+
+Set by the runtime for each attempt (also inside the thread a sync task runs in).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    run_id: str
+    node_id: str
+    attempt: int
+    task: str
+    worker: str
+    delivery: int  # how many times this attempt's message has been delivered (1 = first)
+
+
+_current: ContextVar[TaskContext | None] = ContextVar("conveyor_task_context", default=None)
+
+
+def current() -> TaskContext:
+    """The context of the task attempt running now; RuntimeError outside a task."""
+    context = _current.get()
+    if context is None:
+        raise RuntimeError("workers.current() is only available inside a task run by a Worker")
+    return context
