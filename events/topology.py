@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from events.ids import is_token, partition_of
 from events.models import (
@@ -31,7 +32,8 @@ from events.models import (
     type_suffix,
 )
 
-_NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")  # \Z, not `$`: no trailing "\n"
+# No '-': stream names upper-case the namespace, and 'a-b' and 'a_b' must not collide.
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")  # \Z, not `$`: no trailing "\n"
 # What the orchestrator consumes; its own outputs (run.succeeded, ...) are for everyone else.
 ORCHESTRATOR_INPUTS = (
     RUN_REQUESTED,
@@ -70,7 +72,7 @@ class Topology:
     def __post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace):
             raise ValueError(
-                f"namespace {self.namespace!r} must be 1-32 of a-z, 0-9, '_' or '-', "
+                f"namespace {self.namespace!r} must be 1-32 of a-z, 0-9 or '_', "
                 "starting with a letter"
             )
         if self.partitions < 1:
@@ -83,19 +85,29 @@ class Topology:
 
         env = os.environ
         defaults = cls()
+
+        def number(name: str, kind: type[int] | type[float], default: float) -> Any:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            try:
+                return kind(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
         return cls(
             namespace=namespace or env.get("CONVEYOR_NAMESPACE", defaults.namespace),
-            partitions=int(env.get("CONVEYOR_PARTITIONS", defaults.partitions)),
-            task_ack_wait_s=float(env.get("CONVEYOR_TASK_ACK_WAIT", defaults.task_ack_wait_s)),
-            task_max_deliveries=int(
-                env.get("CONVEYOR_TASK_MAX_DELIVERIES", defaults.task_max_deliveries)
+            partitions=number("CONVEYOR_PARTITIONS", int, defaults.partitions),
+            task_ack_wait_s=number("CONVEYOR_TASK_ACK_WAIT", float, defaults.task_ack_wait_s),
+            task_max_deliveries=number(
+                "CONVEYOR_TASK_MAX_DELIVERIES", int, defaults.task_max_deliveries
             ),
         )
 
     # ---- names -------------------------------------------------------------------------
     @property
     def _upper(self) -> str:
-        return self.namespace.upper().replace("-", "_")
+        return self.namespace.upper()
 
     @property
     def events_stream(self) -> str:

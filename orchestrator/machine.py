@@ -103,6 +103,7 @@ def start_run(spec: CompiledSpec, run_id: str, request: RunRequested, now: float
         idempotency_key=request.idempotency_key,
         parent=request.parent.model_dump() if request.parent else None,
         nodes={node_id: NodeState(key=node_id, node_id=node_id) for node_id in spec.order},
+        node_order=list(spec.order),
     )
     step = _Step(spec, run, now, Transition(run, created=True))
     step.out.changed.update(run.nodes)

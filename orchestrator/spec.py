@@ -191,6 +191,12 @@ def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
                 problems.append(f"{where}: {place}: {ref.text!r} is only valid in a mapped node")
             if ref.root == "item" and place == "map.over":
                 problems.append(f"{where}: map.over cannot use $.item")
+            if ref.root == "item" and place == "when" and node.map is not None:
+                # A condition is decided once for the whole node, before there is any item.
+                problems.append(
+                    f"{where}: when cannot use $.item (the condition is decided once for the "
+                    "whole mapped node; filter the list in an upstream task instead)"
+                )
             if ref.node is not None:
                 deps.add(ref.node)
         for dep in sorted(deps):

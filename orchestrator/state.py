@@ -107,6 +107,9 @@ class RunState:
     idempotency_key: str | None = None
     parent: dict[str, Any] | None = None
     nodes: dict[str, NodeState] = field(default_factory=dict)
+    # The spec's nodes in topological order: how the run is shown (store rows come back sorted
+    # by key, which would list a pipeline alphabetically).
+    node_order: list[str] = field(default_factory=list)
 
     def header_dict(self) -> dict[str, Any]:
         """Everything but the nodes (stored in their own rows)."""
@@ -123,11 +126,16 @@ class RunState:
             "finished_at": self.finished_at,
             "idempotency_key": self.idempotency_key,
             "parent": self.parent,
+            "node_order": self.node_order,
         }
 
     @classmethod
     def from_parts(cls, header: dict[str, Any], nodes: list[NodeState]) -> RunState:
-        return cls(**header, nodes={n.key: n for n in nodes})
+        by_key = {n.key: n for n in nodes}
+        order = header.get("node_order", [])
+        ordered = {k: by_key.pop(k) for k in order if k in by_key}
+        ordered.update(sorted(by_key.items(), key=lambda kv: (kv[1].node_id, kv[1].index or 0)))
+        return cls(**header, nodes=ordered)
 
 
 def child_key(node_id: str, index: int) -> str:

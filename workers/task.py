@@ -57,7 +57,11 @@ class Task(Generic[P, R]):
         tracer = current_tracer()
         if tracer is not None:
             return tracer.map(self.declaration, items, (), kwargs)
-        return [self.fn(item, **kwargs) for item in items]  # type: ignore[call-arg]
+        # The same binding as in a workflow: items go to the first parameter not given by keyword.
+        free = [p for p in self.declaration.params if p not in kwargs]
+        if not free:
+            raise TypeError(f"{self.name}.map(): no parameter left to map the items over")
+        return [self.fn(**{free[0]: item}, **kwargs) for item in items]
 
     def with_options(self, **options: Any) -> Task[P, R]:
         """A copy with other defaults (retries, timeout, backoff, queue, ...)."""

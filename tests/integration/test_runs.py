@@ -40,6 +40,8 @@ async def test_linear_chain_passes_each_output_to_the_next(harness: Harness) -> 
     assert final["status"] == "succeeded", final
     assert final["output"] == 7 + flows.CHAIN_LENGTH
     assert len(final["nodes"]) == flows.CHAIN_LENGTH
+    # Shown in the spec's order, not the store's (which would put inc_10 before inc_2).
+    assert list(final["nodes"]) == ["inc"] + [f"inc_{i}" for i in range(2, flows.CHAIN_LENGTH + 1)]
     assert all(n["status"] == "succeeded" and n["attempts"] == 1 for n in final["nodes"].values())
 
 

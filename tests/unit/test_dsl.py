@@ -643,3 +643,12 @@ def test_declaration_of_a_task():
         "backoff_max": 10,
         "non_retryable": ("KeyError", "BadData"),
     }
+
+
+def test_map_outside_a_workflow_binds_like_inside() -> None:
+    @task
+    def scale(factor: int, x: int) -> int:
+        return factor * x
+
+    # Inside a workflow `scale.map(items, factor=3)` maps over `x`; called directly, the same.
+    assert scale.map([1, 2], factor=3) == [3, 6]

@@ -327,3 +327,19 @@ def test_a_constructed_spec_is_checked_too():
     constructed = WorkflowSpec.model_validate(spec(node("a", depends_on=["b"])))
     with pytest.raises(SpecError, match=r"node 'a': refers to unknown node 'b'"):
         validate_spec(constructed)
+
+
+def test_item_in_the_condition_of_a_mapped_node_is_refused() -> None:
+    spec = {
+        "name": "w",
+        "nodes": [
+            {
+                "id": "m",
+                "task": "t",
+                "map": {"over": "$.input.xs", "param": "x"},
+                "when": {"value": "$.item.on"},
+            }
+        ],
+    }
+    with pytest.raises(SpecError, match=r"node 'm': when cannot use \$\.item"):
+        compile_spec(spec)

@@ -111,13 +111,13 @@ def test_task_subject_refuses_unsafe_queue_names(queue):
 
 
 def test_names_derive_from_the_namespace():
-    topology = Topology(namespace="team-a")
+    topology = Topology(namespace="team_a")
     assert topology.events_stream == "TEAM_A_EVENTS"
     assert topology.tasks_stream == "TEAM_A_TASKS"
     assert topology.logs_stream == "TEAM_A_LOGS"
     assert topology.dlq_stream == "TEAM_A_DLQ"
-    assert topology.workflows_bucket == "team-a-workflows"
-    assert topology.artifacts_bucket == "team-a-artifacts"
+    assert topology.workflows_bucket == "team_a-workflows"
+    assert topology.artifacts_bucket == "team_a-artifacts"
     assert topology.orchestrator_consumer(1) == "orchestrator-p1"
     assert topology.queue_consumer("gpu") == "queue-gpu"
 
@@ -138,13 +138,13 @@ def test_stream_plans_cover_every_subject_family():
 # ---- validation and environment -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("namespace", ["a", "conveyor", "test_1-x", "z" * 32])
+@pytest.mark.parametrize("namespace", ["a", "conveyor", "test_1x", "z" * 32])
 def test_valid_namespaces(namespace):
     assert Topology(namespace=namespace).namespace == namespace
 
 
 @pytest.mark.parametrize(
-    "namespace", ["", "Conveyor", "1abc", "-a", "a.b", "a b", "a*", "a\n", "z" * 33]
+    "namespace", ["", "Conveyor", "1abc", "-a", "team-a", "a.b", "a b", "a*", "a\n", "z" * 33]
 )
 def test_invalid_namespace(namespace):
     message = re.escape(f"namespace {namespace!r} must be 1-32 of a-z")
@@ -229,3 +229,9 @@ def test_run_id_for_key_is_stable_per_workflow_and_key():
 )
 def test_is_token(value, ok):
     assert is_token(value) is ok
+
+
+def test_from_env_names_the_variable_that_is_not_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_TASK_ACK_WAIT", "soon")
+    with pytest.raises(ValueError, match="CONVEYOR_TASK_ACK_WAIT='soon' is not a valid float"):
+        Topology.from_env()

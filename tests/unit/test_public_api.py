@@ -1,0 +1,135 @@
+"""The public API of each package, pinned: internals may move, these names may not silently."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPECTED = {
+    "events": {
+        "DATA_MODELS",
+        "RUN_CANCELLED",
+        "RUN_CANCEL_REQUESTED",
+        "RUN_FAILED",
+        "RUN_REQUESTED",
+        "RUN_SUCCEEDED",
+        "TASK_CANCEL_REQUESTED",
+        "TASK_COMPLETED",
+        "TASK_DISPATCHED",
+        "TASK_FAILED",
+        "TASK_STARTED",
+        "TIMER_FIRED",
+        "Ack",
+        "Bus",
+        "BusError",
+        "BusUnavailable",
+        "CloudEvent",
+        "ConveyorError",
+        "Decision",
+        "Delivery",
+        "EmbeddedServer",
+        "ErrorInfo",
+        "KvEntry",
+        "MalformedEvent",
+        "Nak",
+        "Outcome",
+        "ParentRef",
+        "Puller",
+        "RunCancelRequested",
+        "RunCancelled",
+        "RunFailed",
+        "RunRequested",
+        "RunSucceeded",
+        "ServerError",
+        "TaskCancelRequested",
+        "TaskCompleted",
+        "TaskDeclaration",
+        "TaskDispatched",
+        "TaskFailed",
+        "TaskRef",
+        "TaskStarted",
+        "Term",
+        "TimerFired",
+        "Topology",
+        "Tracer",
+        "current_tracer",
+        "decode",
+        "derived_id",
+        "encode",
+        "find_nats_server",
+        "new_run_id",
+        "partition_of",
+        "run_id_for_key",
+        "settle",
+        "tracing",
+        "utc_now_iso",
+    },
+    "orchestrator": {
+        "ApiService",
+        "CompiledSpec",
+        "Cond",
+        "Condition",
+        "Engine",
+        "EventRejected",
+        "InvalidInput",
+        "MapSpec",
+        "NodeSpec",
+        "NodeState",
+        "Ref",
+        "Registry",
+        "RetryPolicy",
+        "RunState",
+        "SpecError",
+        "Store",
+        "StoreError",
+        "Transition",
+        "UnknownWorkflow",
+        "Workflow",
+        "WorkflowDefinitionError",
+        "WorkflowSpec",
+        "advance",
+        "backoff_delay",
+        "compile_spec",
+        "run_status",
+        "start_run",
+        "validate_spec",
+        "when",
+        "workflow",
+    },
+    "workers": {
+        "NonRetryableError",
+        "Task",
+        "TaskContext",
+        "TaskDefinitionError",
+        "Worker",
+        "current",
+        "task",
+    },
+}
+
+
+@pytest.mark.parametrize("package", sorted(EXPECTED))
+def test_exported_names_are_pinned(package: str) -> None:
+    module = importlib.import_module(package)
+    assert set(module.__all__) == EXPECTED[package]
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_the_orchestrator_never_imports_the_worker_runtime() -> None:
+    """DESIGN §1: imports point one way, orchestrator -> events <- workers (the CLI excepted)."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    offenders = []
+    for path in (root / "orchestrator").glob("*.py"):
+        if path.name == "cli.py":  # the composition root, which starts workers lazily
+            continue
+        text = path.read_text()
+        if "from workers" in text or "import workers" in text:
+            offenders.append(path.name)
+    for path in (root / "workers").glob("*.py"):
+        if "from orchestrator" in path.read_text():
+            offenders.append(f"workers/{path.name}")
+    assert offenders == []
