@@ -378,6 +378,38 @@ class Bus:
         except nats.errors.Error as exc:
             raise BusUnavailable(f"cannot list {bucket}: {exc}") from exc
 
+    # ---- reading a stream without a durable consumer -----------------------------------
+    async def read_stream(
+        self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 500
+    ) -> list[Delivery]:
+        """Up to `limit` messages on `subject` (wildcards allowed) from `start_seq` on, oldest
+        first, through a short-lived ordered consumer (logs pages, replays)."""
+        out: list[Delivery] = []
+        try:
+            sub = await self.js.subscribe(
+                subject,
+                stream=stream,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
+            )
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot read {subject} from {stream}: {exc}") from exc
+        try:
+            while len(out) < limit:
+                try:
+                    msg = await sub.next_msg(timeout=0.2)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    break  # caught up
+                meta = msg.metadata
+                out.append(_delivery(msg))
+                if meta.num_pending == 0:
+                    break
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return out
+
     # ---- inspection (tests, CLI) -------------------------------------------------------
     async def stream_messages(self, stream: str, subject: str | None = None) -> list[Delivery]:
         """Every message currently in `stream` (optionally one subject), oldest first."""

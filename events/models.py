@@ -14,6 +14,7 @@ PREFIX = "io.conveyor."
 
 RUN_REQUESTED = "io.conveyor.run.requested"
 RUN_CANCEL_REQUESTED = "io.conveyor.run.cancel-requested"
+RUN_RETRY_REQUESTED = "io.conveyor.run.retry-requested"
 RUN_SUCCEEDED = "io.conveyor.run.succeeded"
 RUN_FAILED = "io.conveyor.run.failed"
 RUN_CANCELLED = "io.conveyor.run.cancelled"
@@ -72,6 +73,26 @@ def requested_run_id(request: RunRequested, source: str, event_id: str) -> str:
 class RunCancelRequested(WireModel):
     run_id: str
     reason: str = "cancelled by request"
+
+
+class RunRetryRequested(WireModel):
+    """Re-run a failed or cancelled run from the nodes that did not succeed (same run id)."""
+
+    run_id: str
+    reason: str = "retried by request"
+
+
+class LogLine(WireModel):
+    """One log line emitted inside a task, published on `<ns>.log.<run_id>.<node_id>`."""
+
+    run_id: str
+    node_id: str
+    attempt: int
+    time: str
+    level: str
+    message: str
+    logger: str | None = None
+    traceparent: str | None = None
 
 
 class RunSucceeded(WireModel):
@@ -139,6 +160,7 @@ class TimerFired(WireModel):
 DATA_MODELS: dict[str, type[WireModel]] = {
     RUN_REQUESTED: RunRequested,
     RUN_CANCEL_REQUESTED: RunCancelRequested,
+    RUN_RETRY_REQUESTED: RunRetryRequested,
     RUN_SUCCEEDED: RunSucceeded,
     RUN_FAILED: RunFailed,
     RUN_CANCELLED: RunCancelled,

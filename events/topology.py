@@ -25,6 +25,7 @@ from events.ids import is_token, partition_of
 from events.models import (
     RUN_CANCEL_REQUESTED,
     RUN_REQUESTED,
+    RUN_RETRY_REQUESTED,
     TASK_COMPLETED,
     TASK_FAILED,
     TASK_STARTED,
@@ -38,6 +39,7 @@ _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")  # \Z, not `$`: no trailing 
 ORCHESTRATOR_INPUTS = (
     RUN_REQUESTED,
     RUN_CANCEL_REQUESTED,
+    RUN_RETRY_REQUESTED,
     TASK_STARTED,
     TASK_COMPLETED,
     TASK_FAILED,

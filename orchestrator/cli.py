@@ -253,9 +253,20 @@ async def _run_and_wait(
         run_id = await client.trigger(workflow, input_data)
     if not as_json:
         print(run_id, flush=True)
+    return await _follow(client, workflow, run_id, as_json, timeout)
+
+
+async def _follow(
+    client: Client,
+    workflow: str,
+    run_id: str,
+    as_json: bool,
+    timeout: float | None,
+    newer_than: float | None = None,
+) -> int:
     progress = Progress(run_id, workflow)
     with progress:
-        final = await client.wait(run_id, progress.update, timeout=timeout)
+        final = await client.wait(run_id, progress.update, timeout=timeout, newer_than=newer_than)
     if as_json:
         print(json.dumps(final, default=str))
     else:
@@ -293,6 +304,33 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
         await client.cancel(args.run_id, args.reason)
     print(f"cancel requested for {args.run_id}")
     return 0
+
+
+async def cmd_retry(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        status = await client.status(args.run_id)
+        if status is None:
+            print(f"error: no run {args.run_id!r}", file=sys.stderr)
+            return 2
+        if status["status"] not in ("failed", "cancelled"):
+            print(
+                f"error: run {args.run_id} is {status['status']}; only a failed or cancelled "
+                "run can be retried",
+                file=sys.stderr,
+            )
+            return 2
+        await client.retry(args.run_id)
+        if not args.wait:
+            print(f"retry requested for {args.run_id}")
+            return 0
+        return await _follow(
+            client,
+            status["workflow"],
+            args.run_id,
+            args.json,
+            args.timeout,
+            newer_than=status["updated_at"],
+        )
 
 
 async def cmd_runs(args: argparse.Namespace) -> int:
@@ -454,6 +492,12 @@ def _parser() -> argparse.ArgumentParser:
     p = command("cancel", cmd_cancel, "cancel a run")
     p.add_argument("run_id")
     p.add_argument("--reason", default="cancelled from the CLI")
+
+    p = command("retry", cmd_retry, "resume a failed or cancelled run from its failed nodes")
+    p.add_argument("run_id")
+    p.add_argument("--wait", action="store_true", help="follow the run and print its result")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=None)
 
     p = command("runs", cmd_runs, "list recent runs")
     p.add_argument("--workflow")

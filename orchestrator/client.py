@@ -27,9 +27,11 @@ from events.models import (
     RUN_CANCELLED,
     RUN_FAILED,
     RUN_REQUESTED,
+    RUN_RETRY_REQUESTED,
     RUN_SUCCEEDED,
     RunCancelRequested,
     RunRequested,
+    RunRetryRequested,
 )
 from events.topology import Topology
 from orchestrator.errors import InvalidInput
@@ -107,6 +109,16 @@ class Client:
         )
         await self.bus.publish(self.topology.event_subject(RUN_CANCEL_REQUESTED, run_id), event)
 
+    async def retry(self, run_id: str, reason: str = "retried by request") -> None:
+        """Resume a failed or cancelled run from the nodes that did not succeed."""
+        event = CloudEvent.create(
+            RUN_RETRY_REQUESTED,
+            SOURCE,
+            RunRetryRequested(run_id=run_id, reason=reason),
+            extensions={"runid": run_id},
+        )
+        await self.bus.publish(self.topology.event_subject(RUN_RETRY_REQUESTED, run_id), event)
+
     async def status(self, run_id: str) -> dict[str, Any] | None:
         """The run's committed state, or None when the orchestrator does not know it (yet)."""
         subject = self.topology.api_subject("status", self.topology.partition(run_id))
@@ -134,8 +146,12 @@ class Client:
         run_id: str,
         on_update: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
         timeout: float | None = None,
+        newer_than: float | None = None,
     ) -> dict[str, Any]:
-        """Follow the run live until it ends; `on_update` gets each new status. Returns the last."""
+        """Follow the run live until it ends; `on_update` gets each new status. Returns the last.
+
+        `newer_than` (an `updated_at`) ignores an end state from before it: after a retry, the
+        run's old failure must not count as the end."""
         changed = asyncio.Event()
 
         async def on_event(subject: str, headers: Mapping[str, str], body: bytes) -> None:
@@ -160,7 +176,11 @@ class Client:
                             result = on_update(status)
                             if asyncio.iscoroutine(result):
                                 await result
-                    if status is not None and status["status"] in RUN_TERMINAL:
+                    if (
+                        status is not None
+                        and status["status"] in RUN_TERMINAL
+                        and (newer_than is None or status["updated_at"] > newer_than)
+                    ):
                         return status
                     # Woken by the run's next event; the poll is a backstop for missed ones.
                     with contextlib.suppress(TimeoutError):

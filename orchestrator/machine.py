@@ -41,6 +41,7 @@ from events.models import (
     RunCancelRequested,
     RunFailed,
     RunRequested,
+    RunRetryRequested,
     RunSucceeded,
     TaskCancelRequested,
     TaskCompleted,
@@ -88,7 +89,9 @@ from orchestrator.state import (
 # enforces the timeout itself and reports a TimeoutError with its traceback, a little earlier.
 DEADLINE_GRACE_S = 1.0
 
-RunEvent = RunCancelRequested | TaskStarted | TaskCompleted | TaskFailed | TimerFired
+RunEvent = (
+    RunCancelRequested | RunRetryRequested | TaskStarted | TaskCompleted | TaskFailed | TimerFired
+)
 
 
 def start_run(spec: CompiledSpec, run_id: str, request: RunRequested, now: float) -> Transition:
@@ -140,6 +143,13 @@ def _apply(step: _Step, event: RunEvent) -> Transition:
         if run.status in RUN_TERMINAL:
             return step.unchanged()
         step.cancel_run(event.reason)
+        return step.out
+    if isinstance(event, RunRetryRequested):
+        bad_input = bool(run.error) and run.error.get("type") == "InvalidInput"  # type: ignore[union-attr]
+        if run.status not in (FAILED, CANCELLED) or bad_input:
+            return step.unchanged()  # only a run that ended badly can be retried (not bad input)
+        step.retry_run()
+        step.finish_if_done()
         return step.out
 
     node = run.nodes.get(event.node_id)
@@ -240,7 +250,9 @@ class _Step:
 
     def start(self, node: NodeState, compiled: CompiledNode) -> None:
         if compiled.over is None or compiled.spec.map is None:
-            self.dispatch(node, 1, self.evaluate_inputs(compiled, None))
+            # attempt + 1, not 1: after a manual retry of the run, attempt numbers keep counting
+            # up so that every (run, node, attempt) and its deterministic ids stay unique.
+            self.dispatch(node, node.attempt + 1, self.evaluate_inputs(compiled, None))
             return
         items = evaluate(compiled.over, self.scope())
         if not isinstance(items, list):
@@ -338,7 +350,8 @@ class _Step:
     def failed(self, node: NodeState, error: ErrorInfo, worker: str | None) -> None:
         self.close_attempt(node, FAILED, worker, error)
         policy = self.compiled(node).spec.retry
-        if _retryable(error, policy) and node.attempt < policy.max_attempts:
+        used = node.attempt - node.first_attempt + 1  # attempts since the last manual retry
+        if _retryable(error, policy) and used < policy.max_attempts:
             node.status = RETRYING
             delay = backoff_delay(policy, self.run.run_id, node.key, node.attempt)
             self.out.commands.append(
@@ -410,6 +423,28 @@ class _Step:
             ),
             "cancelled",
         )
+
+    def retry_run(self) -> None:
+        """Resume a failed or cancelled run: what succeeded stays, the rest runs again with a
+        fresh retry budget; attempt numbers continue (they key deduplication)."""
+        run = self.run
+        run.status = RUNNING
+        run.error = None
+        run.output = None
+        run.finished_at = None
+        for node in list(run.nodes.values()):
+            if node.status not in (FAILED, CANCELLED):
+                continue
+            node.error = None
+            node.first_attempt = node.attempt + 1
+            self.touch(node)
+            if node.index is not None:
+                self.dispatch(node, node.attempt + 1, node.input)
+            elif node.children:
+                node.status = RUNNING  # its failed children are re-dispatched above/below
+            else:
+                node.status = WAITING
+        self.schedule_ready()
 
     def finish_if_done(self) -> None:
         if self.run.status != RUNNING:

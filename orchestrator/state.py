@@ -69,6 +69,8 @@ class NodeState:
     index: int | None = None  # position among the children of a mapped node
     children: int | None = None  # for a mapped parent: how many children
     children_done: int = 0
+    # The attempt from which the retry policy's budget counts (moves on a manual run retry).
+    first_attempt: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +85,7 @@ class NodeState:
             "index": self.index,
             "children": self.children,
             "children_done": self.children_done,
+            "first_attempt": self.first_attempt,
         }
 
     @classmethod

@@ -230,6 +230,11 @@ class Store:
             return [r[0] async for r in cursor]
 
     # ---- the API's side (committed state only) -----------------------------------------
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """A read-only view of the last committed state (for query modules)."""
+        return self._reader
+
     async def read_run(self, run_id: str) -> RunState | None:
         return await self._load(self._reader, run_id)
 

@@ -187,3 +187,18 @@ async def test_status_json_shape(harness: Harness) -> None:
     assert json.loads(json.dumps(final)) == final
     for node in final["nodes"].values():
         assert set(node) >= {"status", "attempts"}
+
+
+async def test_retry_resumes_a_failed_run_from_its_failed_node(harness: Harness) -> None:
+    await start(harness, flows.retry_then_succeed)
+    # flaky gets 4 attempts (retries=3) but only succeeds on attempt 5: the run fails...
+    failed = await harness.run(flows.retry_then_succeed, {"succeed_on": 5})
+    assert failed["status"] == "failed"
+    assert failed["nodes"]["flaky"]["attempts"] == 4
+    # ...and a manual retry resumes it with a fresh budget; attempt numbers keep counting.
+    await harness.client.retry(failed["run_id"])
+    final = await harness.client.wait(failed["run_id"], timeout=30, newer_than=failed["updated_at"])
+    assert final["status"] == "succeeded", final
+    assert final["output"] == {"attempt": 5}
+    assert final["error"] is None
+    assert final["nodes"]["flaky"]["attempts"] == 5

@@ -796,3 +796,36 @@ def test_changed_lists_exactly_the_node_keys_written() -> None:
     assert out.changed == {"m[1]", "m"}
     out = step(cancel())
     assert out.changed == {"m[0]", "m", "z"}
+
+
+# ---- manual retry of a run ----------------------------------------------------------------------
+
+
+def test_retrying_a_failed_mapped_run_redispatches_only_what_did_not_succeed() -> None:
+    from events.models import RunRetryRequested
+
+    spec = map_spec(retry={"max_attempts": 2})
+    run = run_of(start(spec, {"items": ITEMS, "scale": 1}))
+    advance(spec, run, completed("m[0]", 0), NOW)
+    advance(spec, run, failed("m[1]", retryable=False, message="bad row"), NOW)
+    assert run.status == FAILED
+
+    out = advance(spec, run, RunRetryRequested(run_id=RUN), NOW + 1)
+
+    assert run.status == RUNNING and run.error is None
+    # m[0] keeps its output; m[1] (failed) and m[2] (cancelled) run again as new attempts.
+    assert sorted((d.node_key, d.attempt) for d in dispatches(out)) == [("m[1]", 2), ("m[2]", 2)]
+    assert run.nodes["m"].status == RUNNING
+    assert run.nodes["total"].status == WAITING
+    # The retry budget starts again: attempt 2 may itself be retried once (max_attempts=2).
+    [timer] = timers(advance(spec, run, failed("m[1]", attempt=2), NOW + 2), kind="retry")
+    assert timer.attempt == 2
+    assert run.status == RUNNING
+
+
+def test_retry_of_a_running_or_succeeded_run_changes_nothing() -> None:
+    from events.models import RunRetryRequested
+
+    spec = map_spec()
+    run = run_of(start(spec, {"items": ITEMS, "scale": 1}))
+    _assert_changes_nothing(spec, run, RunRetryRequested(run_id=RUN))

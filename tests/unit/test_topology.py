@@ -65,9 +65,10 @@ def test_filters_follow_one_run_or_one_partition():
     topology = Topology(namespace="ns", partitions=4)
     assert topology.run_events_filter(RUN) == f"ns.evt.*.*.*.{RUN}"
     filters = topology.orchestrator_filters(3)
-    assert len(filters) == 6
+    assert len(filters) == 7
     assert "ns.evt.3.task.completed.*" in filters
     assert "ns.evt.3.timer.fired.*" in filters
+    assert "ns.evt.3.run.retry-requested.*" in filters
     assert "ns.evt.3.run.succeeded.*" not in filters  # the orchestrator's own output
     for event_type in (RUN_REQUESTED, TASK_FAILED, TIMER_FIRED):
         subject = topology.event_subject(event_type, RUN)
