@@ -42,7 +42,12 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> NoReturn:
     parser = _parser()
     args = parser.parse_args(argv)
-    configure_logging(json=args.log_json, level=args.log_level)
+    extra = []
+    if args.handler in (cmd_worker, cmd_dev):
+        from workers.logcapture import structlog_processor  # the composition root may
+
+        extra.append(structlog_processor)
+    configure_logging(json=args.log_json, level=args.log_level, extra_processors=extra)
     try:
         code = asyncio.run(args.handler(args))
     except KeyboardInterrupt:

@@ -9,7 +9,8 @@ Set by the runtime for each attempt (also inside the thread a sync task runs in)
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,8 @@ class TaskContext:
     task: str
     worker: str
     delivery: int  # how many times this attempt's message has been delivered (1 = first)
+    # Where the attempt's log lines go (the worker's LogCapture), or None when not captured.
+    log_sink: Any = field(default=None, compare=False, repr=False)
 
 
 _current: ContextVar[TaskContext | None] = ContextVar("conveyor_task_context", default=None)

@@ -48,12 +48,14 @@ from events.models import (
 )
 from workers.context import TaskContext, _current
 from workers.errors import NonRetryableError
+from workers.logcapture import LogCapture
 from workers.task import Task
 
 log = structlog.get_logger("conveyor.worker")
 
 # NATS refuses messages over max_payload (1 MiB by default); stay clear of it.
 MAX_INLINE_OUTPUT_BYTES = 900 * 1024
+_ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)  # built once: ~40 µs each time
 
 
 @dataclass(slots=True)
@@ -75,6 +77,7 @@ class Worker:
         concurrency: int = 16,
         name: str | None = None,
         grace_s: float = 30.0,
+        capture_logs: bool = True,
     ) -> None:
         self.bus = bus
         self.topology = bus.topology
@@ -98,6 +101,7 @@ class Worker:
         self._threads = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="conveyor-task"
         )
+        self._logs = LogCapture(bus) if capture_logs else None
         self._sync_running = 0
         self._sync_lock = threading.Lock()
         self.completed = 0
@@ -121,6 +125,8 @@ class Worker:
             self.topology.cancel_subject_filter(), self._on_cancel
         )
         heartbeats = asyncio.create_task(self._heartbeat_loop())
+        if self._logs is not None:
+            self._logs.install()
         log.info(
             "worker started",
             worker=self.name,
@@ -140,6 +146,8 @@ class Worker:
             for p in pullers:
                 await p.close()
             self._threads.shutdown(wait=False, cancel_futures=True)
+            if self._logs is not None:
+                await self._logs.uninstall()
             log.info(
                 "worker stopped", worker=self.name, completed=self.completed, failed=self.failed
             )
@@ -320,7 +328,7 @@ class Worker:
         if error is None:
             try:
                 payload = task.serialise_output(output)
-                size = len(pydantic.TypeAdapter(Any).dump_json(payload))
+                size = len(_ANY.dump_json(payload))
             except Exception as exc:
                 error = ErrorInfo(
                     type="OutputSerialisationError",
@@ -366,7 +374,7 @@ class Worker:
             kwargs = task.validate_input(dispatched.input)
         except pydantic.ValidationError as exc:
             raise _InvalidInput(task.name, exc) from None
-        _current.set(
+        token = _current.set(
             TaskContext(
                 dispatched.run_id,
                 dispatched.node_id,
@@ -374,19 +382,24 @@ class Worker:
                 task.name,
                 self.name,
                 delivery.num_delivered,
+                self._logs,
             )
         )
-        if task.is_async:
-            coro = task.fn(**kwargs)
-        else:
-            loop = asyncio.get_running_loop()
-            context = contextvars.copy_context()  # so current() works in the thread too
-            coro = loop.run_in_executor(
-                self._threads, lambda: context.run(self._run_sync, task.fn, kwargs)
-            )
-        if dispatched.timeout is None:
-            return await coro
-        return await asyncio.wait_for(coro, dispatched.timeout)
+        try:
+            if task.is_async:
+                coro = task.fn(**kwargs)
+            else:
+                loop = asyncio.get_running_loop()
+                context = contextvars.copy_context()  # so current() works in the thread too
+                coro = loop.run_in_executor(
+                    self._threads, lambda: context.run(self._run_sync, task.fn, kwargs)
+                )
+            if dispatched.timeout is None:
+                return await coro
+            return await asyncio.wait_for(coro, dispatched.timeout)
+        finally:
+            # Lines the worker itself logs about this attempt are not the task's own output.
+            _current.reset(token)
 
     def _run_sync(self, fn: Any, kwargs: dict[str, Any]) -> Any:
         with self._sync_lock:

@@ -1,0 +1,42 @@
+"""The benchmark's workload, served by a real `conveyor worker bench/flows.py` process.
+
+    bench_chain    a linear chain of CHAIN_LENGTH no-op tasks (each depends on the previous one)
+    bench_fanout   a no-op mapped over the run's `items`, then one task that sums the outputs
+
+The chain is traced once at import, so its length comes from the environment
+(`CONVEYOR_BENCH_CHAIN`, set by `bench.foundation`; default 50) and the worker that registers
+it and the benchmark that reads its spec agree on it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from orchestrator import workflow
+from workers import task
+
+CHAIN_ENV = "CONVEYOR_BENCH_CHAIN"
+CHAIN_LENGTH = int(os.environ.get(CHAIN_ENV, "50"))
+
+
+@task
+def noop(x: int) -> int:
+    return x + 1
+
+
+@task
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@workflow
+def bench_chain(start: int = 0) -> int:
+    value = start
+    for _ in range(CHAIN_LENGTH):
+        value = noop(value)
+    return value
+
+
+@workflow
+def bench_fanout(items: list[int]) -> int:
+    return total(noop.map(items))
