@@ -183,15 +183,26 @@ class Bus:
                 raise BusError(f"cannot open bucket {bucket}: {exc}") from exc
         return self._kv[bucket]
 
-    async def orchestrator_puller(self, partition: int) -> Puller:
+    async def orchestrator_puller(self, partition: int, projection: bool = False) -> Puller:
         topo = self.topology
         return await self._puller(
             topo.events_stream,
-            topo.orchestrator_consumer(partition),
+            topo.projection_consumer(partition)
+            if projection
+            else topo.orchestrator_consumer(partition),
             topo.orchestrator_filters(partition),
             ack_wait=60.0,
             max_ack_pending=20_000,
         )
+
+    async def delete_consumer(self, stream: str, durable: str) -> bool:
+        """Remove a durable consumer (e.g. to rebuild a projection from the stream's start)."""
+        try:
+            return bool(await self.js.delete_consumer(stream, durable))
+        except nats.js.errors.NotFoundError:
+            return False
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot delete consumer {durable} on {stream}: {exc}") from exc
 
     async def queue_puller(self, queue: str, max_ack_pending: int = 1_000) -> Puller:
         topo = self.topology
@@ -410,6 +421,29 @@ class Bus:
                 await sub.unsubscribe()
         return out
 
+    async def follow_stream(
+        self,
+        stream: str,
+        subject: str,
+        handler: Callable[[Delivery], Awaitable[None]],
+    ) -> Subscription:
+        """Deliver every message on `subject` from the stream's start, then new ones as they
+        arrive (an ordered consumer: gaps are repaired by the client). Unsubscribe to stop."""
+
+        async def on_message(msg: Msg) -> None:
+            await handler(_delivery(msg))
+
+        try:
+            return await self.js.subscribe(
+                subject,
+                stream=stream,
+                ordered_consumer=True,
+                cb=on_message,
+                deliver_policy=api.DeliverPolicy.ALL,
+            )
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot follow {subject} on {stream}: {exc}") from exc
+
     # ---- inspection (tests, CLI) -------------------------------------------------------
     async def stream_messages(self, stream: str, subject: str | None = None) -> list[Delivery]:
         """Every message currently in `stream` (optionally one subject), oldest first."""
@@ -437,6 +471,23 @@ class Bus:
                 )  # type: ignore[arg-type]
             )
         return out
+
+    async def queues(self) -> list[str]:
+        """The queues that have a worker consumer."""
+        prefix = "queue-"
+        try:
+            infos = await self.js.consumers_info(self.topology.tasks_stream)
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot list consumers: {exc}") from exc
+        names = [i.name or "" for i in infos]
+        return sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
+
+    async def stream_size(self, stream: str) -> int:
+        try:
+            info = await self.js.stream_info(stream)
+        except nats.errors.Error as exc:
+            raise BusError(f"no stream {stream}: {exc}") from exc
+        return int(info.state.messages)
 
     async def pending(self, stream: str, durable: str) -> int:
         """Messages not yet delivered plus delivered but unacked: the consumer's backlog."""

@@ -138,6 +138,9 @@ class Topology:
     def orchestrator_consumer(self, partition: int) -> str:
         return f"orchestrator-p{partition}"
 
+    def projection_consumer(self, partition: int) -> str:
+        return f"projection-p{partition}"
+
     def queue_consumer(self, queue: str) -> str:
         return f"queue-{queue}"
 

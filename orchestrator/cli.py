@@ -166,6 +166,11 @@ async def cmd_orchestrator(args: argparse.Namespace) -> int:
     await engine.start()
     api = ApiService(bus, store, args.partition)
     await api.start()
+    gauges = asyncio.create_task(_refresh_forever(engine))
+    if args.metrics_port:
+        from orchestrator.metrics import engine_registry, serve_metrics
+
+        serve_metrics(engine_registry(engine), args.metrics_port, args.metrics_host)
     _on_signals(engine.stop)
     print(
         f"orchestrator ready (partition {args.partition}, db {args.db})",
@@ -175,10 +180,17 @@ async def cmd_orchestrator(args: argparse.Namespace) -> int:
     try:
         await engine.run()
     finally:
+        gauges.cancel()
         await api.stop()
         await bus.close()
         await store.close()
     return 0
+
+
+async def _refresh_forever(engine: Any) -> None:
+    while True:
+        await engine.refresh_gauges()
+        await asyncio.sleep(5)
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
@@ -202,6 +214,11 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         grace_s=args.grace,
     )
+    if args.metrics_port:
+        from orchestrator.metrics import serve_metrics
+        from workers.metrics import worker_registry
+
+        serve_metrics(worker_registry(worker), args.metrics_port, args.metrics_host)
     _on_signals(worker.stop)
     print(f"worker ready (queues: {', '.join(worker.queues)})", file=sys.stderr, flush=True)
     try:
@@ -338,6 +355,120 @@ async def cmd_retry(args: argparse.Namespace) -> int:
         )
 
 
+async def cmd_logs(args: argparse.Namespace) -> int:
+    from events.models import LogLine
+
+    async with _client(args) as client:
+        status = await client.status(args.run_id)
+        if status is None:
+            print(f"error: no run {args.run_id!r}", file=sys.stderr)
+            return 2
+        topo = client.topology
+        subject = topo.log_subject(args.run_id, args.node or "*")
+        nodes = {args.node} if args.node else None
+        printed = 0
+
+        async def show(delivery: Any) -> None:
+            nonlocal printed
+            try:
+                line = LogLine.model_validate_json(delivery.data)
+            except ValueError:
+                return
+            if (
+                nodes is not None
+                and line.node_id.split("[")[0] not in nodes
+                and line.node_id not in nodes
+            ):
+                return
+            printed += 1
+            if args.json:
+                print(line.model_dump_json(), flush=True)
+            else:
+                print(
+                    f"{line.time[11:23]} {line.node_id}#{line.attempt} {line.level:<7} "
+                    f"{line.message}",
+                    flush=True,
+                )
+
+        if not args.follow:
+            start = 1
+            while True:
+                page = await client.bus.read_stream(
+                    topo.logs_stream, subject, start_seq=start, limit=1000
+                )
+                for delivery in page:
+                    await show(delivery)
+                if len(page) < 1000:
+                    break
+                start = page[-1].stream_seq + 1
+            return 0
+
+        sub = await client.bus.follow_stream(topo.logs_stream, subject, show)
+        try:
+            # Follow until the run ends (then give in-flight lines a moment to arrive).
+            await client.wait(args.run_id)
+            await client.bus.flush()
+        finally:
+            await sub.unsubscribe()
+    return 0
+
+
+async def cmd_workflows(args: argparse.Namespace) -> int:
+    from orchestrator.registry import Registry
+
+    async with _bus(args) as bus:
+        registry = Registry(bus)
+        rows = []
+        for name in await registry.names():
+            spec = (await registry.get(name)).spec
+            rows.append(
+                {
+                    "name": name,
+                    "version": spec.version,
+                    "nodes": len(spec.nodes),
+                    "description": spec.description.split("\n")[0],
+                }
+            )
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        print(
+            f"{row['name']:<24} v{row['version']:<4} {row['nodes']:>3} nodes  {row['description']}"
+        )
+    return 0
+
+
+async def cmd_projection(args: argparse.Namespace) -> int:
+    from orchestrator.engine import Engine
+    from orchestrator.store import Store
+
+    topology = Topology.from_env(args.namespace)
+    bus = await Bus.connect(args.nats, topology, name="conveyor-projection")
+    if args.rebuild:
+        await bus.ensure_topology()
+        await bus.delete_consumer(
+            topology.events_stream, topology.projection_consumer(args.partition)
+        )
+        await asyncio.to_thread(_remove_sqlite, args.db)
+        print(f"projection reset: {args.db} is rebuilt from the event stream", file=sys.stderr)
+    store = await Store.open(args.db)
+    engine = Engine(bus, store, partition=args.partition, projection=True)
+    await engine.start()
+    _on_signals(engine.stop)
+    try:
+        await engine.run()
+    finally:
+        await bus.close()
+        await store.close()
+    return 0
+
+
+def _remove_sqlite(path: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 async def cmd_runs(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         runs = await client.runs(args.workflow, args.status, args.limit)
@@ -466,11 +597,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--timeout", type=float, default=None, help="with --run: give up after N s")
 
+    def metrics_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve Prometheus metrics on this port (/metrics)",
+        )
+        p.add_argument("--metrics-host", default="127.0.0.1")
+
     p = command("orchestrator", cmd_orchestrator, "run the orchestrator (engine + status API)")
+    metrics_options(p)
     p.add_argument("--db", default=str(DEFAULT_HOME / "conveyor.db"), help="sqlite store path")
     p.add_argument("--partition", type=int, default=0)
 
     p = command("worker", cmd_worker, "serve MODULE's tasks (and register its workflows)")
+    metrics_options(p)
     p.add_argument("module")
     p.add_argument("--queue", action="append", help="serve only this queue (repeatable)")
     p.add_argument("--concurrency", type=int, default=16)
@@ -503,6 +645,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="follow the run and print its result")
     p.add_argument("--json", action="store_true")
     p.add_argument("--timeout", type=float, default=None)
+
+    p = command("logs", cmd_logs, "show the log lines of a run's tasks")
+    p.add_argument("run_id")
+    p.add_argument("--node", help="only this node (a mapped node includes its children)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+    p.add_argument("--json", action="store_true", help="one JSON LogLine per line")
+
+    p = command("workflows", cmd_workflows, "list registered workflows")
+    p.add_argument("--json", action="store_true")
+
+    p = command("projection", cmd_projection, "run the read-side projection (for the API)")
+    p.add_argument("--db", default=str(DEFAULT_HOME / "projection.db"))
+    p.add_argument("--partition", type=int, default=0)
+    p.add_argument("--rebuild", action="store_true", help="start over from the event stream")
 
     p = command("runs", cmd_runs, "list recent runs")
     p.add_argument("--workflow")

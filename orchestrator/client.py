@@ -34,6 +34,7 @@ from events.models import (
     RunRetryRequested,
 )
 from events.topology import Topology
+from events.tracing import new_traceparent
 from orchestrator.errors import InvalidInput
 from orchestrator.registry import Registry
 from orchestrator.state import RUN_TERMINAL
@@ -65,6 +66,7 @@ class Client:
         idempotency_key: str | None = None,
         version: int | None = None,
         run_id: str | None = None,
+        traceparent: str | None = None,
     ) -> str:
         """Start a run; returns its id. UnknownWorkflow / InvalidInput before anything is sent."""
         spec = await self.registry.get(workflow, version)
@@ -95,7 +97,8 @@ class Client:
             request,
             # The same key gives the same event id: JetStream drops the repeat publish too.
             id=derived_id("requested", run_id) if idempotency_key else None,
-            extensions={"runid": run_id},
+            # The run's trace: the caller's, or a new one started here.
+            extensions={"runid": run_id, "traceparent": traceparent or new_traceparent()},
         )
         await self.bus.publish(self.topology.event_subject(RUN_REQUESTED, run_id), event)
         return run_id

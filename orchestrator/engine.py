@@ -22,10 +22,9 @@ import asyncio
 import contextlib
 import heapq
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -46,8 +45,10 @@ from events.models import (
     requested_run_id,
 )
 from events.topology import ORCHESTRATOR_INPUTS
+from events.tracing import child_traceparent, is_traceparent, new_traceparent
 from orchestrator.errors import EventRejected, SpecError, StoreError, UnknownWorkflow
 from orchestrator.machine import advance, start_run
+from orchestrator.metrics import EngineMetrics
 from orchestrator.registry import Registry
 from orchestrator.state import (
     RUN_TERMINAL,
@@ -84,6 +85,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         batch_size: int = 256,
         cache_size: int = 10_000,
+        projection: bool = False,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -92,7 +94,10 @@ class Engine:
         self.clock = clock
         self.batch_size = batch_size
         self.registry = Registry(bus)
-        self.metrics: Counter[str] = Counter()
+        # A projection applies the same events with the same machine into its own store, for
+        # the API and dashboard to read; it publishes nothing (no outbox, no timers, no DLQ).
+        self.projection = projection
+        self.metrics = EngineMetrics()
         self._cache: OrderedDict[str, RunState] = OrderedDict()
         self._cache_size = cache_size
         self._timers: list[float] = []
@@ -104,7 +109,10 @@ class Engine:
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         await self.bus.ensure_topology()
-        self._puller = await self.bus.orchestrator_puller(self.partition)
+        self._puller = await self.bus.orchestrator_puller(self.partition, self.projection)
+        if self.projection:
+            log.info("projection started", partition=self.partition)
+            return
         # Whatever a previous life committed but did not get to publish goes out first.
         now = self.clock()
         self._outbox_backlog = True
@@ -143,6 +151,8 @@ class Engine:
             await self._process(deliveries)
         elif self._published:
             await self.store.delete_outbox(self._take_published())
+        if self.projection:
+            return len(deliveries)
         if self._outbox_backlog or (self._timers and self._timers[0] <= self.clock()):
             await self._flush_due(self.clock())
         return len(deliveries)
@@ -156,12 +166,14 @@ class Engine:
         )
         batch = Batch(outbox_deleted=self._take_published())
         touched: set[str] = set()
+        applied: list[tuple[Transition, WireModel | None]] = []
+        started = time.perf_counter()
         try:
             for item in items:
                 if item.problem is not None or item.event is None:
                     continue
                 if item.event.id in seen:
-                    self.metrics["events_duplicate"] += 1
+                    self.metrics.events["duplicate"] += 1
                     continue
                 seen.add(item.event.id)
                 try:
@@ -183,10 +195,13 @@ class Engine:
                 if transition.run is not None and transition.applied:
                     touched.add(transition.run.run_id)
                     batch.stage_run(transition.run, transition.changed)
-                    self._stage_commands(batch, transition.commands, now)
-                    self.metrics["events_applied"] += 1
+                    if not self.projection:
+                        self._stage_commands(
+                            batch, transition.commands, now, transition.run.traceparent
+                        )
+                    applied.append((transition, item.data))
                 else:
-                    self.metrics["events_stale"] += 1
+                    self.metrics.events["stale"] += 1
         except Exception:
             # A bug in a transition may have left a cached run half-changed: forget every run
             # this batch touched and apply its events one by one, parking the one that fails.
@@ -201,7 +216,8 @@ class Engine:
         parked = [i for i in items if i.problem is not None]
         try:
             for item in parked:
-                await self._park(item)
+                if not self.projection:  # the orchestrator parks it; a projection only skips
+                    await self._park(item)
             await self.store.commit(batch)
         except (StoreError, BusError):
             for run_id in touched:
@@ -214,6 +230,11 @@ class Engine:
             await _settle_quietly(
                 item.delivery, Outcome.DONE if item.problem is None else Outcome.PARKED
             )
+        elapsed = time.perf_counter() - started
+        for transition, data in applied:
+            self.metrics.events["applied"] += 1
+            self.metrics.observe(transition, data)
+            self.metrics.transition_seconds.observe(elapsed / len(applied))
         self._forget_finished(touched)
         await self._publish_now(batch, now)
 
@@ -230,7 +251,7 @@ class Engine:
             item.data = item.event.data_as(model)
         except MalformedEvent as exc:
             item.problem = exc.reason
-            self.metrics["events_malformed"] += 1
+            self.metrics.events["malformed"] += 1
         return item
 
     async def _apply(self, event: CloudEvent, data: WireModel | None, now: float) -> Transition:
@@ -244,6 +265,9 @@ class Engine:
             spec = await self.registry.get(data.workflow, data.version)
             transition = start_run(spec, run_id, data, now)
             assert transition.run is not None
+            # The trace is envelope metadata, not workflow data: the shell carries it.
+            caller = event.extensions.get("traceparent")
+            transition.run.traceparent = caller if is_traceparent(caller) else new_traceparent()
             self._remember(transition.run)
             log.info("run started", run_id=run_id, workflow=spec.name, version=spec.version)
             return transition
@@ -281,7 +305,9 @@ class Engine:
                 del self._cache[run_id]
 
     # ---- commands -> outbox ------------------------------------------------------------
-    def _stage_commands(self, batch: Batch, commands: list[Command], now: float) -> None:
+    def _stage_commands(
+        self, batch: Batch, commands: list[Command], now: float, trace: str | None
+    ) -> None:
         topo = self.topology
         for command in commands:
             if isinstance(command, Dispatch):
@@ -303,6 +329,7 @@ class Engine:
                         data,
                         now,
                         command.run_id,
+                        trace and child_traceparent(trace, command.node_key, str(command.attempt)),
                     )
                 )
             elif isinstance(command, StartTimer):
@@ -321,6 +348,7 @@ class Engine:
                         fired,
                         command.due_at,
                         command.run_id,
+                        trace,
                     )
                 )
             elif isinstance(command, CancelTimer):
@@ -334,6 +362,7 @@ class Engine:
                         command.data,
                         now,
                         command.run_id,
+                        trace,
                     )
                 )
 
@@ -351,7 +380,7 @@ class Engine:
             log.warning("outbox publish failed; will retry", rows=len(due), error=str(exc))
             self._outbox_backlog = True
             return
-        self.metrics["outbox_published"] += len(due)
+        self.metrics.outbox_published += len(due)
         self._published.extend(r.id for r in due)
 
     async def _flush_due(self, now: float) -> None:
@@ -368,7 +397,7 @@ class Engine:
                 log.warning("outbox flush failed; will retry", rows=len(rows), error=str(exc))
                 self._outbox_backlog = True
                 return
-            self.metrics["outbox_published"] += len(rows)
+            self.metrics.outbox_published += len(rows)
             await self.store.delete_outbox([r.id for r in rows] + self._take_published())
             if len(rows) < 1000:
                 self._outbox_backlog = False
@@ -390,18 +419,42 @@ class Engine:
         await self.bus.publish_raw(
             self.topology.dlq_subject("orchestrator"), headers, delivery.data
         )
-        self.metrics["events_parked"] += 1
+        self.metrics.events["parked"] += 1
         log.warning("event parked on the DLQ", reason=reason, subject=delivery.subject)
 
     # ---- reads for the API -------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        return {"cached_runs": len(self._cache), "timers": len(self._timers), **self.metrics}
+    @property
+    def cached_runs(self) -> int:
+        return len(self._cache)
+
+    @property
+    def pending_timers(self) -> int:
+        return len(self._timers)
+
+    async def refresh_gauges(self) -> None:
+        """Queue depths and DLQ size: asked of JetStream, so refreshed now and then, not per
+        scrape (the scrape runs in another thread)."""
+        with contextlib.suppress(BusError):
+            for queue in await self.bus.queues():
+                self.metrics.queue_depth[queue] = await self.bus.pending(
+                    self.topology.tasks_stream, self.topology.queue_consumer(queue)
+                )
+            self.metrics.dlq_messages = await self.bus.stream_size(self.topology.dlq_stream)
 
 
 def _row(
-    subject: str, event_type: str, event_id: str, data: WireModel, due_at: float, run_id: str
+    subject: str,
+    event_type: str,
+    event_id: str,
+    data: WireModel,
+    due_at: float,
+    run_id: str,
+    traceparent: str | None,
 ) -> OutboxRow:
-    event = CloudEvent.create(event_type, SOURCE, data, id=event_id, extensions={"runid": run_id})
+    extensions = {"runid": run_id}
+    if traceparent:
+        extensions["traceparent"] = traceparent
+    event = CloudEvent.create(event_type, SOURCE, data, id=event_id, extensions=extensions)
     headers, body = encode(event)
     return OutboxRow(event_id, subject, headers, body, due_at)
 

@@ -109,6 +109,7 @@ class RunState:
     finished_at: float | None = None
     idempotency_key: str | None = None
     parent: dict[str, Any] | None = None
+    traceparent: str | None = None  # W3C trace context of the trigger (see events.tracing)
     nodes: dict[str, NodeState] = field(default_factory=dict)
     # The spec's nodes in topological order: how the run is shown (store rows come back sorted
     # by key, which would list a pipeline alphabetically).
@@ -130,6 +131,7 @@ class RunState:
             "idempotency_key": self.idempotency_key,
             "parent": self.parent,
             "node_order": self.node_order,
+            "traceparent": self.traceparent,
         }
 
     @classmethod

@@ -57,5 +57,6 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
         "updated_at": run.updated_at,
         "finished_at": run.finished_at,
         "idempotency_key": run.idempotency_key,
+        "traceparent": run.traceparent,
         "nodes": parents,
     }

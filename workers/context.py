@@ -21,6 +21,7 @@ class TaskContext:
     task: str
     worker: str
     delivery: int  # how many times this attempt's message has been delivered (1 = first)
+    traceparent: str | None = None  # the attempt's span (W3C trace context)
     # Where the attempt's log lines go (the worker's LogCapture), or None when not captured.
     log_sink: Any = field(default=None, compare=False, repr=False)
 

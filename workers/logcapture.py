@@ -100,6 +100,7 @@ class LogCapture:
             level=level,
             message=message[:_MAX_LINE],
             logger=logger,
+            traceparent=context.traceparent,
         )
         loop = self._loop
         if loop is None:

@@ -49,6 +49,7 @@ from events.models import (
 from workers.context import TaskContext, _current
 from workers.errors import NonRetryableError
 from workers.logcapture import LogCapture
+from workers.metrics import task_seconds_histogram
 from workers.task import Task
 
 log = structlog.get_logger("conveyor.worker")
@@ -61,6 +62,7 @@ _ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)  # built once: ~40 Â
 @dataclass(slots=True)
 class _InFlight:
     delivery: Delivery
+    trace: str | None = None  # the attempt's W3C traceparent, from the dispatch's envelope
     job: asyncio.Task[None] | None = None
     cancelled: bool = False
 
@@ -106,6 +108,15 @@ class Worker:
         self._sync_lock = threading.Lock()
         self.completed = 0
         self.failed = 0
+        self.task_seconds = task_seconds_histogram()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def log_lines_dropped(self) -> int:
+        return self._logs.dropped if self._logs is not None else 0
 
     def stop(self) -> None:
         """Begin a graceful drain (safe to call from a signal handler)."""
@@ -243,7 +254,7 @@ class Worker:
             attempt=dispatched.attempt,
             task=dispatched.task,
         )
-        item = _InFlight(delivery)
+        item = _InFlight(delivery, trace=event.extensions.get("traceparent"))
         self._inflight[key] = item
         try:
             outcome = await self._execute(dispatched, delivery, item, bound)
@@ -344,6 +355,7 @@ class Worker:
                         f"limit is {MAX_INLINE_OUTPUT_BYTES}",
                     )
         elapsed = round(time.monotonic() - started, 4)
+        self.task_seconds.labels(task=task.name).observe(elapsed)
         if error is not None:
             await self._publish_failure(dispatched, error)
             self.failed += 1
@@ -382,6 +394,7 @@ class Worker:
                 task.name,
                 self.name,
                 delivery.num_delivered,
+                self._trace(dispatched),
                 self._logs,
             )
         )
@@ -410,6 +423,10 @@ class Worker:
             with self._sync_lock:
                 self._sync_running -= 1
 
+    def _trace(self, dispatched: TaskDispatched) -> str | None:
+        item = self._inflight.get((dispatched.run_id, dispatched.node_id, dispatched.attempt))
+        return item.trace if item is not None else None
+
     async def _publish_failure(self, dispatched: TaskDispatched, error: ErrorInfo) -> None:
         await self._publish(
             TASK_FAILED,
@@ -434,7 +451,7 @@ class Worker:
             f"conveyor/worker/{self.name}",
             data,
             id=f"{dispatched.run_id}:{dispatched.node_id}:{dispatched.attempt}:{verb}",
-            extensions={"runid": dispatched.run_id},
+            extensions=_extensions(dispatched.run_id, self._trace(dispatched)),
         )
         await self.bus.publish(self.topology.event_subject(event_type, dispatched.run_id), event)
 
@@ -452,6 +469,10 @@ class Worker:
             "malformed task message parked on the DLQ", reason=reason, subject=delivery.subject
         )
         await delivery.settle(Outcome.PARKED)
+
+
+def _extensions(run_id: str, trace: str | None) -> dict[str, str]:
+    return {"runid": run_id, "traceparent": trace} if trace else {"runid": run_id}
 
 
 class _InvalidInput(Exception):

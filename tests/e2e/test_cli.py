@@ -258,3 +258,33 @@ async def test_dev_run_json_with_input(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["output"] == "HELLO, ADA!"
+
+
+async def test_logs_and_workflows_commands(harness: Harness) -> None:
+    import logging
+
+    from tests.integration.test_logs import chatty, chatty_async, logs_flow
+
+    logging.getLogger("user").setLevel(logging.INFO)
+    await harness.start_orchestrator()
+    await harness.start_worker([chatty, chatty_async])
+    await harness.register(logs_flow)
+    listed = await conveyor(harness, "workflows", "--json")
+    assert json.loads(listed.stdout) == [
+        {"name": "logs_flow", "version": 1, "nodes": 2, "description": ""}
+    ]
+    run = await conveyor(harness, "run", "logs_flow", "--input", '{"n": 5}', "--wait", "--json")
+    run_id = json.loads(run.stdout)["run_id"]
+
+    async def logged() -> str | None:
+        result = await conveyor(harness, "logs", run_id)
+        return result.stdout if result.stdout.count("\n") >= 3 else None
+
+    text = await eventually(logged, message="the run's log lines")
+    assert "chatty#1 warning about to work on 5" in text
+    assert "chatty#1 info    printed 5" in text
+    assert "chatty_async#1 info    async line 5" in text
+    only = await conveyor(harness, "logs", run_id, "--node", "chatty_async", "--json")
+    assert {json.loads(line)["node_id"] for line in only.stdout.splitlines()} == {"chatty_async"}
+    followed = await conveyor(harness, "logs", run_id, "--follow")
+    assert followed.returncode == 0 and "printed 5" in followed.stdout

@@ -33,6 +33,7 @@ class Harness:
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Any] = []
         self.engine: Engine | None = None
+        self._running: dict[Engine, asyncio.Task[None]] = {}
         self.processes: list[subprocess.Popen[bytes]] = []
         self.client: Client
 
@@ -54,6 +55,20 @@ class Harness:
         self.engine = engine
         self._engine_task = self._tasks[-1]
         return engine
+
+    async def start_projection(self, db: Path) -> tuple[Engine, Store]:
+        bus = await Bus.connect(self.server.url, self.topology, name="test-projection")
+        store = await Store.open(db)
+        projection = Engine(bus, store, projection=True)
+        await projection.start()
+        self._tasks.append(asyncio.create_task(projection.run()))
+        self._running[projection] = self._tasks[-1]
+        self._closers += [store.close, bus.close, projection.stop]
+        return projection, store
+
+    async def stop_engine(self, engine: Engine) -> None:
+        engine.stop()
+        await asyncio.wait_for(self._running[engine], timeout=10)
 
     async def start_worker(self, tasks: Iterable[Task[Any, Any]], **options: Any) -> Worker:
         bus = await Bus.connect(self.server.url, self.topology, name="test-worker")

@@ -41,7 +41,7 @@ async def test_killed_worker_mid_task_is_replaced_and_the_completion_applied_onc
     assert [a["status"] for a in node["attempt_history"]] == ["succeeded"]
     assert executions(harness.workdir) == ["die_first_time:1", "die_first_time:2"]
     assert harness.engine is not None
-    assert harness.engine.metrics["events_applied"] == 3  # requested, started, completed
+    assert harness.engine.metrics.events["applied"] == 3  # requested, started, completed
 
 
 async def test_killed_orchestrator_resumes_and_reruns_no_committed_node(harness: Harness) -> None:

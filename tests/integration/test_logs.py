@@ -59,3 +59,36 @@ async def test_lines_logged_inside_tasks_are_published_with_their_ids(harness: H
     assert by_message["async line 7"].node_id == "chatty_async"
     assert {(line.run_id, line.attempt) for line in found} == {(run_id, 1)}
     assert {line.node_id for line in found} == {"chatty", "chatty_async"}
+
+
+async def test_trace_context_flows_from_the_trigger_to_every_task_and_log_line(
+    harness: Harness,
+) -> None:
+    from events import decode
+    from events.tracing import trace_id
+
+    await harness.start_orchestrator()
+    await harness.start_worker([chatty, chatty_async])
+    await harness.register(logs_flow)
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    run_id = await harness.client.trigger("logs_flow", {"n": 1}, traceparent=caller)
+    final = await harness.client.wait(run_id, timeout=30)
+    assert final["status"] == "succeeded"
+    assert final["traceparent"] == caller
+    bus, topo = harness.client.bus, harness.topology
+
+    events = await bus.read_stream(topo.events_stream, topo.run_events_filter(run_id))
+    traces = {decode(m.headers, m.data).extensions.get("traceparent") for m in events}
+    assert None not in traces
+    assert {trace_id(t) for t in traces if t} == {"4bf92f3577b34da6a3ce929d0e0e4736"}
+    # Each task attempt is a span of its own inside the caller's trace.
+    assert len(traces) >= 3
+
+    async def log_traces() -> set[str | None] | None:
+        messages = await bus.read_stream(topo.logs_stream, f"{topo.namespace}.log.{run_id}.>")
+        found = {LogLine.model_validate(json.loads(m.data)).traceparent for m in messages}
+        return found if len(messages) >= 4 else None
+
+    found = await eventually(log_traces, message="the run's log lines")
+    assert {trace_id(t) for t in found if t} == {"4bf92f3577b34da6a3ce929d0e0e4736"}
+    assert None not in found

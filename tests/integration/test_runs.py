@@ -132,7 +132,7 @@ async def test_same_idempotency_key_makes_one_run(harness: Harness) -> None:
 
 async def _applied(harness: Harness) -> bool:
     assert harness.engine is not None
-    return harness.engine.metrics["events_stale"] + harness.engine.metrics["events_duplicate"] >= 1
+    return harness.engine.metrics.events["stale"] + harness.engine.metrics.events["duplicate"] >= 1
 
 
 async def test_condition_skips_guarded_nodes(harness: Harness) -> None:

@@ -1,0 +1,141 @@
+"""Prometheus metrics of the orchestrator (and of a projection), documented in
+docs/operations.md.
+
+The engine keeps plain counters and histograms and this module exposes them through its own
+`CollectorRegistry` (never the process-global one: several engines may live in one process,
+e.g. `conveyor dev` or the tests). `serve_metrics` answers `/metrics` on a port.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from events.models import (
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_SUCCEEDED,
+    TaskCompleted,
+    TaskFailed,
+    TaskStarted,
+    TimerFired,
+    WireModel,
+)
+from orchestrator.state import Dispatch, Emit, Transition
+
+if TYPE_CHECKING:
+    from orchestrator.engine import Engine
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_RUN_OUTCOMES = {RUN_SUCCEEDED: "succeeded", RUN_FAILED: "failed", RUN_CANCELLED: "cancelled"}
+
+
+class EngineMetrics:
+    """What the engine observes; read by the collector at scrape time."""
+
+    def __init__(self) -> None:
+        self.events: Counter[str] = Counter()  # applied, duplicate, stale, malformed, parked
+        self.runs: Counter[str] = Counter()  # started, succeeded, failed, cancelled
+        self.tasks: Counter[str] = Counter()  # dispatched, retried, started, succeeded, failed
+        self.outbox_published = 0
+        self.queue_depth: dict[str, int] = {}
+        self.dlq_messages = 0
+        self.transition_seconds = Histogram(
+            "conveyor_transition_seconds",
+            "Time to apply one event and commit it (per event, measured per batch)",
+            buckets=_LATENCY_BUCKETS,
+            registry=None,
+        )
+        self.dispatch_to_start_seconds = Histogram(
+            "conveyor_dispatch_to_start_seconds",
+            "From a task's dispatch to a worker starting it",
+            buckets=_LATENCY_BUCKETS,
+            registry=None,
+        )
+
+    def observe(self, transition: Transition, data: WireModel | None) -> None:
+        """Count what one applied transition did."""
+        if transition.created:
+            self.runs["started"] += 1
+        for command in transition.commands:
+            if isinstance(command, Dispatch):
+                self.tasks["dispatched"] += 1
+                if command.attempt > 1:
+                    self.tasks["retried"] += 1
+            elif isinstance(command, Emit) and command.event_type in _RUN_OUTCOMES:
+                self.runs[_RUN_OUTCOMES[command.event_type]] += 1
+        if isinstance(data, TaskCompleted):
+            self.tasks["succeeded"] += 1
+        elif isinstance(data, TaskFailed):
+            self.tasks["failed"] += 1
+        elif isinstance(data, TimerFired) and data.kind == "deadline":
+            self.tasks["timed_out"] += 1
+        elif isinstance(data, TaskStarted) and transition.run is not None:
+            self.tasks["started"] += 1
+            node = transition.run.nodes.get(data.node_id)
+            if node is not None and node.attempts and node.attempts[-1].started_at is not None:
+                attempt = node.attempts[-1]
+                self.dispatch_to_start_seconds.observe(
+                    max(0.0, attempt.started_at - attempt.dispatched_at)  # type: ignore[operator]
+                )
+
+
+class _EngineCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.engine.metrics
+        role = "projection" if self.engine.projection else "orchestrator"
+        events = CounterMetricFamily(
+            "conveyor_events", "Events handled, by outcome", labels=["role", "outcome"]
+        )
+        for outcome, count in sorted(m.events.items()):
+            events.add_metric([role, outcome], count)
+        yield events
+        runs = CounterMetricFamily("conveyor_runs", "Runs by state reached", labels=["state"])
+        for state, count in sorted(m.runs.items()):
+            runs.add_metric([state], count)
+        yield runs
+        tasks = CounterMetricFamily("conveyor_tasks", "Task attempts by event", labels=["event"])
+        for event, count in sorted(m.tasks.items()):
+            tasks.add_metric([event], count)
+        yield tasks
+        yield CounterMetricFamily(
+            "conveyor_outbox_published", "Outbox rows published", value=m.outbox_published
+        )
+        depth = GaugeMetricFamily(
+            "conveyor_queue_depth", "Tasks waiting or in flight, per queue", labels=["queue"]
+        )
+        for queue, value in sorted(m.queue_depth.items()):
+            depth.add_metric([queue], value)
+        yield depth
+        yield GaugeMetricFamily(
+            "conveyor_dlq_messages", "Messages parked on the DLQ", value=m.dlq_messages
+        )
+        yield GaugeMetricFamily(
+            "conveyor_cached_runs", "Hot runs held in memory", value=self.engine.cached_runs
+        )
+        yield GaugeMetricFamily(
+            "conveyor_pending_timers",
+            "Durable timers not yet due",
+            value=self.engine.pending_timers,
+        )
+        yield from m.transition_seconds.collect()
+        yield from m.dispatch_to_start_seconds.collect()
+
+
+def engine_registry(engine: Engine) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_EngineCollector(engine))
+    return registry
+
+
+def serve_metrics(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
+    """Answer GET /metrics on host:port from a background thread."""
+    start_http_server(port, addr=host, registry=registry)
