@@ -266,6 +266,31 @@ class Bus:
             raise BusError(f"publish to {subject} failed: {exc}") from exc
         return bool(ack.duplicate)
 
+    async def publish_pipelined(
+        self, subject: str, event: CloudEvent, timeout: float = 5.0
+    ) -> Callable[[], Awaitable[bool]]:
+        """Send now, wait for JetStream's ack later: returns the waiter (True = duplicate).
+
+        For publishes nobody needs to wait for before doing the next thing (task.started)."""
+        headers, body = encode(event)
+        try:
+            future = await self.js.publish_async(
+                subject, body, headers=dict(headers), wait_stall=timeout
+            )
+        except nats.errors.Error as exc:
+            raise BusError(f"publish to {subject} failed: {exc}") from exc
+
+        async def acked() -> bool:
+            try:
+                ack = await asyncio.wait_for(future, timeout)
+            except (nats.js.errors.NoStreamResponseError, TimeoutError) as exc:
+                raise BusUnavailable(f"no stream acknowledged {subject}: {exc!r}") from exc
+            except nats.errors.Error as exc:
+                raise BusError(f"publish to {subject} failed: {exc}") from exc
+            return bool(ack.duplicate)
+
+        return acked
+
     async def publish_many(self, items: Sequence[PublishItem], timeout: float = 10.0) -> None:
         """Publish pipelined and wait until JetStream acked every message (or raise)."""
         if not items:

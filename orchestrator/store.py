@@ -16,13 +16,15 @@ storage makes (it does not fsync every message), so the pair stays consistent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -60,6 +62,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due_at);
 """
+
+T = TypeVar("T")
 
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -110,124 +114,80 @@ def _dumps(value: Any) -> str:
 
 
 class Store:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    """The engine writes through one dedicated thread holding a plain sqlite3 connection: a whole
+    batch (dedupe check, or commit) is one hop to that thread instead of one per statement,
+    which is most of a transition's cost. Readers use aiosqlite on a second connection."""
+
+    def __init__(
+        self, writer: sqlite3.Connection, thread: ThreadPoolExecutor, reader: aiosqlite.Connection
+    ) -> None:
         self._db = writer
+        self._thread = thread
         self._reader = reader
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-store")
+        loop = asyncio.get_running_loop()
         try:
-            writer = await aiosqlite.connect(path, isolation_level=None)
-            for pragma in _PRAGMAS:
-                await writer.execute(pragma)
-            await writer.executescript(_SCHEMA)
+            writer = await loop.run_in_executor(thread, _open_writer, path)
             reader = await aiosqlite.connect(path, isolation_level=None)
             for pragma in _PRAGMAS[1:]:
                 await reader.execute(pragma)
         except sqlite3.Error as exc:
+            thread.shutdown(wait=False)
             raise StoreError(f"cannot open the store at {path}: {exc}") from exc
-        return cls(writer, reader)
+        return cls(writer, thread, reader)
 
     async def close(self) -> None:
         await self._reader.close()
-        await self._db.close()
+        await self._run(self._db.close)
+        self._thread.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store operation failed: {exc}") from exc
 
     # ---- the engine's side -------------------------------------------------------------
     async def load_run(self, run_id: str) -> RunState | None:
-        return await self._load(self._db, run_id)
+        return await self._run(_load_sync, self._db, run_id)
 
     async def already_processed(self, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
             return set()
-        found: set[str] = set()
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            async with self._db.execute(
-                f"SELECT event_id FROM processed WHERE event_id IN ({marks})", chunk
-            ) as cursor:
-                found.update([row[0] async for row in cursor])
-        return found
+        return await self._run(_processed_sync, self._db, list(event_ids))
 
     async def commit(self, batch: Batch) -> None:
-        if not batch:
-            return
-        db = self._db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            if batch.runs:
-                await db.executemany(
-                    "INSERT INTO runs (run_id, workflow, version, status, created_at, updated_at,"
-                    " header) VALUES (?,?,?,?,?,?,?) ON CONFLICT(run_id) DO UPDATE SET"
-                    " status=excluded.status, updated_at=excluded.updated_at,"
-                    " header=excluded.header",
-                    [
-                        (
-                            r.run_id,
-                            r.workflow,
-                            r.version,
-                            r.status,
-                            r.created_at,
-                            r.updated_at,
-                            _dumps(r.header_dict()),
-                        )
-                        for r in batch.runs.values()
-                    ],
-                )
-                rows = [
-                    (run_id, key, _dumps(batch.runs[run_id].nodes[key].to_dict()))
-                    for run_id, keys in batch.changed_nodes.items()
-                    for key in keys
-                ]
-                if rows:
-                    await db.executemany(
-                        "INSERT OR REPLACE INTO nodes (run_id, key, data) VALUES (?,?,?)", rows
-                    )
-            if batch.processed:
-                await db.executemany(
-                    "INSERT OR IGNORE INTO processed (event_id) VALUES (?)",
-                    [(i,) for i in batch.processed],
-                )
-            if batch.outbox_deleted:
-                await db.executemany(
-                    "DELETE FROM outbox WHERE id = ?", [(i,) for i in batch.outbox_deleted]
-                )
-            if batch.outbox:
-                await db.executemany(
-                    "INSERT OR REPLACE INTO outbox (id, subject, headers, body, due_at)"
-                    " VALUES (?,?,?,?,?)",
-                    [
-                        (o.id, o.subject, _dumps(o.headers), o.body, o.due_at)
-                        for o in batch.outbox.values()
-                    ],
-                )
-            await db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
-            raise StoreError(f"commit failed: {exc}") from exc
+        if batch:
+            await self._run(_commit_sync, self._db, batch)
 
     async def delete_outbox(self, ids: Sequence[str]) -> None:
         if ids:
             await self.commit(Batch(outbox_deleted=list(ids)))
 
     async def due_outbox(self, now: float, limit: int = 1000) -> list[OutboxRow]:
-        async with self._db.execute(
+        rows = await self._run(
+            _fetchall,
+            self._db,
             "SELECT id, subject, headers, body, due_at FROM outbox WHERE due_at <= ?"
             " ORDER BY due_at LIMIT ?",
             (now, limit),
-        ) as cursor:
-            return [
-                OutboxRow(r[0], r[1], json.loads(r[2]), bytes(r[3]), r[4]) async for r in cursor
-            ]
+        )
+        return [OutboxRow(r[0], r[1], json.loads(r[2]), bytes(r[3]), r[4]) for r in rows]
 
     async def timer_due_times(self, after: float) -> list[float]:
-        async with self._db.execute(
-            "SELECT due_at FROM outbox WHERE due_at > ? ORDER BY due_at", (after,)
-        ) as cursor:
-            return [r[0] async for r in cursor]
+        rows = await self._run(
+            _fetchall,
+            self._db,
+            "SELECT due_at FROM outbox WHERE due_at > ? ORDER BY due_at",
+            (after,),
+        )
+        return [r[0] for r in rows]
 
     # ---- the API's side (committed state only) -----------------------------------------
     @property
@@ -236,7 +196,17 @@ class Store:
         return self._reader
 
     async def read_run(self, run_id: str) -> RunState | None:
-        return await self._load(self._reader, run_id)
+        async with self._reader.execute(
+            "SELECT header FROM runs WHERE run_id = ?", (run_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        async with self._reader.execute(
+            "SELECT data FROM nodes WHERE run_id = ?", (run_id,)
+        ) as cursor:
+            nodes = [NodeState.from_dict(json.loads(r[0])) async for r in cursor]
+        return RunState.from_parts(json.loads(row[0]), nodes)
 
     async def list_runs(
         self, workflow: str | None = None, status: str | None = None, limit: int = 50
@@ -259,11 +229,95 @@ class Store:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
-    async def _load(self, db: aiosqlite.Connection, run_id: str) -> RunState | None:
-        async with db.execute("SELECT header FROM runs WHERE run_id = ?", (run_id,)) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            return None
-        async with db.execute("SELECT data FROM nodes WHERE run_id = ?", (run_id,)) as cursor:
-            nodes = [NodeState.from_dict(json.loads(r[0])) async for r in cursor]
-        return RunState.from_parts(json.loads(row[0]), nodes)
+
+# ---- run on the writer thread ------------------------------------------------------------------
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in _PRAGMAS:
+        db.execute(pragma)
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _fetchall(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    return db.execute(sql, args).fetchall()
+
+
+def _load_sync(db: sqlite3.Connection, run_id: str) -> RunState | None:
+    row = db.execute("SELECT header FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    nodes = [
+        NodeState.from_dict(json.loads(r[0]))
+        for r in db.execute("SELECT data FROM nodes WHERE run_id = ?", (run_id,))
+    ]
+    return RunState.from_parts(json.loads(row[0]), nodes)
+
+
+def _processed_sync(db: sqlite3.Connection, event_ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(event_ids), 500):
+        chunk = event_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            r[0]
+            for r in db.execute(
+                f"SELECT event_id FROM processed WHERE event_id IN ({marks})", chunk
+            )
+        )
+    return found
+
+
+def _commit_sync(db: sqlite3.Connection, batch: Batch) -> None:
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        if batch.runs:
+            db.executemany(
+                "INSERT INTO runs (run_id, workflow, version, status, created_at, updated_at,"
+                " header) VALUES (?,?,?,?,?,?,?) ON CONFLICT(run_id) DO UPDATE SET"
+                " status=excluded.status, updated_at=excluded.updated_at,"
+                " header=excluded.header",
+                [
+                    (
+                        r.run_id,
+                        r.workflow,
+                        r.version,
+                        r.status,
+                        r.created_at,
+                        r.updated_at,
+                        _dumps(r.header_dict()),
+                    )
+                    for r in batch.runs.values()
+                ],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO nodes (run_id, key, data) VALUES (?,?,?)",
+                [
+                    (run_id, key, _dumps(batch.runs[run_id].nodes[key].to_dict()))
+                    for run_id, keys in batch.changed_nodes.items()
+                    for key in keys
+                ],
+            )
+        if batch.processed:
+            db.executemany(
+                "INSERT OR IGNORE INTO processed (event_id) VALUES (?)",
+                [(i,) for i in batch.processed],
+            )
+        if batch.outbox_deleted:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in batch.outbox_deleted])
+        if batch.outbox:
+            db.executemany(
+                "INSERT OR REPLACE INTO outbox (id, subject, headers, body, due_at)"
+                " VALUES (?,?,?,?,?)",
+                [
+                    (o.id, o.subject, _dumps(o.headers), o.body, o.due_at)
+                    for o in batch.outbox.values()
+                ],
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise

@@ -305,7 +305,10 @@ class Worker:
             )
             return Outcome.GAVE_UP
 
-        await self._publish(
+        # task.started is sent without waiting for its ack: the task starts at once, and the
+        # ack is awaited before the result is published (the orchestrator copes with a result
+        # that arrives without a start anyway).
+        started_acked = await self._publish(
             TASK_STARTED,
             dispatched,
             "started",
@@ -315,6 +318,7 @@ class Worker:
                 attempt=dispatched.attempt,
                 worker=self.name,
             ),
+            wait=False,
         )
         item.job = asyncio.current_task()
         started = time.monotonic()
@@ -356,6 +360,8 @@ class Worker:
                     )
         elapsed = round(time.monotonic() - started, 4)
         self.task_seconds.labels(task=task.name).observe(elapsed)
+        with contextlib.suppress(BusError):  # a lost start changes nothing that matters
+            await started_acked()
         if error is not None:
             await self._publish_failure(dispatched, error)
             self.failed += 1
@@ -442,8 +448,14 @@ class Worker:
         )
 
     async def _publish(
-        self, event_type: str, dispatched: TaskDispatched, verb: str, data: Any
-    ) -> None:
+        self,
+        event_type: str,
+        dispatched: TaskDispatched,
+        verb: str,
+        data: Any,
+        *,
+        wait: bool = True,
+    ) -> Any:
         # Deterministic ids: a redelivered attempt that runs again publishes the same ids, which
         # JetStream drops as duplicates (and the orchestrator would ignore anyway).
         event = CloudEvent.create(
@@ -453,7 +465,11 @@ class Worker:
             id=f"{dispatched.run_id}:{dispatched.node_id}:{dispatched.attempt}:{verb}",
             extensions=_extensions(dispatched.run_id, self._trace(dispatched)),
         )
-        await self.bus.publish(self.topology.event_subject(event_type, dispatched.run_id), event)
+        subject = self.topology.event_subject(event_type, dispatched.run_id)
+        if not wait:
+            return await self.bus.publish_pipelined(subject, event)
+        await self.bus.publish(subject, event)
+        return None
 
     async def _park(self, delivery: Delivery, reason: str) -> None:
         headers = dict(delivery.headers)
