@@ -291,6 +291,40 @@ class Bus:
 
         return acked
 
+    async def send_many(
+        self, items: Sequence[PublishItem], timeout: float = 10.0
+    ) -> Callable[[], Awaitable[None]]:
+        """Send every message now (pipelined) and return a waiter for all their acks, so the
+        caller can get on with its next step while JetStream acknowledges."""
+        futures: list[asyncio.Future[api.PubAck]] = []
+        try:
+            for subject, headers, body in items:
+                futures.append(
+                    await self.js.publish_async(
+                        subject, body, headers=dict(headers), wait_stall=timeout
+                    )
+                )
+        except nats.errors.Error as exc:
+            for fut in futures:
+                fut.cancel()
+            raise BusError(f"pipelined publish failed: {exc}") from exc
+
+        async def acked() -> None:
+            try:
+                await asyncio.wait_for(asyncio.gather(*futures), timeout)
+            except (nats.js.errors.NoStreamResponseError, TimeoutError) as exc:
+                raise BusUnavailable(
+                    f"JetStream did not ack {len(futures)} messages: {exc!r}"
+                ) from exc
+            except nats.errors.Error as exc:
+                raise BusError(f"pipelined publish failed: {exc}") from exc
+            finally:
+                for fut in futures:
+                    if not fut.done():
+                        fut.cancel()
+
+        return acked
+
     async def publish_many(self, items: Sequence[PublishItem], timeout: float = 10.0) -> None:
         """Publish pipelined and wait until JetStream acked every message (or raise)."""
         if not items:

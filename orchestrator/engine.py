@@ -23,7 +23,7 @@ import contextlib
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -103,6 +103,7 @@ class Engine:
         self._timers: list[float] = []
         self._published: list[str] = []
         self._outbox_backlog = False
+        self._confirming: set[asyncio.Task[None]] = set()
         self._puller: Puller | None = None
         self._stopping = asyncio.Event()
 
@@ -135,6 +136,8 @@ class Engine:
                 # Nothing was acked for the failed batch: it will be redelivered.
                 log.warning("engine step failed; retrying", error=str(exc))
                 await asyncio.sleep(0.5)
+        if self._confirming:
+            await asyncio.wait(set(self._confirming), timeout=10)
         await self._puller.close() if self._puller else None
 
     async def step(self, max_wait: float = 1.0) -> int:
@@ -373,15 +376,30 @@ class Engine:
                 heapq.heappush(self._timers, row.due_at)
         if not due:
             return
+        # Sent now; their acks are awaited off the loop's critical path, so the next batch is
+        # applied while JetStream acknowledges this one. Rows are deleted only once acked.
         try:
-            await self.bus.publish_many([(r.subject, r.headers, r.body) for r in due])
+            acked = await self.bus.send_many([(r.subject, r.headers, r.body) for r in due])
         except BusError as exc:
-            # Committed rows stay in the outbox; the flush retries them.
-            log.warning("outbox publish failed; will retry", rows=len(due), error=str(exc))
-            self._outbox_backlog = True
+            self._outbox_failed(exc, len(due))
             return
-        self.metrics.outbox_published += len(due)
-        self._published.extend(r.id for r in due)
+        confirm = asyncio.create_task(self._confirm(acked, [r.id for r in due]))
+        self._confirming.add(confirm)
+        confirm.add_done_callback(self._confirming.discard)
+
+    async def _confirm(self, acked: Callable[[], Awaitable[None]], ids: list[str]) -> None:
+        try:
+            await acked()
+        except BusError as exc:
+            self._outbox_failed(exc, len(ids))
+            return
+        self.metrics.outbox_published += len(ids)
+        self._published.extend(ids)
+
+    def _outbox_failed(self, exc: BusError, rows: int) -> None:
+        # Committed rows stay in the outbox; the flush retries them (same ids: no duplicates).
+        log.warning("outbox publish failed; will retry", rows=rows, error=str(exc))
+        self._outbox_backlog = True
 
     async def _flush_due(self, now: float) -> None:
         while self._timers and self._timers[0] <= now:
