@@ -38,9 +38,11 @@ class Delivery:
     data: bytes
     num_delivered: int
     stream_seq: int
-    _msg: Msg
+    _msg: Msg | None  # None for a message read by sequence (inspection): nothing to settle
 
     async def apply(self, decision: Decision) -> None:
+        if self._msg is None:
+            return
         try:
             if isinstance(decision, Ack):
                 await self._msg.ack()
@@ -56,6 +58,8 @@ class Delivery:
         await self.apply(settle(outcome, self.num_delivered))
 
     async def in_progress(self) -> None:
+        if self._msg is None:
+            return
         with contextlib.suppress(nats.errors.Error):
             await self._msg.in_progress()
 
@@ -527,7 +531,7 @@ class Bus:
                     1,
                     seq,
                     None,
-                )  # type: ignore[arg-type]
+                )
             )
         return out
 

@@ -6,6 +6,7 @@ happens once, where it is used (`data_as`), and a message that is forwarded is n
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import uuid
@@ -69,7 +70,7 @@ class CloudEvent:
             extensions=dict(extensions or {}),
         )
 
-    def data_as(self, model: type[M]) -> M:
+    def data_as(self, model: builtins.type[M]) -> M:
         """Decode the data into `model`; a mismatch is a MalformedEvent naming the event."""
         try:
             return model.model_validate_json(self.data or b"null")

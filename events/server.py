@@ -178,8 +178,9 @@ class EmbeddedServer:
 
 
 def _client_port(ports: dict[str, object]) -> int | None:
-    for url in ports.get("nats", []) or []:  # type: ignore[union-attr]
-        return int(str(url).rsplit(":", 1)[1])
+    urls = ports.get("nats")
+    if isinstance(urls, list) and urls:
+        return int(str(urls[0]).rsplit(":", 1)[1])
     return None
 
 

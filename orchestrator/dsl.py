@@ -48,6 +48,9 @@ class Ref:
 
     __slots__ = ("_node", "_path", "_root")
     __hash__ = object.__hash__
+    _root: str
+    _node: str | None
+    _path: Path
 
     def __init__(self, root: str, node: str | None, path: Path = ()) -> None:
         object.__setattr__(self, "_root", root)
@@ -128,7 +131,7 @@ class Ref:
             "workflow is defined; build strings inside a task"
         )
 
-    __str__ = __format__  # type: ignore[assignment]
+    __str__ = __format__
 
     def _arith(self, *_: Any) -> Any:
         raise WorkflowDefinitionError(
@@ -401,7 +404,7 @@ def _trace(
         fields[param.name] = (annotation, default)
         refs[param.name] = Ref("input", None, (param.name,))
     try:
-        model = pydantic.create_model(f"{name}_input", **fields)  # type: ignore[call-overload]
+        model = pydantic.create_model(f"{name}_input", **fields)
         input_schema = model.model_json_schema()
     except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError) as exc:
         raise WorkflowDefinitionError(

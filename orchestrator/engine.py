@@ -274,8 +274,9 @@ class Engine:
             self._remember(transition.run)
             log.info("run started", run_id=run_id, workflow=spec.name, version=spec.version)
             return transition
-        run_id = _run_id_of(data)
-        assert run_id is not None
+        target = _run_id_of(data)
+        assert target is not None
+        run_id = target
         run = await self._load(run_id)
         if run is None:
             raise EventRejected(f"event {event.id!r} ({event.type}) is for unknown run {run_id!r}")
@@ -339,7 +340,7 @@ class Engine:
                 fired = TimerFired(
                     run_id=command.run_id,
                     timer_id=command.timer_id,
-                    kind=command.kind,  # type: ignore[arg-type]
+                    kind=command.kind,
                     node_id=command.node_key,
                     attempt=command.attempt,
                 )

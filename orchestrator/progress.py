@@ -28,7 +28,7 @@ _STYLE = {
 
 
 def _node_text(node: dict[str, Any]) -> str:
-    text = node["status"]
+    text = str(node["status"])
     children = node.get("children")
     if children:
         done = children.get("succeeded", 0)

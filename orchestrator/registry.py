@@ -38,7 +38,9 @@ class Registry:
         name = compiled.spec.name
         for _ in range(20):
             latest = await self.bus.kv_get(self.bucket, f"wf.{name}.latest")
-            pointer = json.loads(latest.value) if latest else {"version": 0, "digest": None}
+            pointer: dict[str, Any] = (
+                json.loads(latest.value) if latest else {"version": 0, "digest": None}
+            )
             if pointer["digest"] == digest:
                 return compiled.spec.model_copy(update={"version": pointer["version"]})
             version = int(pointer["version"]) + 1

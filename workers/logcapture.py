@@ -48,8 +48,8 @@ class _ProcessHooks:
             self.handler = _TaskLogHandler()
             logging.getLogger().addHandler(self.handler)
             self.stdout, self.stderr = sys.stdout, sys.stderr
-            sys.stdout = _TeeStream(self.stdout, "info", "stdout")  # type: ignore[assignment]
-            sys.stderr = _TeeStream(self.stderr, "error", "stderr")  # type: ignore[assignment]
+            sys.stdout = _TeeStream(self.stdout, "info", "stdout")
+            sys.stderr = _TeeStream(self.stderr, "error", "stderr")
 
     def release(self) -> None:
         with self.lock:

@@ -231,7 +231,7 @@ class Worker:
 
     async def _on_cancel(self, subject: str, headers: Mapping[str, str], body: bytes) -> None:
         try:
-            request = decode(headers, body).data_as(TaskCancelRequested)
+            request: TaskCancelRequested = decode(headers, body).data_as(TaskCancelRequested)
         except MalformedEvent:
             return
         item = self._inflight.get((request.run_id, request.node_id, request.attempt))
@@ -243,7 +243,7 @@ class Worker:
     async def _handle(self, delivery: Delivery) -> None:
         try:
             event = decode(delivery.headers, delivery.data)
-            dispatched = event.data_as(TaskDispatched)
+            dispatched: TaskDispatched = event.data_as(TaskDispatched)
         except MalformedEvent as exc:
             await self._park(delivery, exc.reason)
             return

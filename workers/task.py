@@ -61,7 +61,8 @@ class Task(Generic[P, R]):
         free = [p for p in self.declaration.params if p not in kwargs]
         if not free:
             raise TypeError(f"{self.name}.map(): no parameter left to map the items over")
-        return [self.fn(**{free[0]: item}, **kwargs) for item in items]
+        fn: Any = self.fn  # called by keyword: ParamSpec cannot express "this one by name"
+        return [fn(**{free[0]: item}, **kwargs) for item in items]
 
     def with_options(self, **options: Any) -> Task[P, R]:
         """A copy with other defaults (retries, timeout, backoff, queue, ...)."""
@@ -106,7 +107,7 @@ def _input_model(fn: Callable[..., Any], name: str) -> type[pydantic.BaseModel]:
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
     safe = "".join(c if c.isalnum() else "_" for c in name)
-    return pydantic.create_model(  # type: ignore[call-overload, no-any-return]
+    return pydantic.create_model(
         f"{safe}_input",
         __config__=pydantic.ConfigDict(arbitrary_types_allowed=True, extra="forbid"),
         **fields,
