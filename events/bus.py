@@ -208,6 +208,23 @@ class Bus:
         except nats.errors.Error as exc:
             raise BusError(f"cannot delete consumer {durable} on {stream}: {exc}") from exc
 
+    async def router_puller(self, partition: int, source: str) -> Puller:
+        """`source` "ingest": every CloudEvent published on the ingest subjects; "outcomes": the
+        partition's run.succeeded/failed/cancelled events."""
+        topo = self.topology
+        stream, filters = (
+            (topo.ingest_stream, [f"{topo.namespace}.ingest.>"])
+            if source == "ingest"
+            else (topo.events_stream, topo.outcome_filters(partition))
+        )
+        return await self._puller(
+            stream,
+            topo.router_consumer(partition, source),
+            filters,
+            ack_wait=30.0,
+            max_ack_pending=10_000,
+        )
+
     async def queue_puller(self, queue: str, max_ack_pending: int = 1_000) -> Puller:
         topo = self.topology
         return await self._puller(

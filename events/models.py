@@ -24,6 +24,7 @@ TASK_COMPLETED = "io.conveyor.task.completed"
 TASK_FAILED = "io.conveyor.task.failed"
 TASK_CANCEL_REQUESTED = "io.conveyor.task.cancel-requested"
 TIMER_FIRED = "io.conveyor.timer.fired"
+WAIT_MATCHED = "io.conveyor.wait.matched"
 
 
 class WireModel(BaseModel):
@@ -44,8 +45,11 @@ class ErrorInfo(WireModel):
 
 
 class ParentRef(WireModel):
+    """The node of another run that this run executes (a sub-workflow)."""
+
     run_id: str
     node_id: str
+    attempt: int = Field(1, ge=1)
 
 
 class RunRequested(WireModel):
@@ -152,12 +156,19 @@ class TaskCancelRequested(TaskRef):
 class TimerFired(WireModel):
     run_id: str
     timer_id: str
-    kind: Literal["retry", "deadline"]
+    kind: Literal["retry", "deadline", "sleep"]
     node_id: str
     attempt: int
 
 
+class WaitMatched(TaskRef):
+    """An ingested event matched a node waiting for it; `event` is the CloudEvent as JSON."""
+
+    event: dict[str, Any]
+
+
 DATA_MODELS: dict[str, type[WireModel]] = {
+    WAIT_MATCHED: WaitMatched,
     RUN_REQUESTED: RunRequested,
     RUN_CANCEL_REQUESTED: RunCancelRequested,
     RUN_RETRY_REQUESTED: RunRetryRequested,

@@ -30,6 +30,7 @@ from events.models import (
     TASK_FAILED,
     TASK_STARTED,
     TIMER_FIRED,
+    WAIT_MATCHED,
     type_suffix,
 )
 
@@ -44,6 +45,7 @@ ORCHESTRATOR_INPUTS = (
     TASK_COMPLETED,
     TASK_FAILED,
     TIMER_FIRED,
+    WAIT_MATCHED,
 )
 
 
@@ -124,6 +126,10 @@ class Topology:
         return f"{self._upper}_LOGS"
 
     @property
+    def ingest_stream(self) -> str:
+        return f"{self._upper}_INGEST"
+
+    @property
     def dlq_stream(self) -> str:
         return f"{self._upper}_DLQ"
 
@@ -140,6 +146,21 @@ class Topology:
 
     def projection_consumer(self, partition: int) -> str:
         return f"projection-p{partition}"
+
+    def router_consumer(self, partition: int, source: str) -> str:
+        return f"router-{source}-p{partition}"
+
+    def ingest_subject(self, event_type: str) -> str:
+        """Where anyone publishes a CloudEvent for triggers and waits (any `<ns>.ingest.>`)."""
+        token = "".join(c if c.isalnum() or c in "-_" else "_" for c in event_type) or "event"
+        return f"{self.namespace}.ingest.{token}"
+
+    def outcome_filters(self, partition: int) -> list[str]:
+        """Run outcomes of one partition: upstream events for workflows chained on them."""
+        return [
+            f"{self.namespace}.evt.{partition}.run.{verb}.*"
+            for verb in ("succeeded", "failed", "cancelled")
+        ]
 
     def queue_consumer(self, queue: str) -> str:
         return f"queue-{queue}"
@@ -184,4 +205,7 @@ class Topology:
             StreamPlan(self.tasks_stream, (f"{ns}.task.>",), True, 0.0, window),
             StreamPlan(self.logs_stream, (f"{ns}.log.>",), False, self.log_max_age_s, 120.0),
             StreamPlan(self.dlq_stream, (f"{ns}.dlq.>",), False, self.dlq_max_age_s, window),
+            StreamPlan(
+                self.ingest_stream, (f"{ns}.ingest.>",), False, self.event_max_age_s, window
+            ),
         )

@@ -1,6 +1,15 @@
 """The control plane: workflow specs and the Python DSL, the pure machine, the store, the engine."""
 
-from orchestrator.dsl import Cond, Ref, Workflow, when, workflow
+from orchestrator.dsl import (
+    Cond,
+    Ref,
+    Workflow,
+    sleep,
+    subworkflow,
+    wait_for_event,
+    when,
+    workflow,
+)
 from orchestrator.engine import Engine
 from orchestrator.errors import (
     EventRejected,
@@ -54,8 +63,11 @@ __all__ = [
     "backoff_delay",
     "compile_spec",
     "run_status",
+    "sleep",
     "start_run",
+    "subworkflow",
     "validate_spec",
+    "wait_for_event",
     "when",
     "workflow",
 ]

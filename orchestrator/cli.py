@@ -123,13 +123,14 @@ class _Components:
         await self.engine_bus.ensure_topology()
         self.store = await Store.open(self.db)
         registry = Registry(self.engine_bus)
-        for wf in self.loaded.workflows.values():
-            await registry.register(wf.spec)
+        await registry.register_all([wf.spec for wf in self.loaded.workflows.values()])
         self.engine = Engine(self.engine_bus, self.store)
         await self.engine.start()
         self.api = ApiService(self.engine_bus, self.store)
         await self.api.start()
         self.tasks.append(asyncio.create_task(self.engine.run()))
+        self.side = await _start_side_components(self.engine_bus, self.store, 0)
+        self.tasks += [asyncio.create_task(c.run()) for c in self.side]
         self.worker: Any = None
         if self.loaded.tasks:
             self.worker_bus = await Bus.connect(self.url, self.topology, name="conveyor-worker")
@@ -144,6 +145,8 @@ class _Components:
         if self.worker is not None:
             self.worker.stop()
         self.engine.stop()
+        for component in self.side:
+            component.stop()
         await asyncio.wait(self.tasks, timeout=35)
         await self.api.stop()
         await self.client.close()
@@ -151,6 +154,16 @@ class _Components:
             await self.worker_bus.close()
         await self.engine_bus.close()
         await self.store.close()
+
+
+async def _start_side_components(bus: Bus, store: Any, partition: int) -> list[Any]:
+    """The trigger router (every partition) and the cron scheduler (partition 0 only)."""
+    from orchestrator.router import Router
+    from orchestrator.scheduler import Scheduler
+
+    router = Router(bus, store, partition=partition)
+    await router.start()
+    return [router, Scheduler(bus, store)] if partition == 0 else [router]
 
 
 async def cmd_orchestrator(args: argparse.Namespace) -> int:
@@ -171,7 +184,15 @@ async def cmd_orchestrator(args: argparse.Namespace) -> int:
         from orchestrator.metrics import engine_registry, serve_metrics
 
         serve_metrics(engine_registry(engine), args.metrics_port, args.metrics_host)
-    _on_signals(engine.stop)
+    side = await _start_side_components(bus, store, args.partition)
+    side_tasks = [asyncio.create_task(c.run()) for c in side]
+
+    def stop() -> None:
+        engine.stop()
+        for component in side:
+            component.stop()
+
+    _on_signals(stop)
     print(
         f"orchestrator ready (partition {args.partition}, db {args.db})",
         file=sys.stderr,
@@ -179,6 +200,7 @@ async def cmd_orchestrator(args: argparse.Namespace) -> int:
     )
     try:
         await engine.run()
+        await asyncio.wait(side_tasks, timeout=10)
     finally:
         gauges.cancel()
         await api.stop()
@@ -204,8 +226,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     bus = await Bus.connect(args.nats, Topology.from_env(args.namespace), name="conveyor-worker")
     await bus.ensure_topology()
     registry = Registry(bus)
-    for wf in loaded.workflows.values():
-        spec = await registry.register(wf.spec)
+    for spec in await registry.register_all([wf.spec for wf in loaded.workflows.values()]):
         log.info("workflow registered", workflow=spec.name, version=spec.version)
     worker = Worker(
         bus,
@@ -243,8 +264,7 @@ async def cmd_register(args: argparse.Namespace) -> int:
     specs = _specs_from_file(args.file)
     async with _bus(args) as bus:
         registry = Registry(bus)
-        for spec in specs:
-            stored = await registry.register(spec)
+        for stored in await registry.register_all(specs):
             print(f"registered {stored.name} version {stored.version}")
     return 0
 
@@ -469,6 +489,82 @@ def _remove_sqlite(path: str) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+async def cmd_publish(args: argparse.Namespace) -> int:
+    from events.envelope import CloudEvent
+
+    data = _json_value(args.data) if args.data is not None else None
+    extensions = dict(_pair(e) for e in args.ext or [])
+    for name in extensions:
+        if not name.isalnum() or not name.islower() or len(name) > 20:
+            raise UsageError(f"--ext {name!r}: extension names are 1-20 lowercase letters/digits")
+    async with _bus(args) as bus:
+        event = CloudEvent.create(
+            args.type, args.source, data, id=args.id, subject=args.subject, extensions=extensions
+        )
+        subject = bus.topology.ingest_subject(args.type)
+        duplicate = await bus.publish(subject, event)
+    print(json.dumps({"id": event.id, "subject": subject, "duplicate": duplicate}))
+    return 0
+
+
+def _json_value(text: str) -> Any:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--data is not valid JSON: {exc}") from None
+
+
+def _pair(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise UsageError(f"--ext {text!r}: expected NAME=VALUE")
+    name, value = text.split("=", 1)
+    return name, value
+
+
+async def cmd_schedules(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from orchestrator.cron import iso, next_instants
+    from orchestrator.registry import Registry
+
+    async with _bus(args) as bus:
+        registry = Registry(bus)
+        if args.action in ("pause", "resume"):
+            if not args.workflow:
+                raise UsageError(f"schedules {args.action} needs a WORKFLOW")
+            await registry.set_paused(args.workflow, args.action == "pause")
+            print(f"schedules of {args.workflow} {args.action}d")
+            return 0
+        rows: list[dict[str, Any]] = []
+        for name in await registry.names():
+            spec = (await registry.get(name)).spec
+            paused = await registry.is_paused(name)
+            for index, schedule in enumerate(spec.schedules):
+                upcoming = next_instants(schedule, _time.time(), args.next)
+                rows.append(
+                    {
+                        "workflow": name,
+                        "index": index,
+                        "cron": schedule.cron,
+                        "timezone": schedule.timezone,
+                        "catchup": schedule.catchup,
+                        "paused": paused,
+                        "next": [iso(t, schedule.timezone) for t in upcoming],
+                    }
+                )
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no scheduled workflows")
+    for row in rows:
+        state = "paused" if row["paused"] else "next " + ", ".join(row["next"])
+        print(f"{row['workflow']:<24} {row['cron']:<16} {row['timezone']:<16} {state}")
+    return 0
+
+
 async def cmd_runs(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         runs = await client.runs(args.workflow, args.status, args.limit)
@@ -659,6 +755,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=str(DEFAULT_HOME / "projection.db"))
     p.add_argument("--partition", type=int, default=0)
     p.add_argument("--rebuild", action="store_true", help="start over from the event stream")
+
+    p = command("publish", cmd_publish, "publish a CloudEvent on the ingest subjects")
+    p.add_argument("type", help="the event type, e.g. com.shop.order.created")
+    p.add_argument("--source", required=True, help="the event source, e.g. shop/orders")
+    p.add_argument("--subject", help="the event subject")
+    p.add_argument("--id", help="the event id (default: a new UUID)")
+    p.add_argument("--data", help="JSON data (or @file.json)")
+    p.add_argument("--ext", action="append", help="an extension attribute NAME=VALUE")
+
+    p = command("schedules", cmd_schedules, "list cron schedules; pause or resume a workflow's")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "pause", "resume"])
+    p.add_argument("workflow", nargs="?")
+    p.add_argument("--next", type=int, default=3, help="how many next fire times to show")
+    p.add_argument("--json", action="store_true")
 
     p = command("runs", cmd_runs, "list recent runs")
     p.add_argument("--workflow")

@@ -21,7 +21,7 @@ import contextlib
 import inspect
 import re
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
 import pydantic
@@ -224,14 +224,7 @@ class _Tracer:
     def _node(
         self, task: TaskDeclaration, inputs: dict[str, Any], mapping: dict[str, Any] | None
     ) -> Ref:
-        base = re.sub(r"[^A-Za-z0-9_-]", "_", task.name)
-        if not re.match(r"[A-Za-z_]", base):
-            base = f"_{base}"
-        node_id, n = base, 1
-        while node_id in self.ids:
-            n += 1
-            node_id = f"{base}_{n}"
-        self.ids.add(node_id)
+        node_id = self.new_id(task.name)
         self.tasks[task.name] = task
         node: dict[str, Any] = {
             "id": node_id,
@@ -242,10 +235,29 @@ class _Tracer:
         node.update(_options(task, node_id))
         if mapping is not None:
             node["map"] = mapping
+        return self.add(node)
+
+    def new_id(self, name: str, wanted: str | None = None) -> str:
+        if wanted is not None:
+            if wanted in self.ids:
+                raise WorkflowDefinitionError(f"node id {wanted!r} is used twice")
+            self.ids.add(wanted)
+            return wanted
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", name)
+        if not re.match(r"[A-Za-z_]", base):
+            base = f"_{base}"
+        node_id, n = base, 1
+        while node_id in self.ids:
+            n += 1
+            node_id = f"{base}_{n}"
+        self.ids.add(node_id)
+        return node_id
+
+    def add(self, node: dict[str, Any]) -> Ref:
         if self.guards:
             node["when"] = self.guards[-1]
         self.nodes.append(node)
-        return Ref("nodes", node_id)
+        return Ref("nodes", node["id"])
 
     def _template(self, value: Any, what: str) -> Any:
         if isinstance(value, Ref):
@@ -319,13 +331,113 @@ def when(condition: Ref | Cond) -> Iterator[None]:
         tracer.guards.pop()
 
 
+def _tracer(what: str) -> _Tracer:
+    tracer = current_tracer()
+    if not isinstance(tracer, _Tracer):
+        raise WorkflowDefinitionError(f"{what}() can only be used inside a @workflow function")
+    return tracer
+
+
+def sleep(seconds: float | None = None, *, until: Any = None, id: str | None = None) -> Ref:
+    """A durable sleep node: done `seconds` after it becomes ready, or at the instant `until`
+    (RFC 3339 text, or a task's output giving one). Survives orchestrator restarts."""
+    tracer = _tracer("sleep")
+    if (seconds is None) == (until is None):
+        raise WorkflowDefinitionError("sleep() takes exactly one of seconds or until=")
+    spec = (
+        {"seconds": seconds}
+        if seconds is not None
+        else {"until": tracer._template(until, "sleep(until=...)")}
+    )
+    return tracer.add({"id": tracer.new_id("sleep", id), "sleep": spec})
+
+
+_NO_DEFAULT = object()
+
+
+def wait_for_event(
+    type: str,
+    *,
+    match: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+    default: Any = _NO_DEFAULT,
+    id: str | None = None,
+) -> Ref:
+    """A node that waits for a CloudEvent of `type` published on the ingest subjects whose
+    attributes equal `match` (e.g. `{"subject": order_id}`); its output is the event. After
+    `timeout` seconds it fails with WaitTimeout — or, given a `default`, succeeds with it."""
+    tracer = _tracer("wait_for_event")
+    spec: dict[str, Any] = {
+        "type": type,
+        "match": {
+            k: tracer._template(v, f"wait_for_event match {k!r}") for k, v in (match or {}).items()
+        },
+        "timeout_s": timeout,
+    }
+    if default is not _NO_DEFAULT:
+        spec["on_timeout"] = "default"
+        spec["default"] = tracer._template(default, "wait_for_event default")
+    return tracer.add(
+        {"id": tracer.new_id(f"wait_{type.rsplit('.', 1)[-1]}", id), "wait_for": spec}
+    )
+
+
+def subworkflow(
+    child: Workflow | str,
+    *,
+    version: int | None = None,
+    id: str | None = None,
+    retries: int | None = None,
+    **inputs: Any,
+) -> Ref:
+    """Run another registered workflow as one node of this one; its output is the child's."""
+    tracer = _tracer("subworkflow")
+    name = child.name if isinstance(child, Workflow) else child
+    node: dict[str, Any] = {
+        "id": tracer.new_id(name, id),
+        "workflow": {"name": name, "version": version},
+        "inputs": {k: tracer._template(v, f"input {k!r} of {name!r}") for k, v in inputs.items()},
+    }
+    if retries is not None:
+        node["retry"] = {"max_attempts": retries + 1}
+    return tracer.add(node)
+
+
+ScheduleLike = str | Mapping[str, Any]
+FilterLike = str | Mapping[str, Any]
+
+
+def _schedules(schedule: ScheduleLike | Sequence[ScheduleLike] | None) -> list[dict[str, Any]]:
+    if schedule is None:
+        return []
+    items = [schedule] if isinstance(schedule, str | Mapping) else list(schedule)
+    return [{"cron": s} if isinstance(s, str) else dict(s) for s in items]
+
+
+def _filters(on: FilterLike | Sequence[FilterLike] | None) -> list[dict[str, Any]]:
+    """`on="com.shop.order.created"` is shorthand for an exact match on the event type."""
+    if on is None:
+        return []
+    items = [on] if isinstance(on, str | Mapping) else list(on)
+    return [{"exact": {"type": f}} if isinstance(f, str) else dict(f) for f in items]
+
+
 class Workflow:
     """A traced workflow: its spec, and the tasks it uses (for `conveyor worker` to serve)."""
 
-    def __init__(self, fn: Callable[..., Any], name: str | None, description: str | None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        description: str | None,
+        schedules: list[dict[str, Any]] | None = None,
+        on: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
         self.description = description if description is not None else inspect.getdoc(fn) or ""
+        self.schedules = schedules or []
+        self.on = on or []
         self._traced: tuple[WorkflowSpec, dict[str, TaskDeclaration]] | None = None
 
     # Traced on first use, not at decoration: a module may define its tasks below its workflows.
@@ -339,7 +451,7 @@ class Workflow:
 
     def _trace(self) -> tuple[WorkflowSpec, dict[str, TaskDeclaration]]:
         if self._traced is None:
-            self._traced = _trace(self.fn, self.name, self.description)
+            self._traced = _trace(self.fn, self.name, self.description, self.schedules, self.on)
         return self._traced
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -358,7 +470,11 @@ def workflow(fn: Callable[..., Any], /) -> Workflow: ...
 
 @overload
 def workflow(
-    *, name: str | None = None, description: str | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    schedule: ScheduleLike | Sequence[ScheduleLike] | None = None,
+    on: FilterLike | Sequence[FilterLike] | None = None,
 ) -> Callable[[Callable[..., Any]], Workflow]: ...
 
 
@@ -368,15 +484,25 @@ def workflow(
     *,
     name: str | None = None,
     description: str | None = None,
+    schedule: ScheduleLike | Sequence[ScheduleLike] | None = None,
+    on: FilterLike | Sequence[FilterLike] | None = None,
 ) -> Workflow | Callable[[Callable[..., Any]], Workflow]:
-    """Turn a function into a workflow by tracing it once (see the module docstring)."""
+    """Turn a function into a workflow by tracing it once (see the module docstring).
+
+    `schedule`: cron expressions (`"*/5 * * * *"`), or objects with `cron`, `timezone`,
+    `input`, `catchup`. `on`: CloudEvents filters (or event types) that start a run; the
+    function then takes an `event` parameter (the triggering event as JSON)."""
     if fn is not None:
         return Workflow(fn, name, description)
-    return lambda f: Workflow(f, name, description)
+    return lambda f: Workflow(f, name, description, _schedules(schedule), _filters(on))
 
 
 def _trace(
-    fn: Callable[..., Any], name: str, description: str
+    fn: Callable[..., Any],
+    name: str,
+    description: str,
+    schedules: list[dict[str, Any]],
+    on: list[dict[str, Any]],
 ) -> tuple[WorkflowSpec, dict[str, TaskDeclaration]]:
     if inspect.iscoroutinefunction(fn):
         raise WorkflowDefinitionError(
@@ -428,6 +554,8 @@ def _trace(
         "input_schema": input_schema,
         "nodes": tracer.nodes,
         "output": output,
+        "schedules": schedules,
+        "on": on,
     }
     try:
         spec = validate_spec(raw)

@@ -36,10 +36,15 @@ from events.errors import BusError, MalformedEvent
 from events.ids import is_token
 from events.models import (
     DATA_MODELS,
+    RUN_REQUESTED,
     TASK_DISPATCHED,
+    TASK_FAILED,
     TIMER_FIRED,
+    ErrorInfo,
+    ParentRef,
     RunRequested,
     TaskDispatched,
+    TaskFailed,
     TimerFired,
     WireModel,
     requested_run_id,
@@ -53,14 +58,17 @@ from orchestrator.registry import Registry
 from orchestrator.state import (
     RUN_TERMINAL,
     CancelTimer,
+    CancelWait,
     Command,
     Dispatch,
     Emit,
     RunState,
+    StartChild,
     StartTimer,
+    StartWait,
     Transition,
 )
-from orchestrator.store import Batch, OutboxRow, Store
+from orchestrator.store import Batch, OutboxRow, Store, Wait
 
 log = structlog.get_logger("conveyor.engine")
 SOURCE = "conveyor/orchestrator"
@@ -195,13 +203,14 @@ class Engine:
                         self._cache.pop(run_id, None)
                     continue
                 batch.processed.append(item.event.id)
-                if transition.run is not None and transition.applied:
-                    touched.add(transition.run.run_id)
-                    batch.stage_run(transition.run, transition.changed)
+                if transition.applied:
+                    trace = None
+                    if transition.run is not None:
+                        touched.add(transition.run.run_id)
+                        batch.stage_run(transition.run, transition.changed)
+                        trace = transition.run.traceparent
                     if not self.projection:
-                        self._stage_commands(
-                            batch, transition.commands, now, transition.run.traceparent
-                        )
+                        self._stage_commands(batch, transition.commands, now, trace)
                     applied.append((transition, item.data))
                 else:
                     self.metrics.events["stale"] += 1
@@ -265,7 +274,12 @@ class Engine:
             existing = await self._load(run_id)
             if existing is not None:  # same idempotency key, or the same request again
                 return Transition(existing, applied=False)
-            spec = await self.registry.get(data.workflow, data.version)
+            try:
+                spec = await self.registry.get(data.workflow, data.version)
+            except UnknownWorkflow as exc:
+                if data.parent is None:
+                    raise
+                return _child_cannot_start(data.parent, run_id, exc)
             transition = start_run(spec, run_id, data, now)
             assert transition.run is not None
             # The trace is envelope metadata, not workflow data: the shell carries it.
@@ -357,6 +371,33 @@ class Engine:
                 )
             elif isinstance(command, CancelTimer):
                 batch.cancel_outbox(command.timer_id)
+            elif isinstance(command, StartWait):
+                batch.waits[(command.run_id, command.node_key)] = Wait(
+                    command.run_id, command.node_key, command.attempt, command.type, command.match
+                )
+            elif isinstance(command, CancelWait):
+                batch.waits[(command.run_id, command.node_key)] = None
+            elif isinstance(command, StartChild):
+                request = RunRequested(
+                    workflow=command.workflow,
+                    version=command.version,
+                    input=command.input if isinstance(command.input, dict) else {},
+                    run_id=command.child_run_id,
+                    parent=ParentRef(
+                        run_id=command.run_id, node_id=command.node_key, attempt=command.attempt
+                    ),
+                )
+                batch.add_outbox(
+                    _row(
+                        topo.event_subject(RUN_REQUESTED, command.child_run_id),
+                        RUN_REQUESTED,
+                        f"{command.child_run_id}:requested",
+                        request,
+                        now,
+                        command.child_run_id,
+                        trace and child_traceparent(trace, command.node_key, str(command.attempt)),
+                    )
+                )
             elif isinstance(command, Emit):
                 batch.add_outbox(
                     _row(
@@ -367,6 +408,9 @@ class Engine:
                         now,
                         command.run_id,
                         trace,
+                        # Run outcomes name their workflow in ce-subject, so other workflows
+                        # can be triggered by them with a plain attribute filter.
+                        subject=getattr(command.data, "workflow", None),
                     )
                 )
 
@@ -462,20 +506,38 @@ class Engine:
 
 
 def _row(
-    subject: str,
+    nats_subject: str,
     event_type: str,
     event_id: str,
     data: WireModel,
     due_at: float,
     run_id: str,
     traceparent: str | None,
+    subject: str | None = None,  # the CloudEvent's subject attribute
 ) -> OutboxRow:
     extensions = {"runid": run_id}
     if traceparent:
         extensions["traceparent"] = traceparent
-    event = CloudEvent.create(event_type, SOURCE, data, id=event_id, extensions=extensions)
+    event = CloudEvent.create(
+        event_type, SOURCE, data, id=event_id, subject=subject, extensions=extensions
+    )
     headers, body = encode(event)
-    return OutboxRow(event_id, subject, headers, body, due_at)
+    return OutboxRow(event_id, nats_subject, headers, body, due_at)
+
+
+def _child_cannot_start(parent: ParentRef, run_id: str, exc: UnknownWorkflow) -> Transition:
+    """A sub-workflow that does not exist fails its parent's node (instead of leaving it to
+    wait forever); the request itself creates no run."""
+    failed = TaskFailed(
+        run_id=parent.run_id,
+        node_id=parent.node_id,
+        attempt=parent.attempt,
+        worker=f"run:{run_id}",
+        error=ErrorInfo(type="UnknownWorkflow", message=str(exc), retryable=False),
+    )
+    return Transition(
+        None, commands=[Emit(TASK_FAILED, parent.run_id, failed, f"child:{run_id}:failed")]
+    )
 
 
 def _item_run_id(item: _Item) -> str | None:

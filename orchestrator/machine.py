@@ -26,16 +26,22 @@ Rules, in short:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import operator
 from collections.abc import Callable
 from typing import Any
 
+from events.ids import derived_id
 from events.models import (
+    RUN_CANCEL_REQUESTED,
     RUN_CANCELLED,
     RUN_FAILED,
     RUN_SUCCEEDED,
     TASK_CANCEL_REQUESTED,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_STARTED,
     ErrorInfo,
     RunCancelled,
     RunCancelRequested,
@@ -48,6 +54,7 @@ from events.models import (
     TaskFailed,
     TaskStarted,
     TimerFired,
+    WaitMatched,
     WireModel,
 )
 from orchestrator.errors import EventRejected
@@ -76,11 +83,14 @@ from orchestrator.state import (
     WAITING,
     Attempt,
     CancelTimer,
+    CancelWait,
     Dispatch,
     Emit,
     NodeState,
     RunState,
+    StartChild,
     StartTimer,
+    StartWait,
     Transition,
     child_key,
 )
@@ -90,7 +100,13 @@ from orchestrator.state import (
 DEADLINE_GRACE_S = 1.0
 
 RunEvent = (
-    RunCancelRequested | RunRetryRequested | TaskStarted | TaskCompleted | TaskFailed | TimerFired
+    RunCancelRequested
+    | RunRetryRequested
+    | TaskStarted
+    | TaskCompleted
+    | TaskFailed
+    | TimerFired
+    | WaitMatched
 )
 
 
@@ -110,6 +126,21 @@ def start_run(spec: CompiledSpec, run_id: str, request: RunRequested, now: float
     )
     step = _Step(spec, run, now, Transition(run, created=True))
     step.out.changed.update(run.nodes)
+    if request.parent is not None:
+        parent = request.parent
+        step.out.commands.append(
+            Emit(
+                TASK_STARTED,
+                parent.run_id,
+                TaskStarted(
+                    run_id=parent.run_id,
+                    node_id=parent.node_id,
+                    attempt=parent.attempt,
+                    worker=f"run:{run_id}",
+                ),
+                f"child:{run_id}:started",
+            )
+        )
     problems = _input_problems(spec, run.input)
     if problems:
         step.fail_run(
@@ -175,13 +206,38 @@ def _apply(step: _Step, event: RunEvent) -> Transition:
         if node.status not in IN_FLIGHT:
             return step.unchanged()
         step.failed(node, event.error, event.worker)
+    elif isinstance(event, WaitMatched):
+        if node.status != RUNNING or step.compiled(node).kind != "wait_for":
+            return step.unchanged()
+        step.completed(node, event.event, "event")
     elif event.kind == "retry":
         if node.status != RETRYING:
             return step.unchanged()
         step.dispatch(node, node.attempt + 1, node.input)
+    elif event.kind == "sleep":
+        if node.status != RUNNING:
+            return step.unchanged()
+        step.completed(node, {"slept_until": _iso(step.now)}, "timer")
     else:
         if node.status not in IN_FLIGHT:
             return step.unchanged()
+        wait = step.compiled(node).spec.wait_for
+        if wait is not None:
+            if wait.on_timeout == "default":
+                step.completed(node, wait.default, "timer")
+            else:
+                step.failed(
+                    node,
+                    ErrorInfo(
+                        type="WaitTimeout",
+                        message=f"node {node.key!r} waited {wait.timeout_s}s for a {wait.type!r} "
+                        "event that did not come",
+                        retryable=False,
+                    ),
+                    "timer",
+                )
+            step.finish_if_done()
+            return step.out
         timeout = step.compiled(node).spec.timeout_s
         step.emit_cancel(node, "execution timeout")
         step.failed(
@@ -249,6 +305,12 @@ class _Step:
                 self.fail_for_good(node, _expression_error(exc, node.key))
 
     def start(self, node: NodeState, compiled: CompiledNode) -> None:
+        if compiled.kind == "sleep":
+            self.start_sleep(node, compiled)
+            return
+        if compiled.kind == "wait_for":
+            self.start_wait(node, compiled)
+            return
         if compiled.over is None or compiled.spec.map is None:
             # attempt + 1, not 1: after a manual retry of the run, attempt numbers keep counting
             # up so that every (run, node, attempt) and its deterministic ids stay unique.
@@ -279,6 +341,59 @@ class _Step:
             self.run.nodes[child.key] = child
             self.dispatch(child, 1, child_input)
 
+    def begin(self, node: NodeState) -> None:
+        """An attempt the orchestrator runs itself (a sleep, a wait): running at once."""
+        node.attempt += 1
+        node.status = RUNNING
+        node.attempts.append(Attempt(node.attempt, RUNNING, self.now, started_at=self.now))
+        self.touch(node)
+
+    def start_sleep(self, node: NodeState, compiled: CompiledNode) -> None:
+        sleep = compiled.spec.sleep
+        assert sleep is not None
+        if compiled.until is not None:
+            due = _instant(evaluate(compiled.until, self.scope()), node.key)
+        else:
+            due = self.now + (sleep.seconds or 0.0)
+        self.begin(node)
+        self.timer(node, "sleep", max(due, self.now))
+
+    def start_wait(self, node: NodeState, compiled: CompiledNode) -> None:
+        wait = compiled.spec.wait_for
+        assert wait is not None
+        scope = self.scope()
+        match = {}
+        for attr, template in compiled.match.items():
+            value = evaluate(template, scope)
+            if value is None or isinstance(value, dict | list):
+                raise ExpressionError(
+                    f"wait_for.match.{attr} of node {node.key!r} must give a string, a number "
+                    f"or a boolean, got {value!r}"
+                )
+            match[attr] = str(value).lower() if isinstance(value, bool) else str(value)
+        self.begin(node)
+        self.out.commands.append(
+            StartWait(self.run.run_id, node.key, node.attempt, wait.type, match)
+        )
+        if wait.timeout_s is not None:
+            self.timer(node, "deadline", self.now + wait.timeout_s)
+
+    def timer(self, node: NodeState, kind: str, due: float) -> None:
+        self.out.commands.append(
+            StartTimer(
+                _timer_id(self.run.run_id, node, kind),
+                due,
+                self.run.run_id,
+                kind,
+                node.key,
+                node.attempt,
+            )
+        )
+
+    def deadline_s(self, node: NodeState) -> float | None:
+        spec = self.compiled(node).spec
+        return spec.wait_for.timeout_s if spec.wait_for is not None else spec.timeout_s
+
     def evaluate_inputs(self, compiled: CompiledNode, item: Any) -> dict[str, Any]:
         scope = self.scope(item)
         return {name: evaluate(t, scope) for name, t in compiled.inputs.items()}
@@ -298,6 +413,21 @@ class _Step:
         node.input = node_input
         node.attempts.append(Attempt(attempt, DISPATCHED, self.now))
         self.touch(node)
+        if compiled.spec.workflow is not None:
+            child = compiled.spec.workflow
+            self.out.commands.append(
+                StartChild(
+                    self.run.run_id,
+                    node.key,
+                    attempt,
+                    child.name,
+                    child.version,
+                    node_input,
+                    child_run_id(self.run.run_id, node.key, attempt),
+                )
+            )
+            return
+        assert compiled.spec.task is not None  # the spec validator guarantees one kind per node
         self.out.commands.append(
             Dispatch(
                 self.run.run_id,
@@ -378,8 +508,10 @@ class _Step:
         if error is not None:
             current.error = error.model_dump()
         self.touch(node)
-        if self.compiled(node).spec.timeout_s is not None and current.started_at is not None:
+        if self.deadline_s(node) is not None and current.started_at is not None:
             self.out.commands.append(CancelTimer(_timer_id(self.run.run_id, node, "deadline")))
+        if self.compiled(node).kind == "wait_for":
+            self.out.commands.append(CancelWait(self.run.run_id, node.key))
 
     def fail_for_good(self, node: NodeState, error: ErrorInfo) -> None:
         located = error.model_copy(update={"node_id": node.key})
@@ -398,6 +530,7 @@ class _Step:
         self.stop_everything(f"run failed at node {node!r}" if node else "run failed")
         self.end_run(FAILED)
         self.run.error = error.model_dump()
+        self.report_to_parent(error=error)
         self.emit(
             RUN_FAILED,
             RunFailed(
@@ -413,6 +546,11 @@ class _Step:
         self.stop_everything(reason)
         self.end_run(CANCELLED)
         self.run.error = {"type": "Cancelled", "message": reason, "retryable": False}
+        self.report_to_parent(
+            error=ErrorInfo(
+                type="Cancelled", message=f"child run cancelled: {reason}", retryable=False
+            )
+        )
         self.emit(
             RUN_CANCELLED,
             RunCancelled(
@@ -460,6 +598,7 @@ class _Step:
             return
         self.end_run(SUCCEEDED)
         self.run.output = output
+        self.report_to_parent(output=output)
         self.emit(
             RUN_SUCCEEDED,
             RunSucceeded(
@@ -475,6 +614,26 @@ class _Step:
         self.run.status = status
         self.run.finished_at = self.now
 
+    def report_to_parent(self, output: Any = None, error: ErrorInfo | None = None) -> None:
+        """A child run's end is its parent node's attempt result (deterministic event ids)."""
+        parent = self.run.parent
+        if parent is None:
+            return
+        ref = {
+            "run_id": parent["run_id"],
+            "node_id": parent["node_id"],
+            "attempt": parent.get("attempt", 1),
+            "worker": f"run:{self.run.run_id}",
+        }
+        if error is None:
+            data: WireModel = TaskCompleted(**ref, output=output)
+            event_type, key = TASK_COMPLETED, "completed"
+        else:
+            data, event_type, key = TaskFailed(**ref, error=error), TASK_FAILED, "failed"
+        self.out.commands.append(
+            Emit(event_type, parent["run_id"], data, f"child:{self.run.run_id}:{key}")
+        )
+
     def stop_everything(self, reason: str) -> None:
         # A run that ends in the transition that dispatched some of its nodes (an earlier node
         # in the same scheduling pass, before a later one failed on its expression) withdraws
@@ -487,9 +646,24 @@ class _Step:
             if node.status in NODE_TERMINAL:
                 continue
             if node.status in IN_FLIGHT and node.children is None:
-                if (node.key, node.attempt) not in withdrawn:
+                kind = self.compiled(node).kind
+                if kind == "task" and (node.key, node.attempt) not in withdrawn:
                     self.emit_cancel(node, reason)
-                if node.attempts[-1].started_at is not None and self.compiled(node).spec.timeout_s:
+                elif kind == "workflow":
+                    child = child_run_id(self.run.run_id, node.key, node.attempt)
+                    self.out.commands.append(
+                        Emit(
+                            RUN_CANCEL_REQUESTED,
+                            child,
+                            RunCancelRequested(run_id=child, reason=reason),
+                            "cancel",
+                        )
+                    )
+                elif kind == "wait_for":
+                    self.out.commands.append(CancelWait(self.run.run_id, node.key))
+                elif kind == "sleep":
+                    self.out.commands.append(CancelTimer(_timer_id(self.run.run_id, node, "sleep")))
+                if node.attempts[-1].started_at is not None and self.deadline_s(node):
                     self.out.commands.append(
                         CancelTimer(_timer_id(self.run.run_id, node, "deadline"))
                     )
@@ -544,6 +718,32 @@ def _skipped_as_none(template: Template, skipped: set[str]) -> Template:
 
 def _retryable(error: ErrorInfo, policy: RetryPolicy) -> bool:
     return error.retryable and error.type not in policy.non_retryable
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def child_run_id(run_id: str, node_key: str, attempt: int) -> str:
+    """The run a sub-workflow node's attempt starts: the same every time it is computed."""
+    return derived_id("child", run_id, node_key, str(attempt))
+
+
+def _instant(value: Any, node_key: str) -> float:
+    """An RFC 3339 instant (or epoch seconds) as epoch seconds; ExpressionError otherwise."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.timestamp()
+    raise ExpressionError(
+        f"sleep.until of node {node_key!r} must be an RFC 3339 instant with a time zone "
+        f"(e.g. 2030-01-01T09:00:00Z), got {value!r}"
+    )
 
 
 def _timer_id(run_id: str, node: NodeState, kind: str) -> str:

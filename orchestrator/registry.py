@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from events.bus import Bus
-from orchestrator.errors import UnknownWorkflow
+from orchestrator.errors import SpecError, UnknownWorkflow
 from orchestrator.spec import CompiledSpec, WorkflowSpec, compile_spec
 
 
@@ -36,6 +36,15 @@ class Registry:
         compiled = compile_spec(spec)  # raises SpecError: nothing is stored on error
         digest = spec_digest(compiled.spec)
         name = compiled.spec.name
+        missing = [
+            f"node {n.id!r}: sub-workflow {n.workflow.name!r} is not registered"
+            for n in compiled.spec.nodes
+            if n.workflow is not None
+            and n.workflow.name != name
+            and await self.latest_version(n.workflow.name) is None
+        ]
+        if missing:
+            raise SpecError(name, missing)
         for _ in range(20):
             latest = await self.bus.kv_get(self.bucket, f"wf.{name}.latest")
             pointer: dict[str, Any] = (
@@ -63,6 +72,33 @@ class Registry:
             if ok is not None:
                 return versioned
         raise RuntimeError(f"could not register {name!r}: too much contention")
+
+    async def register_all(self, specs: list[WorkflowSpec]) -> list[WorkflowSpec]:
+        """Register several, children before the parents that run them as sub-workflows."""
+        by_name = {s.name: s for s in specs}
+        done: dict[str, WorkflowSpec] = {}
+
+        async def visit(name: str, path: tuple[str, ...]) -> None:
+            if name in done or name not in by_name:
+                return
+            if name in path:
+                raise SpecError(name, [f"sub-workflow cycle: {' -> '.join((*path, name))}"])
+            for child in sorted(by_name[name].child_workflows):
+                await visit(child, (*path, name))
+            done[name] = await self.register(by_name[name])
+
+        for name in by_name:
+            await visit(name, ())
+        return list(done.values())
+
+    async def is_paused(self, name: str) -> bool:
+        entry = await self.bus.kv_get(self.bucket, f"paused.{name}")
+        return entry is not None and entry.value == b"1"
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        if await self.latest_version(name) is None:
+            raise UnknownWorkflow(name, known=await self.names())
+        await self.bus.kv_put(self.bucket, f"paused.{name}", b"1" if paused else b"0")
 
     async def latest_version(self, name: str) -> int | None:
         latest = await self.bus.kv_get(self.bucket, f"wf.{name}.latest")

@@ -8,13 +8,16 @@ listing every problem with its place (`node 'train': ...`); nothing is registere
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import croniter
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from events.filters import FilterError, check_filter
 from events.ids import is_token
 from orchestrator.errors import SpecError
 from orchestrator.expressions import (
@@ -63,9 +66,55 @@ class MapSpec(_Strict):
     param: str = Field(min_length=1)
 
 
+class SleepSpec(_Strict):
+    """A durable sleep: `seconds` after the node becomes ready, or `until` an instant (RFC 3339,
+    may be an expression). Survives orchestrator restarts (a durable timer)."""
+
+    seconds: float | None = Field(None, ge=0)
+    until: Any = None
+
+
+class WaitSpec(_Strict):
+    """Wait for a CloudEvent of `type` whose attributes equal `match` (values may be
+    expressions, e.g. `{"subject": "$.input.order_id"}`), published on the ingest subjects.
+    The node's output is the event. On timeout: fail, or succeed with `default`."""
+
+    type: str = Field(min_length=1)
+    match: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0)
+    on_timeout: Literal["fail", "default"] = "fail"
+    default: Any = None
+
+
+class ChildSpec(_Strict):
+    """Run another workflow as this node: its input is the node's inputs, its output (or error)
+    the node's. Cancelling the parent cancels the child."""
+
+    name: str = Field(min_length=1)
+    version: int | None = Field(None, ge=1)
+
+
+class Schedule(_Strict):
+    """Start a run on a cron schedule (5 fields, or 6 with seconds), in a time zone."""
+
+    cron: str
+    timezone: str = "UTC"
+    input: dict[str, Any] = Field(default_factory=dict)
+    # After downtime: fire nothing missed, only the latest missed instant, or all (bounded).
+    catchup: Literal["none", "latest", "all"] = "latest"
+    max_catchup: int = Field(100, ge=1, le=10_000)
+
+
+NODE_KINDS = ("task", "sleep", "wait_for", "workflow")
+
+
 class NodeSpec(_Strict):
     id: str
-    task: str = Field(min_length=1)
+    # Exactly one of: a task run by workers, a durable sleep, a wait for an event, a child run.
+    task: str | None = Field(None, min_length=1)
+    sleep: SleepSpec | None = None
+    wait_for: WaitSpec | None = None
+    workflow: ChildSpec | None = None
     queue: str = "default"
     inputs: dict[str, Any] = Field(default_factory=dict)
     depends_on: tuple[str, ...] = ()
@@ -82,6 +131,13 @@ class WorkflowSpec(_Strict):
     input_schema: dict[str, Any] | None = None
     nodes: tuple[NodeSpec, ...] = Field(min_length=1)
     output: Any = None
+    schedules: tuple[Schedule, ...] = ()
+    # CloudEvents Subscriptions API filters: an event matching any of them starts a run.
+    on: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def child_workflows(self) -> set[str]:
+        return {n.workflow.name for n in self.nodes if n.workflow is not None}
 
 
 # ---- compiled form ---------------------------------------------------------------------------
@@ -94,6 +150,19 @@ class CompiledNode:
     when: Template | None
     over: Template | None
     deps: frozenset[str]
+    until: Template | None = None
+    match: Mapping[str, Template] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        spec = self.spec
+        if spec.sleep is not None:
+            return "sleep"
+        if spec.wait_for is not None:
+            return "wait_for"
+        if spec.workflow is not None:
+            return "workflow"
+        return "task"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +246,28 @@ def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
             node_refs.extend((place, r) for r in refs(template))
             return template
 
+        kinds = [k for k in NODE_KINDS if getattr(node, k) is not None]
+        if len(kinds) != 1:
+            problems.append(
+                f"{where}: give exactly one of task, sleep, wait_for or workflow "
+                f"(got {', '.join(kinds) or 'none'})"
+            )
+        if node.map is not None and node.task is None:
+            problems.append(f"{where}: only a task node can be mapped")
+        if node.timeout_s is not None and node.task is None:
+            problems.append(f"{where}: timeout_s applies to task nodes (a wait has its own)")
+        until = None
+        if node.sleep is not None:
+            if (node.sleep.seconds is None) == (node.sleep.until is None):
+                problems.append(f"{where}: sleep needs exactly one of seconds or until")
+            if node.sleep.until is not None:
+                until = parse(node.sleep.until, "sleep.until")
+        match: dict[str, Template] = {}
+        if node.wait_for is not None:
+            for attr, value in node.wait_for.match.items():
+                parsed = parse(value, f"wait_for.match.{attr}")
+                if parsed is not None:
+                    match[attr] = parsed
         inputs = {k: parse(v, f"input {k!r}") for k, v in node.inputs.items()}
         when = parse(node.when.value, "when") if node.when else None
         over = parse(node.map.over, "map.over") if node.map else None
@@ -210,7 +301,17 @@ def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
             when,
             over,
             frozenset(d for d in deps if d in seen and d != node.id),
+            until,
+            match,
         )
+
+    for index, schedule in enumerate(spec.schedules):
+        problems.extend(f"schedules[{index}]: {p}" for p in schedule_problems(schedule))
+    for index, trigger in enumerate(spec.on):
+        try:
+            check_filter(trigger, f"on[{index}]")
+        except FilterError as exc:
+            problems.append(str(exc))
 
     try:
         output = parse_template(spec.output)
@@ -247,6 +348,22 @@ def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
         {k: tuple(v) for k, v in dependents.items()},
         validator,
     )
+
+
+def schedule_problems(schedule: Schedule) -> list[str]:
+    problems = []
+    try:
+        zoneinfo.ZoneInfo(schedule.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            f"unknown time zone {schedule.timezone!r} (use an IANA name, e.g. 'Europe/Paris')"
+        )
+    if not croniter.croniter.is_valid(schedule.cron):
+        problems.append(
+            f"cron expression {schedule.cron!r} is not valid (5 fields: minute hour day month "
+            "weekday, or 6 with seconds)"
+        )
+    return problems
 
 
 def _topological(nodes: Mapping[str, CompiledNode]) -> tuple[list[str], list[str]]:

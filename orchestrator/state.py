@@ -186,7 +186,38 @@ class Emit:
     key: str  # makes the event id deterministic: derived from (run, type, key)
 
 
-Command = Dispatch | StartTimer | CancelTimer | Emit
+@dataclass(frozen=True, slots=True)
+class StartChild:
+    """Start `workflow` as a child run (`child_run_id` is derived from the parent attempt)."""
+
+    run_id: str
+    node_key: str
+    attempt: int
+    workflow: str
+    version: int | None
+    input: Any
+    child_run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartWait:
+    """Remember that (run, node, attempt) waits for an ingested event of `type` whose
+    attributes equal `match`."""
+
+    run_id: str
+    node_key: str
+    attempt: int
+    type: str
+    match: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelWait:
+    run_id: str
+    node_key: str
+
+
+Command = Dispatch | StartTimer | CancelTimer | Emit | StartChild | StartWait | CancelWait
 
 
 @dataclass(slots=True)

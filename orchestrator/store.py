@@ -59,6 +59,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     due_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due_at);
+CREATE TABLE IF NOT EXISTS waits (
+    run_id TEXT NOT NULL,
+    node_key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    match TEXT NOT NULL,
+    PRIMARY KEY (run_id, node_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS waits_by_type ON waits (type);
+CREATE TABLE IF NOT EXISTS schedule_cursors (
+    key TEXT PRIMARY KEY,
+    last_instant REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 T = TypeVar("T")
@@ -81,6 +94,17 @@ class OutboxRow:
     due_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A node waiting for an ingested event of `type` whose attributes equal `match`."""
+
+    run_id: str
+    node_key: str
+    attempt: int
+    type: str
+    match: dict[str, str]
+
+
 @dataclass(slots=True)
 class Batch:
     """Everything one fetched batch changes, written in one transaction."""
@@ -90,6 +114,7 @@ class Batch:
     processed: list[str] = field(default_factory=list)
     outbox: dict[str, OutboxRow] = field(default_factory=dict)
     outbox_deleted: list[str] = field(default_factory=list)
+    waits: dict[tuple[str, str], Wait | None] = field(default_factory=dict)  # None: remove
 
     def stage_run(self, run: RunState, changed: Iterable[str]) -> None:
         self.runs[run.run_id] = run
@@ -104,7 +129,7 @@ class Batch:
             self.outbox_deleted.append(row_id)
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.processed or self.outbox or self.outbox_deleted)
+        return bool(self.runs or self.processed or self.outbox or self.outbox_deleted or self.waits)
 
 
 def _dumps(value: Any) -> str:
@@ -171,6 +196,29 @@ class Store:
         )
         return [OutboxRow(r[0], r[1], json.loads(r[2]), bytes(r[3]), r[4]) for r in rows]
 
+    async def waits_for(self, event_type: str) -> list[Wait]:
+        rows = await self._run(
+            _fetchall,
+            self._db,
+            "SELECT run_id, node_key, attempt, type, match FROM waits WHERE type = ?",
+            (event_type,),
+        )
+        return [Wait(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    async def schedule_cursor(self, key: str) -> float | None:
+        rows = await self._run(
+            _fetchall, self._db, "SELECT last_instant FROM schedule_cursors WHERE key = ?", (key,)
+        )
+        return float(rows[0][0]) if rows else None
+
+    async def set_schedule_cursor(self, key: str, instant: float) -> None:
+        await self._run(
+            _execute_one,
+            self._db,
+            "INSERT OR REPLACE INTO schedule_cursors (key, last_instant) VALUES (?, ?)",
+            (key, instant),
+        )
+
     async def timer_due_times(self, after: float) -> list[float]:
         rows = await self._run(
             _fetchall,
@@ -236,6 +284,10 @@ def _fetchall(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[A
     return db.execute(sql, args).fetchall()
 
 
+def _execute_one(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> None:
+    db.execute(sql, args)  # autocommit (isolation_level=None): one statement, one transaction
+
+
 def _load_sync(db: sqlite3.Connection, run_id: str) -> RunState | None:
     row = db.execute("SELECT header FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     if row is None:
@@ -296,6 +348,17 @@ def _commit_sync(db: sqlite3.Connection, batch: Batch) -> None:
                 "INSERT OR IGNORE INTO processed (event_id) VALUES (?)",
                 [(i,) for i in batch.processed],
             )
+        for (run_id, node_key), wait in batch.waits.items():
+            if wait is None:
+                db.execute(
+                    "DELETE FROM waits WHERE run_id = ? AND node_key = ?", (run_id, node_key)
+                )
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO waits (run_id, node_key, attempt, type, match)"
+                    " VALUES (?,?,?,?,?)",
+                    (run_id, node_key, wait.attempt, wait.type, _dumps(wait.match)),
+                )
         if batch.outbox_deleted:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in batch.outbox_deleted])
         if batch.outbox:

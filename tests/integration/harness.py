@@ -80,8 +80,7 @@ class Harness:
 
     async def register(self, *workflows: Workflow) -> None:
         registry = Registry(self.client.bus)
-        for wf in workflows:
-            await registry.register(wf.spec)
+        await registry.register_all([wf.spec for wf in workflows])
 
     async def run(
         self,

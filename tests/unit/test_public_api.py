@@ -99,6 +99,9 @@ EXPECTED = {
         "validate_spec",
         "when",
         "workflow",
+        "sleep",
+        "subworkflow",
+        "wait_for_event",
     },
     "workers": {
         "NonRetryableError",

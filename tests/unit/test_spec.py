@@ -223,10 +223,51 @@ def test_invalid_option_value_names_node_and_field():
     assert found.startswith("node 'c': when.op: Input should be 'truthy'")
 
 
-def test_missing_task_of_a_node_without_id_is_placed_by_index():
-    assert problems(spec({"task": "t"}, {"id": "b"})) == [
+def test_missing_id_of_a_node_is_placed_by_index():
+    assert problems(spec({"task": "t"}, {"id": "b", "task": "t"})) == [
         "nodes[0]: id: Field required",
-        "node 'b': task: Field required",
+    ]
+
+
+def test_a_node_is_exactly_one_kind():
+    assert problems(spec({"id": "b"})) == [
+        "node 'b': give exactly one of task, sleep, wait_for or workflow (got none)"
+    ]
+    both = {"id": "b", "task": "t", "sleep": {"seconds": 1}}
+    assert problems(spec(both)) == [
+        "node 'b': give exactly one of task, sleep, wait_for or workflow (got task, sleep)"
+    ]
+
+
+def test_sleep_needs_seconds_or_until_and_wait_match_expressions_are_dependencies():
+    assert problems(spec({"id": "s", "sleep": {}})) == [
+        "node 's': sleep needs exactly one of seconds or until"
+    ]
+    compiled = compile_spec(
+        spec(
+            node("a"),
+            {"id": "w", "wait_for": {"type": "t", "match": {"subject": "$.nodes.a.id"}}},
+            {"id": "s", "sleep": {"until": "$.nodes.a.at"}},
+        )
+    )
+    assert compiled.nodes["w"].deps == {"a"}
+    assert compiled.nodes["s"].deps == {"a"}
+    assert compiled.nodes["w"].kind == "wait_for"
+
+
+def test_schedules_and_triggers_are_validated():
+    bad = spec(node("a"))
+    bad["schedules"] = [
+        {"cron": "61 * * * *"},
+        {"cron": "0 * * * *", "timezone": "Mars/Olympus"},
+    ]
+    bad["on"] = [{"exact": {"type": "x"}}, {"regex": {"type": "x"}}, {"all": []}]
+    assert problems(bad) == [
+        "schedules[0]: cron expression '61 * * * *' is not valid (5 fields: minute hour day "
+        "month weekday, or 6 with seconds)",
+        "schedules[1]: unknown time zone 'Mars/Olympus' (use an IANA name, e.g. 'Europe/Paris')",
+        "on[1]: unknown filter dialect 'regex' (use one of: exact, prefix, suffix, all, any, not)",
+        "on[2].all: expected a non-empty list of filters",
     ]
 
 

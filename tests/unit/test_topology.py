@@ -65,7 +65,7 @@ def test_filters_follow_one_run_or_one_partition():
     topology = Topology(namespace="ns", partitions=4)
     assert topology.run_events_filter(RUN) == f"ns.evt.*.*.*.{RUN}"
     filters = topology.orchestrator_filters(3)
-    assert len(filters) == 7
+    assert len(filters) == 8
     assert "ns.evt.3.task.completed.*" in filters
     assert "ns.evt.3.timer.fired.*" in filters
     assert "ns.evt.3.run.retry-requested.*" in filters
@@ -126,7 +126,8 @@ def test_names_derive_from_the_namespace():
 def test_stream_plans_cover_every_subject_family():
     topology = Topology(namespace="ns", duplicate_window_s=60.0, event_max_age_s=3600.0)
     plans = {plan.name: plan for plan in topology.streams()}
-    assert set(plans) == {"NS_EVENTS", "NS_TASKS", "NS_LOGS", "NS_DLQ"}
+    assert set(plans) == {"NS_EVENTS", "NS_TASKS", "NS_LOGS", "NS_DLQ", "NS_INGEST"}
+    assert plans["NS_INGEST"].subjects == ("ns.ingest.>",)
     assert plans["NS_EVENTS"].subjects == ("ns.evt.>",)
     assert plans["NS_EVENTS"].max_age_s == 3600.0
     assert plans["NS_EVENTS"].duplicate_window_s == 60.0

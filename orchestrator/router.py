@@ -1,0 +1,195 @@
+"""The trigger router: turns upstream CloudEvents into run requests and wakes waiting nodes.
+
+It reads two durable consumers per partition:
+  - `router-ingest-p<p>`: every CloudEvent anyone publishes on `<ns>.ingest.>` (binary or
+    structured mode; the webhook gateway publishes there too);
+  - `router-outcomes-p<p>`: the partition's own run.succeeded / failed / cancelled events (their
+    `ce-subject` is the workflow's name), so workflows can be chained across teams.
+
+For each event:
+  - every registered workflow whose `on` filters match gets a run.requested whose run id is
+    derived from (workflow, event source, event id): a redelivered or republished event starts no
+    second run. The run's input is `{"event": {...}}`. (Partition 0 does this, so each event
+    triggers once however many partitions there are.)
+  - every node of this partition waiting for the event's type whose `match` attributes equal the
+    event's gets a wait.matched event.
+Published durably first, acked after: nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from events.acks import Outcome
+from events.bus import Bus, Delivery, Puller
+from events.codec import decode
+from events.envelope import CloudEvent
+from events.errors import BusError, MalformedEvent
+from events.filters import attribute, matches
+from events.ids import derived_id
+from events.models import (
+    RUN_REQUESTED,
+    WAIT_MATCHED,
+    RunRequested,
+    WaitMatched,
+)
+from orchestrator.errors import UnknownWorkflow
+from orchestrator.registry import Registry
+from orchestrator.spec import WorkflowSpec
+from orchestrator.store import Store
+
+log = structlog.get_logger("conveyor.router")
+SOURCE = "conveyor/router"
+_TRIGGERS_TTL_S = 1.0
+
+
+def event_as_json(event: CloudEvent) -> dict[str, Any]:
+    """The event as a run input or node output: attributes, extensions and data (parsed JSON,
+    or base64 for binary data)."""
+    data: Any
+    try:
+        data = json.loads(event.data) if event.data else None
+    except ValueError:
+        data = {"base64": base64.b64encode(event.data).decode()}
+    return {
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "subject": event.subject,
+        "time": event.time,
+        "datacontenttype": event.datacontenttype,
+        "extensions": dict(event.extensions),
+        "data": data,
+    }
+
+
+class Router:
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        *,
+        partition: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.topology = bus.topology
+        self.partition = partition
+        self.registry = Registry(bus)
+        self.clock = clock
+        self.triggered = 0
+        self.woken = 0
+        self._pullers: list[Puller] = []
+        self._triggers: list[WorkflowSpec] = []
+        self._triggers_at = -1e9
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._pullers = [
+            await self.bus.router_puller(self.partition, "ingest"),
+            await self.bus.router_puller(self.partition, "outcomes"),
+        ]
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        if not self._pullers:
+            await self.start()
+        await asyncio.gather(*(self._loop(p) for p in self._pullers))
+        for puller in self._pullers:
+            await puller.close()
+
+    async def _loop(self, puller: Puller) -> None:
+        while not self._stopping.is_set():
+            try:
+                deliveries = await puller.fetch(64, timeout=1.0)
+                for delivery in deliveries:
+                    await self.handle(delivery)
+            except BusError as exc:
+                log.warning("router step failed; retrying", error=str(exc))
+                await asyncio.sleep(0.5)
+
+    async def handle(self, delivery: Delivery) -> None:
+        try:
+            event = decode(delivery.headers, delivery.data)
+        except MalformedEvent as exc:
+            await self._park(delivery, exc.reason)
+            return
+        try:
+            await self._trigger(event)
+            await self._wake(event)
+        except BusError:
+            await delivery.settle(Outcome.TRANSIENT)
+            raise
+        await delivery.settle(Outcome.DONE)
+
+    async def _trigger(self, event: CloudEvent) -> None:
+        if self.partition != 0:
+            return
+        for spec in await self._workflows_with_triggers():
+            if not any(matches(f, event) for f in spec.on):
+                continue
+            run_id = derived_id("trigger", spec.name, event.source, event.id)
+            request = RunRequested(
+                workflow=spec.name, input={"event": event_as_json(event)}, run_id=run_id
+            )
+            extensions = {"runid": run_id}
+            if "traceparent" in event.extensions:
+                extensions["traceparent"] = event.extensions["traceparent"]
+            requested = CloudEvent.create(
+                RUN_REQUESTED, SOURCE, request, id=f"{run_id}:requested", extensions=extensions
+            )
+            await self.bus.publish(self.topology.event_subject(RUN_REQUESTED, run_id), requested)
+            self.triggered += 1
+            log.info("run triggered", workflow=spec.name, run_id=run_id, by=event.id)
+
+    async def _wake(self, event: CloudEvent) -> None:
+        for wait in await self.store.waits_for(event.type):
+            if self.topology.partition(wait.run_id) != self.partition:
+                continue
+            if any(attribute(event, k) != v for k, v in wait.match.items()):
+                continue
+            matched = WaitMatched(
+                run_id=wait.run_id,
+                node_id=wait.node_key,
+                attempt=wait.attempt,
+                event=event_as_json(event),
+            )
+            event_id = derived_id("wait", wait.run_id, wait.node_key, str(wait.attempt), event.id)
+            out = CloudEvent.create(
+                WAIT_MATCHED, SOURCE, matched, id=event_id, extensions={"runid": wait.run_id}
+            )
+            await self.bus.publish(self.topology.event_subject(WAIT_MATCHED, wait.run_id), out)
+            self.woken += 1
+
+    async def _workflows_with_triggers(self) -> list[WorkflowSpec]:
+        now = self.clock()
+        if now - self._triggers_at > _TRIGGERS_TTL_S:
+            specs = []
+            for name in await self.registry.names():
+                try:
+                    spec = (await self.registry.get(name)).spec
+                except UnknownWorkflow:
+                    continue
+                if spec.on:
+                    specs.append(spec)
+            self._triggers, self._triggers_at = specs, now
+        return self._triggers
+
+    async def _park(self, delivery: Delivery, reason: str) -> None:
+        headers = {k: v for k, v in delivery.headers.items() if k != "Nats-Msg-Id"}
+        headers["Conveyor-Dlq-Reason"] = reason[:1000].encode("ascii", "replace").decode()
+        headers["Conveyor-Dlq-Subject"] = delivery.subject
+        headers["Nats-Msg-Id"] = f"dlq:router:{delivery.subject}:{delivery.stream_seq}"
+        await self.bus.publish_raw(self.topology.dlq_subject("router"), headers, delivery.data)
+        await delivery.settle(Outcome.PARKED)
+        log.warning("ingested event parked on the DLQ", reason=reason)

@@ -1,0 +1,121 @@
+"""Cron schedules: start runs of scheduled workflows when their instants come.
+
+Each (workflow, schedule) has a cursor in the store: the last instant handled. A tick asks
+`cron.to_fire` which instants to start runs for, publishes a run.requested for each — with a run
+id derived from (workflow, schedule, instant), so a restart, or two schedulers, never start an
+instant twice — and then moves the cursor. A new schedule starts from now (it does not fire the
+past). Paused schedules (`conveyor schedules pause WF`) move their cursor without firing.
+
+The clock is a parameter and `tick(now)` does one pass: tests drive it without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import structlog
+
+from events.bus import Bus
+from events.envelope import CloudEvent
+from events.errors import BusError
+from events.ids import derived_id
+from events.models import RUN_REQUESTED, RunRequested
+from events.tracing import new_traceparent
+from orchestrator.cron import iso, to_fire
+from orchestrator.errors import UnknownWorkflow
+from orchestrator.registry import Registry
+from orchestrator.spec import WorkflowSpec
+from orchestrator.store import Store
+
+log = structlog.get_logger("conveyor.scheduler")
+SOURCE = "conveyor/scheduler"
+
+
+def schedule_run_id(workflow: str, index: int, instant: float) -> str:
+    return derived_id("schedule", workflow, str(index), repr(instant))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        interval_s: float = 1.0,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.registry = Registry(bus)
+        self.clock = clock
+        self.interval_s = interval_s
+        self.fired = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.tick(self.clock())
+            except BusError as exc:
+                log.warning("scheduler tick failed; retrying", error=str(exc))
+            with contextlib.suppress(TimeoutError):  # the tick interval, or a stop
+                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+
+    async def tick(self, now: float) -> list[str]:
+        """One pass over every schedule; returns the run ids requested."""
+        started: list[str] = []
+        for spec in await self.scheduled():
+            paused = await self.registry.is_paused(spec.name)
+            for index, schedule in enumerate(spec.schedules):
+                key = f"{spec.name}#{index}"
+                cursor = await self.store.schedule_cursor(key)
+                if cursor is None:
+                    await self.store.set_schedule_cursor(key, now)  # new: from now on
+                    continue
+                instants = [] if paused else to_fire(schedule, cursor, now)
+                for instant in instants:
+                    started.append(await self._request(spec, index, instant))
+                if instants or paused:
+                    await self.store.set_schedule_cursor(key, max([now, *instants]))
+                elif now > cursor:
+                    await self.store.set_schedule_cursor(key, now)
+        return started
+
+    async def scheduled(self) -> list[WorkflowSpec]:
+        specs = []
+        for name in await self.registry.names():
+            try:
+                spec = (await self.registry.get(name)).spec
+            except UnknownWorkflow:
+                continue
+            if spec.schedules:
+                specs.append(spec)
+        return specs
+
+    async def _request(self, spec: WorkflowSpec, index: int, instant: float) -> str:
+        schedule = spec.schedules[index]
+        run_id = schedule_run_id(spec.name, index, instant)
+        request = RunRequested(workflow=spec.name, input=dict(schedule.input), run_id=run_id)
+        event = CloudEvent.create(
+            RUN_REQUESTED,
+            SOURCE,
+            request,
+            id=f"{run_id}:requested",
+            subject=iso(instant, schedule.timezone),
+            extensions={"runid": run_id, "traceparent": new_traceparent()},
+        )
+        await self.bus.publish(self.bus.topology.event_subject(RUN_REQUESTED, run_id), event)
+        self.fired += 1
+        log.info(
+            "scheduled run requested",
+            workflow=spec.name,
+            run_id=run_id,
+            instant=iso(instant, schedule.timezone),
+        )
+        return run_id
