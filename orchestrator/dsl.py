@@ -338,14 +338,14 @@ def _tracer(what: str) -> _Tracer:
     return tracer
 
 
-def sleep(seconds: float | None = None, *, until: Any = None, id: str | None = None) -> Ref:
+def sleep(seconds: Any = None, *, until: Any = None, id: str | None = None) -> Ref:
     """A durable sleep node: done `seconds` after it becomes ready, or at the instant `until`
     (RFC 3339 text, or a task's output giving one). Survives orchestrator restarts."""
     tracer = _tracer("sleep")
     if (seconds is None) == (until is None):
         raise WorkflowDefinitionError("sleep() takes exactly one of seconds or until=")
     spec = (
-        {"seconds": seconds}
+        {"seconds": tracer._template(seconds, "sleep(seconds)")}
         if seconds is not None
         else {"until": tracer._template(until, "sleep(until=...)")}
     )
@@ -359,7 +359,7 @@ def wait_for_event(
     type: str,
     *,
     match: Mapping[str, Any] | None = None,
-    timeout: float | None = None,
+    timeout: float | None = None,  # a number (not an expression): part of the spec
     default: Any = _NO_DEFAULT,
     id: str | None = None,
 ) -> Ref:

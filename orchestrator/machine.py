@@ -351,10 +351,17 @@ class _Step:
     def start_sleep(self, node: NodeState, compiled: CompiledNode) -> None:
         sleep = compiled.spec.sleep
         assert sleep is not None
-        if compiled.until is not None:
-            due = _instant(evaluate(compiled.until, self.scope()), node.key)
+        # `compiled.until` holds whichever was given: an instant, or a number of seconds.
+        assert compiled.until is not None
+        value = evaluate(compiled.until, self.scope())
+        if sleep.seconds is None:
+            due = _instant(value, node.key)
+        elif isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            due = self.now + float(value)
         else:
-            due = self.now + (sleep.seconds or 0.0)
+            raise ExpressionError(
+                f"sleep.seconds of node {node.key!r} must give a number >= 0, got {value!r}"
+            )
         self.begin(node)
         self.timer(node, "sleep", max(due, self.now))
 

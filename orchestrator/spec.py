@@ -70,7 +70,7 @@ class SleepSpec(_Strict):
     """A durable sleep: `seconds` after the node becomes ready, or `until` an instant (RFC 3339,
     may be an expression). Survives orchestrator restarts (a durable timer)."""
 
-    seconds: float | None = Field(None, ge=0)
+    seconds: Any = None  # a number, or an expression giving one
     until: Any = None
 
 
@@ -262,6 +262,18 @@ def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
                 problems.append(f"{where}: sleep needs exactly one of seconds or until")
             if node.sleep.until is not None:
                 until = parse(node.sleep.until, "sleep.until")
+            seconds = node.sleep.seconds
+            if isinstance(seconds, bool) or (
+                not isinstance(seconds, int | float | str | type(None))
+                or (isinstance(seconds, int | float) and seconds < 0)
+                or (isinstance(seconds, str) and not seconds.startswith("$."))
+            ):
+                problems.append(
+                    f"{where}: sleep.seconds must be a number >= 0 or an expression, "
+                    f"got {seconds!r}"
+                )
+            elif seconds is not None:
+                until = parse(seconds, "sleep.seconds")
         match: dict[str, Template] = {}
         if node.wait_for is not None:
             for attr, value in node.wait_for.match.items():

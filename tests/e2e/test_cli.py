@@ -288,3 +288,50 @@ async def test_logs_and_workflows_commands(harness: Harness) -> None:
     assert {json.loads(line)["node_id"] for line in only.stdout.splitlines()} == {"chatty_async"}
     followed = await conveyor(harness, "logs", run_id, "--follow")
     assert followed.returncode == 0 and "printed 5" in followed.stdout
+
+
+async def test_publish_and_schedules_commands(harness: Harness) -> None:
+    from tests.integration import trigger_flows
+
+    await harness.start_orchestrator()
+    await harness.start_worker(trigger_flows.TASKS)
+    await harness.start_router()
+    await harness.register(trigger_flows.on_order, trigger_flows.hourly)
+    published = await conveyor(
+        harness,
+        "publish",
+        "com.shop.order.created",
+        "--source",
+        "cli",
+        "--subject",
+        "o-5",
+        "--id",
+        "cli-1",
+        "--data",
+        '{"order": 5}',
+    )
+    assert published.returncode == 0, published.stderr
+    assert json.loads(published.stdout) == {
+        "id": "cli-1",
+        "subject": f"{harness.topology.namespace}.ingest.com_shop_order_created",
+        "duplicate": False,
+    }
+
+    async def triggered() -> list[dict[str, object]] | None:
+        runs = await harness.client.runs(workflow="on_order")
+        return runs if runs and runs[0]["status"] == "succeeded" else None
+
+    await eventually(triggered, message="the published event to start on_order")
+    bad = await conveyor(harness, "publish", "x.y", "--source", "cli", "--data", "{nope")
+    assert bad.returncode == 2 and "--data is not valid JSON" in bad.stderr
+
+    listed = json.loads((await conveyor(harness, "schedules", "--json")).stdout)
+    assert [(r["workflow"], r["cron"], r["timezone"], r["paused"]) for r in listed] == [
+        ("hourly", "0 * * * *", "Europe/Paris", False)
+    ]
+    assert all(t.endswith(("+01:00", "+02:00")) for t in listed[0]["next"])
+    paused = await conveyor(harness, "schedules", "pause", "hourly")
+    assert paused.returncode == 0 and "paused" in paused.stdout
+    assert json.loads((await conveyor(harness, "schedules", "--json")).stdout)[0]["paused"]
+    unknown = await conveyor(harness, "schedules", "pause", "nope")
+    assert unknown.returncode == 2 and "unknown workflow 'nope'" in unknown.stderr

@@ -19,6 +19,8 @@ from typing import Any
 from events import Bus, EmbeddedServer, Topology
 from orchestrator import ApiService, Engine, Registry, Store, Workflow
 from orchestrator.client import Client
+from orchestrator.router import Router
+from orchestrator.scheduler import Scheduler
 from workers import Task, Worker
 
 FLOWS = str(Path(__file__).with_name("flows.py"))
@@ -65,6 +67,20 @@ class Harness:
         self._running[projection] = self._tasks[-1]
         self._closers += [store.close, bus.close, projection.stop]
         return projection, store
+
+    async def start_router(self) -> Router:
+        """The trigger router on the orchestrator's store (start the orchestrator first)."""
+        assert self.engine is not None, "start the orchestrator first"
+        router = Router(self.engine.bus, self.engine.store)
+        await router.start()
+        self._tasks.append(asyncio.create_task(router.run()))
+        self._closers.append(router.stop)
+        return router
+
+    def scheduler(self, clock: Any) -> Scheduler:
+        """A scheduler driven by `tick(now)` (not started: the test is its clock)."""
+        assert self.engine is not None, "start the orchestrator first"
+        return Scheduler(self.engine.bus, self.engine.store, clock=clock)
 
     async def stop_engine(self, engine: Engine) -> None:
         engine.stop()
