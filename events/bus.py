@@ -225,6 +225,17 @@ class Bus:
             max_ack_pending=10_000,
         )
 
+    async def notifier_puller(self, partition: int) -> Puller:
+        """The partition's run outcomes, for outbound webhooks (own durable consumer)."""
+        topo = self.topology
+        return await self._puller(
+            topo.events_stream,
+            topo.notifier_consumer(partition),
+            topo.outcome_filters(partition),
+            ack_wait=60.0,
+            max_ack_pending=1_000,
+        )
+
     async def queue_puller(self, queue: str, max_ack_pending: int = 1_000) -> Puller:
         topo = self.topology
         return await self._puller(
@@ -275,6 +286,10 @@ class Bus:
     async def publish_raw(
         self, subject: str, headers: Mapping[str, str], body: bytes, timeout: float = 5.0
     ) -> bool:
+        if not self.nc.is_connected:
+            # Fail now rather than after the timeout: a caller such as the webhook gateway
+            # answers 503 at once, and the sender retries.
+            raise BusUnavailable(f"not connected to NATS (reconnecting); {subject} not published")
         try:
             ack = await self.js.publish(subject, body, timeout=timeout, headers=dict(headers))
         except (
@@ -532,7 +547,9 @@ class Bus:
             info = await self.js.stream_info(stream)
         except nats.errors.Error as exc:
             raise BusError(f"no stream {stream}: {exc}") from exc
-        first, last = info.state.first_seq, info.state.last_seq
+        if not info.state.messages:
+            return out
+        first, last = max(1, info.state.first_seq), info.state.last_seq
         for seq in range(first, last + 1):
             try:
                 raw = await self.js.get_msg(stream, seq=seq)

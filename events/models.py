@@ -25,6 +25,7 @@ TASK_FAILED = "io.conveyor.task.failed"
 TASK_CANCEL_REQUESTED = "io.conveyor.task.cancel-requested"
 TIMER_FIRED = "io.conveyor.timer.fired"
 WAIT_MATCHED = "io.conveyor.wait.matched"
+WEBHOOK_ATTEMPTED = "io.conveyor.webhook.attempted"
 
 
 class WireModel(BaseModel):
@@ -167,7 +168,22 @@ class WaitMatched(TaskRef):
     event: dict[str, Any]
 
 
+class WebhookAttempted(WireModel):
+    """One attempt to deliver a run's outcome to a URL (recorded on the run, shown in status)."""
+
+    run_id: str
+    url: str
+    outcome_event: str  # the id of the run event being delivered
+    attempt: int
+    delivered: bool
+    final: bool  # delivered, or no attempt will follow
+    status_code: int | None = None
+    error: str | None = None
+    at: str
+
+
 DATA_MODELS: dict[str, type[WireModel]] = {
+    WEBHOOK_ATTEMPTED: WebhookAttempted,
     WAIT_MATCHED: WaitMatched,
     RUN_REQUESTED: RunRequested,
     RUN_CANCEL_REQUESTED: RunCancelRequested,

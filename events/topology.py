@@ -31,6 +31,7 @@ from events.models import (
     TASK_STARTED,
     TIMER_FIRED,
     WAIT_MATCHED,
+    WEBHOOK_ATTEMPTED,
     type_suffix,
 )
 
@@ -46,6 +47,7 @@ ORCHESTRATOR_INPUTS = (
     TASK_FAILED,
     TIMER_FIRED,
     WAIT_MATCHED,
+    WEBHOOK_ATTEMPTED,
 )
 
 
@@ -149,6 +151,9 @@ class Topology:
 
     def router_consumer(self, partition: int, source: str) -> str:
         return f"router-{source}-p{partition}"
+
+    def notifier_consumer(self, partition: int) -> str:
+        return f"notifier-p{partition}"
 
     def ingest_subject(self, event_type: str) -> str:
         """Where anyone publishes a CloudEvent for triggers and waits (any `<ns>.ingest.>`)."""

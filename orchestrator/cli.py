@@ -160,10 +160,14 @@ async def _start_side_components(bus: Bus, store: Any, partition: int) -> list[A
     """The trigger router (every partition) and the cron scheduler (partition 0 only)."""
     from orchestrator.router import Router
     from orchestrator.scheduler import Scheduler
+    from orchestrator.webhooks.notifier import Notifier
 
     router = Router(bus, store, partition=partition)
     await router.start()
-    return [router, Scheduler(bus, store)] if partition == 0 else [router]
+    notifier = Notifier(bus, partition=partition)
+    await notifier.start()
+    side: list[Any] = [router, notifier]
+    return [*side, Scheduler(bus, store)] if partition == 0 else side
 
 
 async def cmd_orchestrator(args: argparse.Namespace) -> int:
@@ -565,6 +569,27 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_webhooks(args: argparse.Namespace) -> int:
+    from orchestrator.http.server import ApiServer
+    from orchestrator.webhooks import create_gateway, load_hooks
+
+    config = load_hooks(args.hooks)
+    bus = await Bus.connect(args.nats, Topology.from_env(args.namespace), name="conveyor-webhooks")
+    await bus.ensure_topology()
+    server = await ApiServer(create_gateway(bus, config), args.host, args.port).start()
+    print(
+        f"webhook gateway on {server.url}/hooks/<name> ({', '.join(config.hooks) or 'no hooks'})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await _until_signal()
+    finally:
+        await server.stop()
+        await bus.close()
+    return 0
+
+
 async def cmd_runs(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         runs = await client.runs(args.workflow, args.status, args.limit)
@@ -769,6 +794,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", nargs="?")
     p.add_argument("--next", type=int, default=3, help="how many next fire times to show")
     p.add_argument("--json", action="store_true")
+
+    p = command("webhooks", cmd_webhooks, "run the webhook gateway (POST /hooks/<name>)")
+    p.add_argument("--hooks", required=True, help="the hooks file (YAML), see docs/operations.md")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
 
     p = command("runs", cmd_runs, "list recent runs")
     p.add_argument("--workflow")

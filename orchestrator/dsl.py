@@ -432,12 +432,14 @@ class Workflow:
         description: str | None,
         schedules: list[dict[str, Any]] | None = None,
         on: list[dict[str, Any]] | None = None,
+        notify: list[dict[str, Any]] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
         self.description = description if description is not None else inspect.getdoc(fn) or ""
         self.schedules = schedules or []
         self.on = on or []
+        self.notify = notify or []
         self._traced: tuple[WorkflowSpec, dict[str, TaskDeclaration]] | None = None
 
     # Traced on first use, not at decoration: a module may define its tasks below its workflows.
@@ -451,7 +453,9 @@ class Workflow:
 
     def _trace(self) -> tuple[WorkflowSpec, dict[str, TaskDeclaration]]:
         if self._traced is None:
-            self._traced = _trace(self.fn, self.name, self.description, self.schedules, self.on)
+            self._traced = _trace(
+                self.fn, self.name, self.description, self.schedules, self.on, self.notify
+            )
         return self._traced
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -475,6 +479,7 @@ def workflow(
     description: str | None = None,
     schedule: ScheduleLike | Sequence[ScheduleLike] | None = None,
     on: FilterLike | Sequence[FilterLike] | None = None,
+    notify: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Any]], Workflow]: ...
 
 
@@ -486,6 +491,7 @@ def workflow(
     description: str | None = None,
     schedule: ScheduleLike | Sequence[ScheduleLike] | None = None,
     on: FilterLike | Sequence[FilterLike] | None = None,
+    notify: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None,
 ) -> Workflow | Callable[[Callable[..., Any]], Workflow]:
     """Turn a function into a workflow by tracing it once (see the module docstring).
 
@@ -494,7 +500,17 @@ def workflow(
     function then takes an `event` parameter (the triggering event as JSON)."""
     if fn is not None:
         return Workflow(fn, name, description)
-    return lambda f: Workflow(f, name, description, _schedules(schedule), _filters(on))
+    hooks = (
+        [] if notify is None else [notify] if isinstance(notify, str | Mapping) else list(notify)
+    )
+    return lambda f: Workflow(
+        f,
+        name,
+        description,
+        _schedules(schedule),
+        _filters(on),
+        [{"url": n} if isinstance(n, str) else dict(n) for n in hooks],
+    )
 
 
 def _trace(
@@ -503,6 +519,7 @@ def _trace(
     description: str,
     schedules: list[dict[str, Any]],
     on: list[dict[str, Any]],
+    notify: list[dict[str, Any]],
 ) -> tuple[WorkflowSpec, dict[str, TaskDeclaration]]:
     if inspect.iscoroutinefunction(fn):
         raise WorkflowDefinitionError(
@@ -556,6 +573,7 @@ def _trace(
         "output": output,
         "schedules": schedules,
         "on": on,
+        "notify": notify,
     }
     try:
         spec = validate_spec(raw)

@@ -55,6 +55,7 @@ from events.models import (
     TaskStarted,
     TimerFired,
     WaitMatched,
+    WebhookAttempted,
     WireModel,
 )
 from orchestrator.errors import EventRejected
@@ -107,6 +108,7 @@ RunEvent = (
     | TaskFailed
     | TimerFired
     | WaitMatched
+    | WebhookAttempted
 )
 
 
@@ -174,6 +176,13 @@ def _apply(step: _Step, event: RunEvent) -> Transition:
         if run.status in RUN_TERMINAL:
             return step.unchanged()
         step.cancel_run(event.reason)
+        return step.out
+    if isinstance(event, WebhookAttempted):
+        # Recorded whatever the run's state (it is terminal by then): a delivery log.
+        record = event.model_dump(exclude={"run_id"})
+        if record in run.notifications:
+            return step.unchanged()
+        run.notifications.append(record)
         return step.out
     if isinstance(event, RunRetryRequested):
         bad_input = bool(run.error) and run.error.get("type") == "InvalidInput"  # type: ignore[union-attr]

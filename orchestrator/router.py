@@ -70,6 +70,42 @@ def event_as_json(event: CloudEvent) -> dict[str, Any]:
     }
 
 
+class TriggerIndex:
+    """The registered workflows that have `on` triggers, refreshed at most once a second."""
+
+    def __init__(self, registry: Registry, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.clock = clock
+        self._specs: list[WorkflowSpec] = []
+        self._at = -1e9
+
+    async def specs(self) -> list[WorkflowSpec]:
+        now = self.clock()
+        if now - self._at > _TRIGGERS_TTL_S:
+            specs = []
+            for name in await self.registry.names():
+                try:
+                    spec = (await self.registry.get(name)).spec
+                except UnknownWorkflow:
+                    continue
+                if spec.on:
+                    specs.append(spec)
+            self._specs, self._at = specs, now
+        return self._specs
+
+    async def runs_for(self, event: CloudEvent) -> list[tuple[WorkflowSpec, str]]:
+        """Each workflow `event` starts, with the run id it starts (derived: at most once)."""
+        return [
+            (spec, trigger_run_id(spec.name, event))
+            for spec in await self.specs()
+            if any(matches(f, event) for f in spec.on)
+        ]
+
+
+def trigger_run_id(workflow: str, event: CloudEvent) -> str:
+    return derived_id("trigger", workflow, event.source, event.id)
+
+
 class Router:
     def __init__(
         self,
@@ -84,12 +120,10 @@ class Router:
         self.topology = bus.topology
         self.partition = partition
         self.registry = Registry(bus)
-        self.clock = clock
+        self.triggers = TriggerIndex(self.registry, clock)
         self.triggered = 0
         self.woken = 0
         self._pullers: list[Puller] = []
-        self._triggers: list[WorkflowSpec] = []
-        self._triggers_at = -1e9
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -135,10 +169,7 @@ class Router:
     async def _trigger(self, event: CloudEvent) -> None:
         if self.partition != 0:
             return
-        for spec in await self._workflows_with_triggers():
-            if not any(matches(f, event) for f in spec.on):
-                continue
-            run_id = derived_id("trigger", spec.name, event.source, event.id)
+        for spec, run_id in await self.triggers.runs_for(event):
             request = RunRequested(
                 workflow=spec.name, input={"event": event_as_json(event)}, run_id=run_id
             )
@@ -170,20 +201,6 @@ class Router:
             )
             await self.bus.publish(self.topology.event_subject(WAIT_MATCHED, wait.run_id), out)
             self.woken += 1
-
-    async def _workflows_with_triggers(self) -> list[WorkflowSpec]:
-        now = self.clock()
-        if now - self._triggers_at > _TRIGGERS_TTL_S:
-            specs = []
-            for name in await self.registry.names():
-                try:
-                    spec = (await self.registry.get(name)).spec
-                except UnknownWorkflow:
-                    continue
-                if spec.on:
-                    specs.append(spec)
-            self._triggers, self._triggers_at = specs, now
-        return self._triggers
 
     async def _park(self, delivery: Delivery, reason: str) -> None:
         headers = {k: v for k, v in delivery.headers.items() if k != "Nats-Msg-Id"}

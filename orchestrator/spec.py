@@ -105,6 +105,21 @@ class Schedule(_Strict):
     max_catchup: int = Field(100, ge=1, le=10_000)
 
 
+class Notify(_Strict):
+    """POST the run's outcome event (structured CloudEvent, Standard Webhooks signed when a
+    `secret` is set: `env:NAME` reads it from the environment) to `url`, with retries."""
+
+    url: str = Field(pattern=r"^https?://")
+    on: tuple[Literal["succeeded", "failed", "cancelled"], ...] = (
+        "succeeded",
+        "failed",
+        "cancelled",
+    )
+    secret: str | None = None
+    max_attempts: int = Field(6, ge=1, le=50)
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+
 NODE_KINDS = ("task", "sleep", "wait_for", "workflow")
 
 
@@ -134,6 +149,7 @@ class WorkflowSpec(_Strict):
     schedules: tuple[Schedule, ...] = ()
     # CloudEvents Subscriptions API filters: an event matching any of them starts a run.
     on: tuple[dict[str, Any], ...] = ()
+    notify: tuple[Notify, ...] = ()
 
     @property
     def child_workflows(self) -> set[str]:

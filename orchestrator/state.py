@@ -110,6 +110,7 @@ class RunState:
     idempotency_key: str | None = None
     parent: dict[str, Any] | None = None
     traceparent: str | None = None  # W3C trace context of the trigger (see events.tracing)
+    notifications: list[dict[str, Any]] = field(default_factory=list)  # outbound webhooks
     nodes: dict[str, NodeState] = field(default_factory=dict)
     # The spec's nodes in topological order: how the run is shown (store rows come back sorted
     # by key, which would list a pipeline alphabetically).
@@ -132,6 +133,7 @@ class RunState:
             "parent": self.parent,
             "node_order": self.node_order,
             "traceparent": self.traceparent,
+            "notifications": self.notifications,
         }
 
     @classmethod

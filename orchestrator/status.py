@@ -58,5 +58,6 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "idempotency_key": run.idempotency_key,
         "traceparent": run.traceparent,
+        "notifications": run.notifications,
         "nodes": parents,
     }

@@ -65,7 +65,7 @@ def test_filters_follow_one_run_or_one_partition():
     topology = Topology(namespace="ns", partitions=4)
     assert topology.run_events_filter(RUN) == f"ns.evt.*.*.*.{RUN}"
     filters = topology.orchestrator_filters(3)
-    assert len(filters) == 8
+    assert len(filters) == 9
     assert "ns.evt.3.task.completed.*" in filters
     assert "ns.evt.3.timer.fired.*" in filters
     assert "ns.evt.3.run.retry-requested.*" in filters

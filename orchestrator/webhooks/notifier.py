@@ -1,0 +1,207 @@
+"""Outbound webhooks: POST a run's outcome to the URLs its workflow names in `notify`.
+
+Reads the partition's run.succeeded / failed / cancelled events through its own durable
+consumer, so a slow or dead endpoint delays nothing but its own deliveries (never the engine).
+Each delivery is the outcome CloudEvent in structured mode, with Standard Webhooks headers
+(`webhook-id` stable across retries so receivers can deduplicate, `webhook-timestamp`,
+`webhook-signature` when the workflow gives a secret). A delivery that fails (an error, a
+timeout, a status other than 2xx) is retried with exponential backoff up to `max_attempts`;
+every attempt is recorded on the run as an `io.conveyor.webhook.attempted` event, which
+`conveyor status` shows. The outcome event is acked once every delivery has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import httpx
+import structlog
+
+from events.acks import Outcome
+from events.bus import Bus, Delivery, Puller
+from events.codec import decode
+from events.envelope import CloudEvent
+from events.errors import BusError, MalformedEvent
+from events.models import WEBHOOK_ATTEMPTED, WebhookAttempted
+from orchestrator.errors import UnknownWorkflow
+from orchestrator.registry import Registry
+from orchestrator.spec import Notify
+from orchestrator.webhooks.signatures import standard_signature
+
+log = structlog.get_logger("conveyor.notifier")
+SOURCE = "conveyor/notifier"
+_OUTCOMES = {
+    "io.conveyor.run.succeeded": "succeeded",
+    "io.conveyor.run.failed": "failed",
+    "io.conveyor.run.cancelled": "cancelled",
+}
+
+
+class Notifier:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        partition: int = 0,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 300.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.bus = bus
+        self.topology = bus.topology
+        self.partition = partition
+        self.registry = Registry(bus)
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._client = client or httpx.AsyncClient(follow_redirects=False)
+        self._puller: Puller | None = None
+        self._stopping = asyncio.Event()
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._puller = await self.bus.notifier_puller(self.partition)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        if self._puller is None:
+            await self.start()
+        assert self._puller is not None
+        while not self._stopping.is_set():
+            try:
+                deliveries = await self._puller.fetch(32, timeout=1.0)
+            except BusError as exc:
+                log.warning("notifier fetch failed; retrying", error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for delivery in deliveries:
+                job = asyncio.create_task(self.handle(delivery))
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
+        for job in list(self._jobs):
+            job.cancel()  # unacked: redelivered to the next notifier
+        await self._puller.close()
+        await self._client.aclose()
+
+    async def handle(self, delivery: Delivery) -> None:
+        try:
+            event = decode(delivery.headers, delivery.data)
+            outcome = _OUTCOMES[event.type]
+            data = event.json_data()
+            spec = (await self.registry.get(data["workflow"], data["version"])).spec
+        except (MalformedEvent, KeyError, TypeError, UnknownWorkflow) as exc:
+            log.warning("outcome event skipped", error=str(exc))
+            await delivery.settle(Outcome.DONE)
+            return
+        targets = [n for n in spec.notify if outcome in n.on]
+        if targets:
+            heartbeat = asyncio.create_task(_keep_alive(delivery))
+            try:
+                await asyncio.gather(*(self.deliver(event, data["run_id"], n) for n in targets))
+            finally:
+                heartbeat.cancel()
+        await delivery.settle(Outcome.DONE)
+
+    async def deliver(self, event: CloudEvent, run_id: str, target: Notify) -> None:
+        body = json.dumps(_structured(event), separators=(",", ":")).encode()
+        webhook_id = f"{event.id}:{target.url}"
+        secret = _secret(target.secret)
+        for attempt in range(1, target.max_attempts + 1):
+            timestamp = int(time.time())
+            headers = {
+                "content-type": "application/cloudevents+json",
+                "webhook-id": webhook_id,
+                "webhook-timestamp": str(timestamp),
+            }
+            if secret:
+                headers["webhook-signature"] = standard_signature(
+                    secret, webhook_id, timestamp, body
+                )
+            status, error = None, None
+            try:
+                response = await self._client.post(
+                    target.url, content=body, headers=headers, timeout=target.timeout_s
+                )
+                status = response.status_code
+                if not 200 <= status < 300:
+                    error = f"HTTP {status}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            delivered = error is None
+            final = delivered or attempt == target.max_attempts
+            await self._record(run_id, event, target, attempt, delivered, final, status, error)
+            if delivered:
+                return
+            if not final:
+                delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(delay)
+        log.warning("webhook delivery gave up", url=target.url, run_id=run_id)
+
+    async def _record(
+        self,
+        run_id: str,
+        event: CloudEvent,
+        target: Notify,
+        attempt: int,
+        delivered: bool,
+        final: bool,
+        status: int | None,
+        error: str | None,
+    ) -> None:
+        record = WebhookAttempted(
+            run_id=run_id,
+            url=target.url,
+            outcome_event=event.id,
+            attempt=attempt,
+            delivered=delivered,
+            final=final,
+            status_code=status,
+            error=error,
+            at=dt.datetime.now(dt.UTC).isoformat(),
+        )
+        out = CloudEvent.create(
+            WEBHOOK_ATTEMPTED,
+            SOURCE,
+            record,
+            id=f"{event.id}:{target.url}:{attempt}:webhook",
+            extensions={"runid": run_id},
+        )
+        with contextlib.suppress(BusError):  # the record is for people; the delivery happened
+            await self.bus.publish(self.topology.event_subject(WEBHOOK_ATTEMPTED, run_id), out)
+
+
+async def _keep_alive(delivery: Delivery) -> None:
+    while True:
+        await asyncio.sleep(20)
+        await delivery.in_progress()
+
+
+def _secret(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.startswith("env:"):
+        import os
+
+        return os.environ.get(value[4:]) or None
+    return value
+
+
+def _structured(event: CloudEvent) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "specversion": event.specversion,
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+    }
+    for name in ("subject", "time", "datacontenttype"):
+        if getattr(event, name) is not None:
+            document[name] = getattr(event, name)
+    document.update(event.extensions)
+    document["data"] = event.json_data()
+    return document
