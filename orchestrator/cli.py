@@ -92,6 +92,8 @@ async def cmd_dev(args: argparse.Namespace) -> int:
                     f"{', '.join(sorted(loaded.workflows)) or 'none'}",
                     file=sys.stderr,
                 )
+                if parts.gateway is not None:
+                    print(f"  webhooks: {parts.gateway.url}/hooks/<name>", file=sys.stderr)
                 print(
                     f"  trigger one with: conveyor run <workflow> --nats {server.url} --wait",
                     file=sys.stderr,
@@ -139,9 +141,18 @@ class _Components:
             )
             self.tasks.append(asyncio.create_task(self.worker.run()))
         self.client = await Client.connect(self.url, self.topology)
+        self.gateway: Any = None
+        if getattr(self.args, "hooks", None):
+            from orchestrator.http.server import ApiServer
+            from orchestrator.webhooks import create_gateway, load_hooks
+
+            gateway_app = create_gateway(self.engine_bus, load_hooks(self.args.hooks))
+            self.gateway = await ApiServer(gateway_app, "127.0.0.1", self.args.webhook_port).start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self.worker is not None:
             self.worker.stop()
         self.engine.stop()
@@ -338,6 +349,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {name}: {_node_text(node)}")
         if node.get("error"):
             print(f"      {node['error'].get('type')}: {node['error'].get('message')}")
+    for note in status.get("notifications") or []:
+        outcome = "delivered" if note["delivered"] else note.get("error") or "failed"
+        print(f"  webhook {note['url']} attempt {note['attempt']}: {outcome}")
     print(summary(status).split("\n", 1)[1] if "\n" in summary(status) else "")
     return 0
 
@@ -717,6 +731,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --run: print only the final JSON")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--timeout", type=float, default=None, help="with --run: give up after N s")
+    p.add_argument("--hooks", help="also serve the webhook gateway for this hooks file")
+    p.add_argument("--webhook-port", type=int, default=8090)
 
     def metrics_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(

@@ -335,3 +335,92 @@ async def test_publish_and_schedules_commands(harness: Harness) -> None:
     assert json.loads((await conveyor(harness, "schedules", "--json")).stdout)[0]["paused"]
     unknown = await conveyor(harness, "schedules", "pause", "nope")
     assert unknown.returncode == 2 and "unknown workflow 'nope'" in unknown.stderr
+
+
+async def test_dev_serves_the_webhook_gateway_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import socket
+
+    import httpx
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    nats_port, hook_port = free_port(), free_port()
+    hooks = tmp_path / "hooks.yaml"
+    hooks.write_text(
+        "hooks:\n  orders:\n    type: com.shop.order.created\n    auth: {kind: none}\n"
+    )
+    flows_file = ROOT / "tests" / "integration" / "trigger_flows.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    dev = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "dev",
+            str(flows_file),
+            "--home",
+            str(tmp_path),
+            "--port",
+            str(nats_port),
+            "--hooks",
+            str(hooks),
+            "--webhook-port",
+            str(hook_port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        async def up() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"http://127.0.0.1:{hook_port}/healthz")).is_success
+            except httpx.HTTPError:
+                return False
+
+        await eventually(up, timeout=30, message="conveyor dev's webhook gateway")
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                f"http://127.0.0.1:{hook_port}/hooks/orders",
+                json={"order": 9},
+                headers={"idempotency-key": "k-9"},
+            )
+        assert answer.status_code == 202, answer.text
+        [run] = answer.json()["runs"]
+        nats = f"nats://127.0.0.1:{nats_port}"
+
+        async def succeeded() -> dict[str, object] | None:
+            result = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "orchestrator.cli",
+                    "status",
+                    run["run_id"],
+                    "--json",
+                    "--nats",
+                    nats,
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            status = json.loads(result.stdout) if result.returncode == 0 else None
+            return status if status and status["status"] == "succeeded" else None
+
+        final = await eventually(succeeded, timeout=30, message="the webhook's run")
+        assert final["output"]["data"] == {"order": 9}  # type: ignore[index]
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(dev.wait, 60)
+        stderr = dev.stderr.read().decode() if dev.stderr else ""
+        if dev.stderr:
+            dev.stderr.close()
+    assert code == 0, stderr
