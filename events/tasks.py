@@ -23,6 +23,9 @@ class TaskDeclaration:
     queue: str = "default"
     params: tuple[str, ...] = ()
     required: tuple[str, ...] = ()  # parameters without a default
+    # Served by a worker elsewhere (another language, another team): declared here only so
+    # workflows can call it; a Python Worker given this declaration never serves it.
+    external: bool = False
     # Node options (retries, timeout, backoff...) a spec node inherits unless it overrides them.
     defaults: Mapping[str, Any] = field(default_factory=dict)
 

@@ -85,6 +85,8 @@ class Worker:
         self.topology = bus.topology
         self.tasks: dict[str, Task[Any, Any]] = {}
         for t in tasks:
+            if t.declaration.external:
+                continue  # served by another worker (another language): never pulled here
             if t.name in self.tasks and self.tasks[t.name].fn is not t.fn:
                 raise ValueError(f"two different tasks are named {t.name!r}")
             self.tasks[t.name] = t

@@ -128,6 +128,7 @@ def task(
     backoff: float | None = None,
     backoff_max: float | None = None,
     non_retryable: Sequence[type[BaseException] | str] | None = None,
+    external: bool = False,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -142,10 +143,12 @@ def task(
     backoff: float | None = None,
     backoff_max: float | None = None,
     non_retryable: Sequence[type[BaseException] | str] | None = None,
+    external: bool = False,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Declare a task. `retries` extra attempts after the first, `timeout` seconds per attempt,
     `backoff` initial retry delay (doubling, capped by `backoff_max`), `non_retryable` exception
-    types that fail at once."""
+    types that fail at once. `external=True` declares a task served by a worker elsewhere
+    (e.g. in another language): workflows call it, Python workers never serve it."""
 
     def decorate(f: Callable[P, R]) -> Task[P, R]:
         if not callable(f):
@@ -171,6 +174,7 @@ def task(
                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
             ),
             defaults={k: v for k, v in defaults.items() if v is not None},
+            external=external,
         )
         return Task(f, declaration)
 
