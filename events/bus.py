@@ -19,11 +19,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from events.acks import Ack, Decision, Nak, Outcome, Term, settle
 from events.codec import encode
 from events.envelope import CloudEvent
 from events.errors import BusError, BusUnavailable
+from events.ids import artifact_key
 from events.topology import StreamPlan, Topology
 
 PublishItem = tuple[str, Mapping[str, str], bytes]
@@ -111,6 +113,7 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.topology = topology
         self._kv: dict[str, KeyValue] = {}
+        self._objects: ObjectStore | None = None
 
     @classmethod
     async def connect(
@@ -173,6 +176,46 @@ class Bus:
                 await self.js.update_stream(config)
         except nats.errors.Error as exc:
             raise BusError(f"cannot create stream {plan.name}: {exc}") from exc
+
+    # ---- artifacts (claim checks for payloads over the inline limit) ---------------------
+    async def _artifacts(self) -> ObjectStore:
+        if self._objects is None:
+            bucket = self.topology.artifacts_bucket
+            try:
+                try:
+                    self._objects = await self.js.object_store(bucket)
+                except nats.js.errors.BucketNotFoundError:
+                    self._objects = await self.js.create_object_store(
+                        bucket, config=api.ObjectStoreConfig(bucket=bucket)
+                    )
+            except nats.errors.Error as exc:
+                raise BusError(f"cannot open object store {bucket}: {exc}") from exc
+        return self._objects
+
+    async def put_artifact(self, data: bytes) -> str:
+        """Store `data` content-addressed; returns its key (`sha256-<hex>`). Idempotent."""
+        key = artifact_key(data)
+        store = await self._artifacts()
+        try:
+            try:
+                await store.get_info(key)
+                return key  # already there: the same content under the same name
+            except nats.js.errors.ObjectNotFoundError:
+                pass
+            await store.put(key, data)
+        except nats.errors.Error as exc:
+            raise BusUnavailable(f"cannot store artifact {key}: {exc}") from exc
+        return key
+
+    async def get_artifact(self, key: str) -> bytes:
+        store = await self._artifacts()
+        try:
+            result = await store.get(key)
+        except nats.js.errors.ObjectNotFoundError as exc:
+            raise BusError(f"artifact {key} does not exist") from exc
+        except nats.errors.Error as exc:
+            raise BusUnavailable(f"cannot read artifact {key}: {exc}") from exc
+        return bytes(result.data or b"")
 
     async def _ensure_kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv:

@@ -27,6 +27,11 @@ def run_id_for_key(workflow: str, idempotency_key: str) -> str:
     return derived_id("run", workflow, idempotency_key)
 
 
+def artifact_key(data: bytes) -> str:
+    """The content address of an artifact (claim check) in the object store."""
+    return "sha256-" + hashlib.sha256(data).hexdigest()
+
+
 def is_token(value: str) -> bool:
     """True when `value` can stand as one NATS subject token (no dots, spaces, wildcards)."""
     return bool(_TOKEN.match(value))

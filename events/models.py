@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 PREFIX = "io.conveyor."
+# Payloads over this size travel through the artifacts object store (NATS' max_payload is 1 MiB).
+INLINE_LIMIT_BYTES = 256 * 1024
 
 RUN_REQUESTED = "io.conveyor.run.requested"
 RUN_CANCEL_REQUESTED = "io.conveyor.run.cancel-requested"
@@ -134,6 +136,9 @@ class TaskDispatched(TaskRef):
     queue: str
     input: dict[str, Any] = Field(default_factory=dict)
     timeout: float | None = None
+    # Claim check: an input over the inline limit is in the artifacts object store under this
+    # key (JSON), and `input` is empty.
+    input_ref: str | None = None
 
 
 class TaskStarted(TaskRef):
@@ -143,6 +148,7 @@ class TaskStarted(TaskRef):
 class TaskCompleted(TaskRef):
     worker: str
     output: Any = None
+    output_ref: str | None = None  # claim check, as for TaskDispatched.input_ref
 
 
 class TaskFailed(TaskRef):

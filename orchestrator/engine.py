@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,10 +33,11 @@ from events.acks import Outcome
 from events.bus import Bus, Delivery, Puller
 from events.codec import MSG_ID_HEADER, decode, encode
 from events.envelope import CloudEvent
-from events.errors import BusError, MalformedEvent
-from events.ids import is_token
+from events.errors import BusError, BusUnavailable, MalformedEvent
+from events.ids import artifact_key, is_token
 from events.models import (
     DATA_MODELS,
+    INLINE_LIMIT_BYTES,
     RUN_REQUESTED,
     TASK_DISPATCHED,
     TASK_FAILED,
@@ -43,6 +45,7 @@ from events.models import (
     ErrorInfo,
     ParentRef,
     RunRequested,
+    TaskCompleted,
     TaskDispatched,
     TaskFailed,
     TimerFired,
@@ -171,6 +174,8 @@ class Engine:
     # ---- a batch -----------------------------------------------------------------------
     async def _process(self, deliveries: Sequence[Delivery], isolated: bool = False) -> None:
         items = [self._decode(d) for d in deliveries]
+        for item in items:
+            await self._resolve_claim_check(item)
         now = self.clock()
         seen = await self.store.already_processed(
             [i.event.id for i in items if i.event is not None and i.problem is None]
@@ -227,6 +232,9 @@ class Engine:
 
         parked = [i for i in items if i.problem is not None]
         try:
+            # Claim-checked payloads exist before any committed outbox row can refer to them.
+            for payload in batch.artifacts.values():
+                await self.bus.put_artifact(payload)
             for item in parked:
                 if not self.projection:  # the orchestrator parks it; a projection only skips
                     await self._park(item)
@@ -249,6 +257,22 @@ class Engine:
             self.metrics.transition_seconds.observe(elapsed / len(applied))
         self._forget_finished(touched)
         await self._publish_now(batch, now)
+
+    async def _resolve_claim_check(self, item: _Item) -> None:
+        """A result that came by claim check is applied with its output in hand: the machine
+        stays pure, and the run's state holds the value itself."""
+        data = item.data
+        if not isinstance(data, TaskCompleted) or data.output_ref is None:
+            return
+        try:
+            raw = await self.bus.get_artifact(data.output_ref)
+            output = json.loads(raw)
+        except BusUnavailable:
+            raise  # the batch is retried
+        except (BusError, ValueError) as exc:
+            item.problem = f"output artifact of {data.node_id!r}: {exc}"
+            return
+        item.data = data.model_copy(update={"output": output, "output_ref": None})
 
     def _decode(self, delivery: Delivery) -> _Item:
         item = _Item(delivery)
@@ -338,6 +362,13 @@ class Engine:
                     input=command.input,
                     timeout=command.timeout_s,
                 )
+                encoded = data.model_dump_json().encode()
+                if len(encoded) > INLINE_LIMIT_BYTES:
+                    # A fan-in over thousands of outputs: the input goes by claim check.
+                    payload = json.dumps(command.input, separators=(",", ":")).encode()
+                    key = artifact_key(payload)
+                    batch.artifacts[key] = payload
+                    data = data.model_copy(update={"input": {}, "input_ref": key})
                 event_id = f"{command.run_id}:{command.node_key}:{command.attempt}:dispatch"
                 batch.add_outbox(
                     _row(

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
 from orchestrator.state import RunState
 
 MAX_LISTED_FAILURES = 20
+# A status answer travels in one NATS message (1 MiB at most): big values are summarised.
+MAX_NODE_VALUE_BYTES = 64 * 1024
+MAX_RUN_OUTPUT_BYTES = 512 * 1024
+
+
+def bounded(value: Any, limit: int) -> Any:
+    """`value`, or a summary of it when its JSON is over `limit` bytes."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    size = len(json.dumps(value, separators=(",", ":"), default=str))
+    if size <= limit:
+        return value
+    summary: dict[str, Any] = {"truncated": True, "bytes": size, "type": type(value).__name__}
+    if isinstance(value, list | dict):
+        summary["length"] = len(value)
+    return summary
 
 
 def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
@@ -31,8 +48,8 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
             "error": node.error,
         }
         if include_io:
-            entry["input"] = node.input
-            entry["output"] = node.output
+            entry["input"] = bounded(node.input, MAX_NODE_VALUE_BYTES)
+            entry["output"] = bounded(node.output, MAX_NODE_VALUE_BYTES)
         if node.children is not None:
             entry["children"] = {"total": node.children}
         parents[node.key] = entry
@@ -51,7 +68,7 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
         "version": run.version,
         "status": run.status,
         "input": run.input if include_io else None,
-        "output": run.output,
+        "output": bounded(run.output, MAX_RUN_OUTPUT_BYTES),
         "error": run.error,
         "created_at": run.created_at,
         "updated_at": run.updated_at,

@@ -115,6 +115,8 @@ class Batch:
     outbox: dict[str, OutboxRow] = field(default_factory=dict)
     outbox_deleted: list[str] = field(default_factory=list)
     waits: dict[tuple[str, str], Wait | None] = field(default_factory=dict)  # None: remove
+    # Claim-checked payloads to put in the object store before the commit (not in sqlite).
+    artifacts: dict[str, bytes] = field(default_factory=dict)
 
     def stage_run(self, run: RunState, changed: Iterable[str]) -> None:
         self.runs[run.run_id] = run

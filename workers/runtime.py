@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import os
 import socket
 import threading
@@ -36,6 +37,7 @@ from events.codec import decode
 from events.envelope import CloudEvent
 from events.errors import BusError, MalformedEvent
 from events.models import (
+    INLINE_LIMIT_BYTES,
     TASK_COMPLETED,
     TASK_FAILED,
     TASK_STARTED,
@@ -54,8 +56,6 @@ from workers.task import Task
 
 log = structlog.get_logger("conveyor.worker")
 
-# NATS refuses messages over max_payload (1 MiB by default); stay clear of it.
-MAX_INLINE_OUTPUT_BYTES = 900 * 1024
 _ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)  # built once: ~40 µs each time
 
 
@@ -325,6 +325,7 @@ class Worker:
         item.job = asyncio.current_task()
         started = time.monotonic()
         error = None
+        output_ref: str | None = None
         try:
             output = await self._call(task, dispatched, delivery)
         except asyncio.CancelledError:
@@ -345,7 +346,7 @@ class Worker:
         if error is None:
             try:
                 payload = task.serialise_output(output)
-                size = len(_ANY.dump_json(payload))
+                encoded = _ANY.dump_json(payload)
             except Exception as exc:
                 error = ErrorInfo(
                     type="OutputSerialisationError",
@@ -353,13 +354,10 @@ class Worker:
                     message=f"output of {task.name!r} cannot be serialised: {exc}",
                 )
             else:
-                if size > MAX_INLINE_OUTPUT_BYTES:
-                    error = ErrorInfo(
-                        type="OutputTooLarge",
-                        retryable=False,
-                        message=f"output of {task.name!r} is {size} bytes; the "
-                        f"limit is {MAX_INLINE_OUTPUT_BYTES}",
-                    )
+                if len(encoded) > INLINE_LIMIT_BYTES:
+                    # Over the inline limit: the output goes by claim check (object store).
+                    output_ref = await self.bus.put_artifact(encoded)
+                    payload = None
         elapsed = round(time.monotonic() - started, 4)
         self.task_seconds.labels(task=task.name).observe(elapsed)
         with contextlib.suppress(BusError):  # a lost start changes nothing that matters
@@ -381,6 +379,7 @@ class Worker:
                 attempt=dispatched.attempt,
                 worker=self.name,
                 output=payload,
+                output_ref=output_ref,
             ),
         )
         self.completed += 1
@@ -390,8 +389,11 @@ class Worker:
     async def _call(
         self, task: Task[Any, Any], dispatched: TaskDispatched, delivery: Delivery
     ) -> Any:
+        raw_input = dispatched.input
+        if dispatched.input_ref is not None:
+            raw_input = json.loads(await self.bus.get_artifact(dispatched.input_ref))
         try:
-            kwargs = task.validate_input(dispatched.input)
+            kwargs = task.validate_input(raw_input)
         except pydantic.ValidationError as exc:
             raise _InvalidInput(task.name, exc) from None
         token = _current.set(

@@ -181,3 +181,19 @@ def guarded(x: float = 1.0) -> dict[str, object]:
     with when(s > 0.5):
         result = celebrate(s)
     return {"score": s, "celebration": result}
+
+
+@task
+def blob(n: int) -> str:
+    return "x" * n
+
+
+@task
+def measure(text: str) -> int:
+    return len(text)
+
+
+@workflow
+def big_payloads(n: int = 300_000) -> dict[str, int]:
+    """Over the inline limit both ways: blob's output and measure's input go by claim check."""
+    return {"length": measure(blob(n))}

@@ -25,6 +25,8 @@ ALL_TASKS = [
     flows.inc_after,
     flows.score,
     flows.celebrate,
+    flows.blob,
+    flows.measure,
 ]
 
 
@@ -202,3 +204,15 @@ async def test_retry_resumes_a_failed_run_from_its_failed_node(harness: Harness)
     assert final["output"] == {"attempt": 5}
     assert final["error"] is None
     assert final["nodes"]["flaky"]["attempts"] == 5
+
+
+async def test_payloads_over_the_inline_limit_go_by_claim_check(harness: Harness) -> None:
+    await start(harness, flows.big_payloads)
+    final = await harness.run(flows.big_payloads, {"n": 300_000})
+    assert final["status"] == "succeeded", final
+    assert final["output"] == {"length": 300_000}
+    # The status answer stays small: the big value is summarised, not sent.
+    shown = final["nodes"]["blob"]["output"]
+    assert shown == {"truncated": True, "bytes": 300_002, "type": "str"}
+    artifacts = await harness.client.bus.stream_size(f"OBJ_{harness.topology.artifacts_bucket}")
+    assert artifacts >= 2  # the output, then the same bytes as the next input (+ metadata)
