@@ -92,6 +92,11 @@ async def cmd_dev(args: argparse.Namespace) -> int:
                     f"{', '.join(sorted(loaded.workflows)) or 'none'}",
                     file=sys.stderr,
                 )
+                if parts.dashboard is not None:
+                    print(
+                        f"  dashboard: {parts.dashboard.url}/  (dev mode: no token)",
+                        file=sys.stderr,
+                    )
                 if parts.gateway is not None:
                     print(f"  webhooks: {parts.gateway.url}/hooks/<name>", file=sys.stderr)
                 print(
@@ -141,6 +146,19 @@ class _Components:
             )
             self.tasks.append(asyncio.create_task(self.worker.run()))
         self.client = await Client.connect(self.url, self.topology)
+        self.dashboard: Any = None
+        if not self.args.run or self.args.api_port is not None:
+            from orchestrator.http import ApiServer, create_app
+
+            # The dashboard reads its own projection, as `conveyor api` does in production.
+            self.projection_store = await Store.open(self.db.with_name("projection.db"))
+            self.projection = Engine(self.engine_bus, self.projection_store, projection=True)
+            await self.projection.start()
+            self.side.append(self.projection)
+            self.tasks.append(asyncio.create_task(self.projection.run()))
+            app = create_app(store=self.projection_store, client=self.client, dev=True)
+            port = 8080 if self.args.api_port is None else self.args.api_port
+            self.dashboard = await ApiServer(app, "127.0.0.1", port).start()
         self.gateway: Any = None
         if getattr(self.args, "hooks", None):
             from orchestrator.http.server import ApiServer
@@ -153,6 +171,8 @@ class _Components:
     async def __aexit__(self, *exc: object) -> None:
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         if self.worker is not None:
             self.worker.stop()
         self.engine.stop()
@@ -165,6 +185,8 @@ class _Components:
             await self.worker_bus.close()
         await self.engine_bus.close()
         await self.store.close()
+        if self.dashboard is not None:
+            await self.projection_store.close()
 
 
 async def _start_side_components(bus: Bus, store: Any, partition: int) -> list[Any]:
@@ -583,6 +605,36 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_api(args: argparse.Namespace) -> int:
+    """The HTTP API + dashboard, over its own read-side projection (own durable consumer)."""
+    from orchestrator.engine import Engine
+    from orchestrator.http import ApiServer, create_app
+    from orchestrator.store import Store
+
+    token = args.token or os.environ.get("CONVEYOR_API_TOKEN")
+    if not token and not args.dev:
+        raise UsageError("the API needs a token: --token, $CONVEYOR_API_TOKEN, or --dev (open)")
+    topology = Topology.from_env(args.namespace)
+    bus = await Bus.connect(args.nats, topology, name="conveyor-api")
+    await bus.ensure_topology()
+    store = await Store.open(args.db)
+    projection = Engine(bus, store, partition=args.partition, projection=True)
+    await projection.start()
+    client = Client(bus)
+    server = await ApiServer(
+        create_app(store=store, client=client, token=token, dev=args.dev), args.host, args.port
+    ).start()
+    print(f"dashboard: {server.url}/", file=sys.stderr, flush=True)
+    _on_signals(projection.stop)
+    try:
+        await projection.run()
+    finally:
+        await server.stop()
+        await bus.close()
+        await store.close()
+    return 0
+
+
 async def cmd_webhooks(args: argparse.Namespace) -> int:
     from orchestrator.http.server import ApiServer
     from orchestrator.webhooks import create_gateway, load_hooks
@@ -732,6 +784,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--timeout", type=float, default=None, help="with --run: give up after N s")
     p.add_argument("--hooks", help="also serve the webhook gateway for this hooks file")
+    p.add_argument(
+        "--api-port",
+        type=int,
+        default=None,
+        help="dashboard/API port (default 8080; not started with --run unless given)",
+    )
     p.add_argument("--webhook-port", type=int, default=8090)
 
     def metrics_options(p: argparse.ArgumentParser) -> None:
@@ -810,6 +868,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", nargs="?")
     p.add_argument("--next", type=int, default=3, help="how many next fire times to show")
     p.add_argument("--json", action="store_true")
+
+    p = command("api", cmd_api, "serve the HTTP API and dashboard (over its own projection)")
+    p.add_argument("--db", default=str(DEFAULT_HOME / "projection.db"))
+    p.add_argument("--partition", type=int, default=0)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", help="bearer token required by the API (or $CONVEYOR_API_TOKEN)")
+    p.add_argument("--dev", action="store_true", help="no token: open API (development only)")
 
     p = command("webhooks", cmd_webhooks, "run the webhook gateway (POST /hooks/<name>)")
     p.add_argument("--hooks", required=True, help="the hooks file (YAML), see docs/operations.md")

@@ -81,6 +81,8 @@ async def test_failed_run_exits_1_with_the_error(harness: Harness) -> None:
         ),
         (["status", "nosuchrun"], "no run 'nosuchrun'"),
         (["cancel", "nosuchrun"], "no run 'nosuchrun'"),
+        (["api"], "the API needs a token"),
+        (["retry", "nosuchrun"], "no run 'nosuchrun'"),
     ],
 )
 async def test_bad_usage_exits_2_and_says_what(

@@ -1,0 +1,261 @@
+"""The API's request and response bodies (pydantic), which is what `/openapi.json` documents.
+
+Run and node shapes follow `orchestrator.status.run_status` — what `conveyor status --json`
+prints — so a script can switch between the CLI and the API without rewriting its parsing.
+Models of values that come from the store accept extra fields (`extra="allow"`): the store is
+written by the engine, which may add fields before the API learns to name them, and a read
+must not fail on that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Problem(BaseModel):
+    """Every error response: what went wrong, and each problem found when there are several."""
+
+    detail: str
+    problems: list[str] = Field(default_factory=list)
+
+
+# ---- workflows -----------------------------------------------------------------------------
+
+
+class DagNode(BaseModel):
+    id: str
+    kind: Literal["task", "sleep", "wait_for", "workflow"]
+    task: str | None = Field(None, description="The task name (task nodes).")
+    label: str = Field(description="What the node does, in a few words (for its box).")
+    queue: str
+    depth: int = Field(description="Column of the layered layout: longest path from a root.")
+    deps: list[str]
+    mapped: bool
+    map_param: str | None = None
+    conditional: bool
+    max_attempts: int
+    timeout_s: float | None = None
+
+
+class DagEdge(BaseModel):
+    source: str
+    target: str
+
+
+class Dag(BaseModel):
+    nodes: list[DagNode] = Field(description="In topological order.")
+    edges: list[DagEdge]
+    depth: int = Field(description="Number of columns.")
+
+
+class ScheduleInfo(BaseModel):
+    cron: str
+    timezone: str
+    catchup: str
+    input: dict[str, Any]
+    next_at: list[float] = Field(description="The next fire instants (unix seconds).")
+
+
+class NotifyInfo(BaseModel):
+    """An outbound webhook, shown without its secret or any credentials in its URL."""
+
+    url: str = Field(description="Scheme, host and path only.")
+    on: list[str]
+    signed: bool
+
+
+class WorkflowSummary(BaseModel):
+    name: str
+    latest_version: int
+    description: str
+    nodes: int
+    runs: dict[str, int] = Field(description="Stored runs of this workflow by status.")
+    last_run: RunSummary | None = None
+    schedules: int = 0
+    triggers: int = Field(0, description="Event filters that start a run.")
+    next_run_at: float | None = Field(None, description="The next scheduled instant, if any.")
+    paused: bool = Field(False, description="Schedules paused (`conveyor schedules pause`).")
+
+
+class WorkflowDetail(BaseModel):
+    name: str
+    version: int
+    latest_version: int
+    versions: list[int]
+    description: str
+    input_schema: dict[str, Any] | None = None
+    spec: dict[str, Any] = Field(description="The registered WorkflowSpec (secrets redacted).")
+    dag: Dag
+    schedules: list[ScheduleInfo] = Field(default_factory=list)
+    triggers: list[dict[str, Any]] = Field(
+        default_factory=list, description="CloudEvents Subscriptions filters that start a run."
+    )
+    notify: list[NotifyInfo] = Field(default_factory=list)
+    paused: bool = False
+
+
+# ---- runs ----------------------------------------------------------------------------------
+
+
+class ErrorBody(_Open):
+    """A typed failure (events.ErrorInfo): type, message, traceback, retryable."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    retryable: bool | None = None
+    node_id: str | None = None
+
+
+class Attempt(_Open):
+    attempt: int
+    status: str
+    dispatched_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    error: ErrorBody | None = None
+
+
+class FailedChild(BaseModel):
+    key: str
+    error: ErrorBody
+
+
+class NodeStatus(_Open):
+    """One node of a run; a mapped node summarises its children (`children`: total and
+    counts by status)."""
+
+    status: str
+    attempts: int
+    attempt_history: list[Attempt]
+    error: ErrorBody | None = None
+    input: Any = None
+    output: Any = None
+    children: dict[str, int] | None = None
+    failed_children: list[FailedChild] | None = None
+
+
+class RunDetail(_Open):
+    run_id: str
+    workflow: str
+    version: int
+    status: str
+    input: Any = None
+    output: Any = None
+    error: ErrorBody | None = None
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    idempotency_key: str | None = None
+    nodes: dict[str, NodeStatus] = Field(description="Every node of the spec, in spec order.")
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    workflow: str
+    version: int
+    status: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    error: ErrorBody | None = None
+    idempotency_key: str | None = None
+
+
+class RunPage(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next (older) page; null on the last page."
+    )
+
+
+class RunCounts(BaseModel):
+    total: int
+    by_status: dict[str, int]
+
+
+class NodeDetail(BaseModel):
+    """One node (or one child of a mapped node, key `<id>[<index>]`) with its inputs and
+    outputs."""
+
+    key: str
+    node_id: str
+    index: int | None = None
+    status: str
+    attempt: int
+    attempt_history: list[Attempt]
+    input: Any = None
+    output: Any = None
+    error: ErrorBody | None = None
+    children: dict[str, int] | None = None
+
+
+class ChildSummary(BaseModel):
+    key: str
+    index: int
+    status: str
+    attempt: int
+    attempt_history: list[Attempt]
+    error: ErrorBody | None = None
+
+
+class ChildPage(BaseModel):
+    children: list[ChildSummary]
+    next_after: int | None = Field(
+        None, description="Pass as `after` for the next page; null on the last page."
+    )
+
+
+class TriggerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(None, ge=1, description="Pin a version; latest when omitted.")
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=256, description="The same key gives the same run."
+    )
+    run_id: str | None = Field(None, description="Choose the run id ([A-Za-z0-9_-], 1-128).")
+
+
+class Accepted(BaseModel):
+    """The request is durably in JetStream; the orchestrator applies it asynchronously."""
+
+    run_id: str
+    action: Literal["trigger", "cancel", "retry"]
+    url: str = Field(description="Where to follow the run.")
+
+
+class ActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=1000)
+
+
+# ---- logs ----------------------------------------------------------------------------------
+
+
+class LogEntry(BaseModel):
+    seq: int = Field(description="Stream sequence: pass the last one as `after` to continue.")
+    run_id: str
+    node_id: str
+    attempt: int
+    time: str
+    level: str
+    message: str
+    logger: str | None = None
+
+
+class LogPage(BaseModel):
+    lines: list[LogEntry]
+    next_after: int = Field(description="The last sequence read; pass as `after` to continue.")
+    more: bool = Field(description="True when the page stopped at its limit, not at the end.")
+
+
+WorkflowSummary.model_rebuild()

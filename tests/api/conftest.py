@@ -1,0 +1,1 @@
+from tests.api.support import api, harness  # noqa: F401  (pytest fixtures)

@@ -1,0 +1,106 @@
+"""Workflows the API and dashboard tests run: layered DAGs with a mapped node, a failure, a
+long-running task to cancel, and input schemas with defaults for the trigger form."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from orchestrator import sleep, workflow
+from workers import NonRetryableError, task
+
+log = logging.getLogger("tests.flows")
+
+# A test that needs to see a run midway holds `fetch` with an event here and sets it to let the
+# node finish. The worker runs in-process on the test's event loop, so an asyncio.Event works.
+GATES: dict[str, asyncio.Event] = {}
+
+
+@task
+async def fetch(rows: int) -> list[int]:
+    gate = GATES.get("fetch")
+    if gate is not None:
+        await gate.wait()
+    # WARNING: passes the root logger's default level, so it is captured without configuration.
+    log.warning("fetched %d rows", rows)
+    return list(range(rows))
+
+
+@task
+async def enrich(x: int, factor: int) -> int:
+    return x * factor
+
+
+@task
+def audit(rows: list[int]) -> int:
+    return len(rows)
+
+
+@task
+def summarise(values: list[int], audited: int) -> dict[str, int]:
+    return {"count": len(values), "total": sum(values), "audited": audited}
+
+
+@task
+def publish(summary: dict[str, int], channel: str) -> str:
+    return f"{channel}: {summary['total']}"
+
+
+@workflow
+def report(rows: int = 5, factor: int = 3, channel: str = "ops") -> str:
+    """Fetch rows, enrich each in parallel, audit them, summarise and publish."""
+    data = fetch(rows)
+    enriched = enrich.map(data, factor=factor)
+    audited = audit(data)
+    summary = summarise(enriched, audited)
+    return publish(summary, channel)
+
+
+@task(retries=2, backoff=0.05)
+def explode(reason: str) -> None:
+    raise NonRetryableError(f"cannot continue: {reason}")
+
+
+@workflow
+def broken(reason: str = "bad data") -> None:
+    """Fails at once with a non-retryable error (for retry and error display)."""
+    explode(reason)
+
+
+@task
+async def wait_for(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@workflow
+def slow(seconds: float = 120.0) -> float:
+    """Blocks for `seconds` (for cancellation)."""
+    return wait_for(seconds)
+
+
+@task
+def check(x: int) -> int:
+    if x % 3 == 0:
+        raise NonRetryableError(f"{x} is a multiple of three")
+    return x
+
+
+@workflow
+def picky(rows: int = 10) -> list[int]:
+    """A mapped node some of whose children fail."""
+    return check.map(fetch(rows))
+
+
+@workflow(
+    schedule={"cron": "0 3 * * *", "timezone": "Europe/Paris", "input": {"rows": 2}},
+    on="com.example.data.arrived",
+    notify={"url": "https://ops:pw@hooks.example.com/conveyor?token=abc", "secret": "s3cr3t"},
+)
+def nightly(event: dict[str, object] | None = None, rows: int = 1) -> dict[str, object]:
+    """Scheduled, event-triggered, with a signed outbound webhook, and a durable sleep."""
+    return {"nap": sleep(30), "rows": fetch(rows)}
+
+
+TASKS = [fetch, enrich, audit, summarise, publish, explode, wait_for, check]
+WORKFLOWS = [report, broken, slow, picky, nightly]
