@@ -120,6 +120,15 @@ class Registry:
         self._compiled[(name, version)] = compiled
         return compiled
 
+    async def versions(self, name: str) -> list[int]:
+        """Every stored version of `name`, ascending."""
+        prefix = f"wf.{name}.v"
+        return sorted(
+            int(key[len(prefix) :])
+            for key in await self.bus.kv_keys(self.bucket)
+            if key.startswith(prefix) and key[len(prefix) :].isdigit()
+        )
+
     async def names(self) -> list[str]:
         keys = await self.bus.kv_keys(self.bucket)
         return sorted({k.split(".")[1] for k in keys if k.endswith(".latest")})

@@ -7,7 +7,6 @@ browser so every client draws the same picture; the browser only orders nodes wi
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +18,6 @@ from orchestrator.spec import CompiledSpec, NodeSpec, Notify, WorkflowSpec
 from .models import Dag, DagEdge, DagNode, NotifyInfo, ScheduleInfo
 
 # The registry's key layout (see orchestrator/registry.py): wf.<name>.v<N> per version.
-_VERSION_KEY = re.compile(r"^wf\.(?P<name>[^.]+)\.v(?P<version>\d+)\Z")
 NEXT_INSTANTS = 3
 REDACTED = "<redacted>"
 
@@ -122,10 +120,4 @@ def _redacted_notify(notify: Notify) -> dict[str, Any]:
 
 async def versions_of(registry: Registry, name: str) -> list[int]:
     """Every stored version of `name`, ascending."""
-    keys = await registry.bus.kv_keys(registry.bucket)
-    found = []
-    for key in keys:
-        match = _VERSION_KEY.match(key)
-        if match and match["name"] == name:
-            found.append(int(match["version"]))
-    return sorted(found)
+    return await registry.versions(name)
