@@ -412,24 +412,8 @@ class Bus:
             subject, headers, body = items[0]
             await self.publish_raw(subject, headers, body, timeout)
             return
-        futures: list[asyncio.Future[api.PubAck]] = []
-        try:
-            for subject, headers, body in items:
-                futures.append(
-                    await self.js.publish_async(
-                        subject, body, headers=dict(headers), wait_stall=timeout
-                    )
-                )
-            done = asyncio.gather(*futures)
-            await asyncio.wait_for(done, timeout)
-        except (nats.js.errors.NoStreamResponseError, TimeoutError) as exc:
-            raise BusUnavailable(f"JetStream did not ack {len(items)} messages: {exc!r}") from exc
-        except nats.errors.Error as exc:
-            raise BusError(f"pipelined publish failed: {exc}") from exc
-        finally:
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
+        acked = await self.send_many(items, timeout)
+        await acked()
 
     async def publish_core(
         self, subject: str, body: bytes, headers: Mapping[str, str] | None = None

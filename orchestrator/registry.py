@@ -129,6 +129,16 @@ class Registry:
             if key.startswith(prefix) and key[len(prefix) :].isdigit()
         )
 
+    async def specs(self) -> list[WorkflowSpec]:
+        """The latest spec of every registered workflow."""
+        found = []
+        for name in await self.names():
+            try:
+                found.append((await self.get(name)).spec)
+            except UnknownWorkflow:  # removed between the listing and the read
+                continue
+        return found
+
     async def names(self) -> list[str]:
         keys = await self.bus.kv_keys(self.bucket)
         return sorted({k.split(".")[1] for k in keys if k.endswith(".latest")})

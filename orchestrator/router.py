@@ -40,7 +40,6 @@ from events.models import (
     RunRequested,
     WaitMatched,
 )
-from orchestrator.errors import UnknownWorkflow
 from orchestrator.registry import Registry
 from orchestrator.spec import WorkflowSpec
 from orchestrator.store import Store
@@ -82,15 +81,8 @@ class TriggerIndex:
     async def specs(self) -> list[WorkflowSpec]:
         now = self.clock()
         if now - self._at > _TRIGGERS_TTL_S:
-            specs = []
-            for name in await self.registry.names():
-                try:
-                    spec = (await self.registry.get(name)).spec
-                except UnknownWorkflow:
-                    continue
-                if spec.on:
-                    specs.append(spec)
-            self._specs, self._at = specs, now
+            self._specs = [s for s in await self.registry.specs() if s.on]
+            self._at = now
         return self._specs
 
     async def runs_for(self, event: CloudEvent) -> list[tuple[WorkflowSpec, str]]:

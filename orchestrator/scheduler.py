@@ -25,7 +25,6 @@ from events.ids import derived_id
 from events.models import RUN_REQUESTED, RunRequested
 from events.tracing import new_traceparent
 from orchestrator.cron import iso, to_fire
-from orchestrator.errors import UnknownWorkflow
 from orchestrator.registry import Registry
 from orchestrator.spec import WorkflowSpec
 from orchestrator.store import Store
@@ -88,15 +87,7 @@ class Scheduler:
         return started
 
     async def scheduled(self) -> list[WorkflowSpec]:
-        specs = []
-        for name in await self.registry.names():
-            try:
-                spec = (await self.registry.get(name)).spec
-            except UnknownWorkflow:
-                continue
-            if spec.schedules:
-                specs.append(spec)
-        return specs
+        return [s for s in await self.registry.specs() if s.schedules]
 
     async def _request(self, spec: WorkflowSpec, index: int, instant: float) -> str:
         schedule = spec.schedules[index]
