@@ -19,8 +19,9 @@ from orchestrator.errors import (
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
-from orchestrator.machine import advance, backoff_delay, start_run
+from orchestrator.machine import advance, start_run
 from orchestrator.registry import Registry
+from orchestrator.rules import backoff_delay
 from orchestrator.service import ApiService
 from orchestrator.spec import (
     CompiledSpec,

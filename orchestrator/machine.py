@@ -26,13 +26,8 @@ Rules, in short:
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import operator
-from collections.abc import Callable
 from typing import Any
 
-from events.ids import derived_id
 from events.models import (
     RUN_CANCEL_REQUESTED,
     RUN_CANCELLED,
@@ -60,16 +55,23 @@ from events.models import (
 )
 from orchestrator.errors import EventRejected
 from orchestrator.expressions import (
-    DictT,
     ExpressionError,
-    ListT,
-    Literal,
-    Ref,
     Scope,
-    Template,
     evaluate,
 )
-from orchestrator.spec import CompiledNode, CompiledSpec, Condition, RetryPolicy
+from orchestrator.rules import (
+    backoff_delay,
+    child_run_id,
+    expression_error,
+    holds,
+    input_problems,
+    instant_of,
+    iso_utc,
+    retryable,
+    skipped_as_none,
+    timer_id,
+)
+from orchestrator.spec import CompiledNode, CompiledSpec
 from orchestrator.state import (
     CANCELLED,
     DISPATCHED,
@@ -143,7 +145,7 @@ def start_run(spec: CompiledSpec, run_id: str, request: RunRequested, now: float
                 f"child:{run_id}:started",
             )
         )
-    problems = _input_problems(spec, run.input)
+    problems = input_problems(spec, run.input)
     if problems:
         step.fail_run(
             ErrorInfo(
@@ -226,7 +228,7 @@ def _apply(step: _Step, event: RunEvent) -> Transition:
     elif event.kind == "sleep":
         if node.status != RUNNING:
             return step.unchanged()
-        step.completed(node, {"slept_until": _iso(step.now)}, "timer")
+        step.completed(node, {"slept_until": iso_utc(step.now)}, "timer")
     else:
         if node.status not in IN_FLIGHT:
             return step.unchanged()
@@ -304,14 +306,14 @@ class _Step:
                 if (
                     compiled.when is not None
                     and condition is not None
-                    and not _holds(condition, evaluate(compiled.when, self.scope()))
+                    and not holds(condition, evaluate(compiled.when, self.scope()))
                 ):
                     node.status = SKIPPED
                     self.touch(node)
                     continue
                 self.start(node, compiled)
             except ExpressionError as exc:
-                self.fail_for_good(node, _expression_error(exc, node.key))
+                self.fail_for_good(node, expression_error(exc, node.key))
 
     def start(self, node: NodeState, compiled: CompiledNode) -> None:
         if compiled.kind == "sleep":
@@ -364,7 +366,7 @@ class _Step:
         assert compiled.until is not None
         value = evaluate(compiled.until, self.scope())
         if sleep.seconds is None:
-            due = _instant(value, node.key)
+            due = instant_of(value, node.key)
         elif isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
             due = self.now + float(value)
         else:
@@ -397,7 +399,7 @@ class _Step:
     def timer(self, node: NodeState, kind: str, due: float) -> None:
         self.out.commands.append(
             StartTimer(
-                _timer_id(self.run.run_id, node, kind),
+                timer_id(self.run.run_id, node, kind),
                 due,
                 self.run.run_id,
                 kind,
@@ -468,7 +470,7 @@ class _Step:
         if timeout is not None:
             self.out.commands.append(
                 StartTimer(
-                    _timer_id(self.run.run_id, node, "deadline"),
+                    timer_id(self.run.run_id, node, "deadline"),
                     self.now + timeout + DEADLINE_GRACE_S,
                     self.run.run_id,
                     "deadline",
@@ -497,12 +499,12 @@ class _Step:
         self.close_attempt(node, FAILED, worker, error)
         policy = self.compiled(node).spec.retry
         used = node.attempt - node.first_attempt + 1  # attempts since the last manual retry
-        if _retryable(error, policy) and used < policy.max_attempts:
+        if retryable(error, policy) and used < policy.max_attempts:
             node.status = RETRYING
             delay = backoff_delay(policy, self.run.run_id, node.key, node.attempt)
             self.out.commands.append(
                 StartTimer(
-                    _timer_id(self.run.run_id, node, "retry"),
+                    timer_id(self.run.run_id, node, "retry"),
                     self.now + delay,
                     self.run.run_id,
                     "retry",
@@ -525,7 +527,7 @@ class _Step:
             current.error = error.model_dump()
         self.touch(node)
         if self.deadline_s(node) is not None and current.started_at is not None:
-            self.out.commands.append(CancelTimer(_timer_id(self.run.run_id, node, "deadline")))
+            self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "deadline")))
         if self.compiled(node).kind == "wait_for":
             self.out.commands.append(CancelWait(self.run.run_id, node.key))
 
@@ -608,9 +610,9 @@ class _Step:
             return
         skipped = {n for n in self.spec.order if nodes[n].status == SKIPPED}
         try:
-            output = evaluate(_skipped_as_none(self.spec.output, skipped), self.scope())
+            output = evaluate(skipped_as_none(self.spec.output, skipped), self.scope())
         except ExpressionError as exc:
-            self.fail_run(_expression_error(exc, None), None)
+            self.fail_run(expression_error(exc, None), None)
             return
         self.end_run(SUCCEEDED)
         self.run.output = output
@@ -678,15 +680,15 @@ class _Step:
                 elif kind == "wait_for":
                     self.out.commands.append(CancelWait(self.run.run_id, node.key))
                 elif kind == "sleep":
-                    self.out.commands.append(CancelTimer(_timer_id(self.run.run_id, node, "sleep")))
+                    self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "sleep")))
                 if node.attempts[-1].started_at is not None and self.deadline_s(node):
                     self.out.commands.append(
-                        CancelTimer(_timer_id(self.run.run_id, node, "deadline"))
+                        CancelTimer(timer_id(self.run.run_id, node, "deadline"))
                     )
                 node.attempts[-1].status = CANCELLED
                 node.attempts[-1].finished_at = self.now
             elif node.status == RETRYING:
-                self.out.commands.append(CancelTimer(_timer_id(self.run.run_id, node, "retry")))
+                self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "retry")))
             node.status = CANCELLED
             self.touch(node)
 
@@ -701,109 +703,3 @@ class _Step:
 
     def emit(self, event_type: str, data: WireModel, key: str) -> None:
         self.out.commands.append(Emit(event_type, self.run.run_id, data, key))
-
-
-# ---- pure helpers ----------------------------------------------------------------------------
-
-
-def backoff_delay(policy: RetryPolicy, run_id: str, node_key: str, attempt: int) -> float:
-    """Delay before attempt `attempt + 1`: exponential, with jitter derived from the ids, and
-    never longer than `backoff_max_s` (the cap applies after the jitter: a user who sets a
-    maximum expects no wait above it, not one up to `jitter` above it)."""
-    base = min(policy.backoff_max_s, policy.backoff_s * policy.backoff_multiplier ** (attempt - 1))
-    digest = hashlib.blake2b(f"{run_id}/{node_key}/{attempt}".encode(), digest_size=8).digest()
-    unit = int.from_bytes(digest, "big") / 2**64  # in [0, 1)
-    return min(policy.backoff_max_s, max(0.0, base * (1 + policy.jitter * (2 * unit - 1))))
-
-
-def _skipped_as_none(template: Template, skipped: set[str]) -> Template:
-    """`template` with every reference into a skipped node (`$.nodes.x`, `$.nodes.x.a.b`) made
-    None. Only the run's output can name a skipped node (inputs and conditions name their
-    dependencies, and a skipped dependency skips the node); without this, a path into an
-    optional node that did not run failed the whole run after every task had succeeded."""
-    if not skipped:
-        return template
-    if isinstance(template, Ref):
-        return Literal(None) if template.node in skipped else template
-    if isinstance(template, ListT):
-        return ListT(tuple(_skipped_as_none(t, skipped) for t in template.items))
-    if isinstance(template, DictT):
-        return DictT(tuple((k, _skipped_as_none(t, skipped)) for k, t in template.items))
-    return template
-
-
-def _retryable(error: ErrorInfo, policy: RetryPolicy) -> bool:
-    return error.retryable and error.type not in policy.non_retryable
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def child_run_id(run_id: str, node_key: str, attempt: int) -> str:
-    """The run a sub-workflow node's attempt starts: the same every time it is computed."""
-    return derived_id("child", run_id, node_key, str(attempt))
-
-
-def _instant(value: Any, node_key: str) -> float:
-    """An RFC 3339 instant (or epoch seconds) as epoch seconds; ExpressionError otherwise."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return parsed.timestamp()
-    raise ExpressionError(
-        f"sleep.until of node {node_key!r} must be an RFC 3339 instant with a time zone "
-        f"(e.g. 2030-01-01T09:00:00Z), got {value!r}"
-    )
-
-
-def _timer_id(run_id: str, node: NodeState, kind: str) -> str:
-    return f"timer:{run_id}:{node.key}:{node.attempt}:{kind}"
-
-
-def _expression_error(exc: ExpressionError, node: str | None) -> ErrorInfo:
-    return ErrorInfo(type="ExpressionError", message=str(exc), retryable=False, node_id=node)
-
-
-def _input_problems(spec: CompiledSpec, run_input: dict[str, Any]) -> list[str]:
-    schema = spec.spec.input_schema
-    if schema is None or spec.input_validator is None:
-        return []
-    for name, prop in (schema.get("properties") or {}).items():
-        if isinstance(prop, dict) and "default" in prop and name not in run_input:
-            run_input[name] = prop["default"]
-    problems = []
-    for err in sorted(spec.input_validator.iter_errors(run_input), key=lambda e: list(e.path)):
-        where = "input" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.path)
-        problems.append(f"{where}: {err.message}")
-    return problems
-
-
-_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq,
-    "ne": operator.ne,
-    "gt": operator.gt,
-    "ge": operator.ge,
-    "lt": operator.lt,
-    "le": operator.le,
-    "in": lambda a, b: a in b,
-    "not_in": lambda a, b: a not in b,
-}
-
-
-def _holds(condition: Condition, value: Any) -> bool:
-    if condition.op == "truthy":
-        return bool(value)
-    if condition.op == "falsy":
-        return not value
-    try:
-        return bool(_OPERATORS[condition.op](value, condition.operand))
-    except TypeError as exc:
-        raise ExpressionError(
-            f"condition {condition.op} cannot compare {value!r} with {condition.operand!r}: {exc}"
-        ) from None

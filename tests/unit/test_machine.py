@@ -19,7 +19,8 @@ from events.models import (
     TimerFired,
 )
 from orchestrator.errors import EventRejected
-from orchestrator.machine import DEADLINE_GRACE_S, RunEvent, advance, backoff_delay
+from orchestrator.machine import DEADLINE_GRACE_S, RunEvent, advance
+from orchestrator.rules import backoff_delay
 from orchestrator.spec import CompiledSpec, RetryPolicy
 from orchestrator.state import (
     CANCELLED,
