@@ -29,6 +29,7 @@ from events.ids import artifact_key
 from events.topology import StreamPlan, Topology
 
 PublishItem = tuple[str, Mapping[str, str], bytes]
+ORCHESTRATOR_ACK_WAIT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -238,7 +239,9 @@ class Bus:
             if projection
             else topo.orchestrator_consumer(partition),
             topo.orchestrator_filters(partition),
-            ack_wait=60.0,
+            # Short: what a killed orchestrator had fetched is redelivered to its replacement
+            # within seconds (recovery). The engine heartbeats a batch that takes longer.
+            ack_wait=ORCHESTRATOR_ACK_WAIT_S,
             max_ack_pending=20_000,
         )
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import structlog
 
 from events.acks import Outcome
-from events.bus import Bus, Delivery, Puller
+from events.bus import ORCHESTRATOR_ACK_WAIT_S, Bus, Delivery, Puller
 from events.codec import MSG_ID_HEADER, decode, encode
 from events.envelope import CloudEvent
 from events.errors import BusError, BusUnavailable, MalformedEvent
@@ -162,7 +162,13 @@ class Engine:
             wait = min(wait, 0.2)
         deliveries = await self._puller.fetch(self.batch_size, timeout=max(wait, 0.01))
         if deliveries:
-            await self._process(deliveries)
+            # A batch that takes longer than the consumer's short ack wait (a 100k fan-out
+            # commit) keeps its messages: in_progress() until they are settled.
+            keepalive = asyncio.create_task(_keep_alive(deliveries))
+            try:
+                await self._process(deliveries)
+            finally:
+                keepalive.cancel()
         elif self._published:
             await self.store.delete_outbox(self._take_published())
         if self.projection:
@@ -583,6 +589,13 @@ def _run_id_of(data: WireModel | None) -> str | None:
         if data is not None and not isinstance(data, RunRequested)
         else None
     )
+
+
+async def _keep_alive(deliveries: Sequence[Delivery]) -> None:
+    while True:
+        await asyncio.sleep(ORCHESTRATOR_ACK_WAIT_S / 4)
+        for delivery in deliveries:
+            await delivery.in_progress()
 
 
 async def _settle_quietly(delivery: Delivery, outcome: Outcome) -> None:
