@@ -29,7 +29,7 @@ from events.ids import artifact_key
 from events.topology import StreamPlan, Topology
 
 PublishItem = tuple[str, Mapping[str, str], bytes]
-ORCHESTRATOR_ACK_WAIT_S = 2.0
+ORCHESTRATOR_ACK_WAIT_S = 1.5
 
 
 @dataclass(slots=True)
