@@ -2,10 +2,12 @@
 
     bench_chain    a linear chain of CHAIN_LENGTH no-op tasks (each depends on the previous one)
     bench_fanout   a no-op mapped over the run's `items`, then one task that sums the outputs
+    bench_small    a linear chain of 3 no-op tasks (many small runs: runs/s, the growth seed)
+    bench_one      one no-op task (run start latency)
 
 The chain is traced once at import, so its length comes from the environment
-(`CONVEYOR_BENCH_CHAIN`, set by `bench.foundation`; default 50) and the worker that registers
-it and the benchmark that reads its spec agree on it.
+(`CONVEYOR_BENCH_CHAIN`, set by `bench.foundation` and `bench`; default 50) and the worker that
+registers it and the benchmark that reads its spec agree on it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from workers import task
 
 CHAIN_ENV = "CONVEYOR_BENCH_CHAIN"
 CHAIN_LENGTH = int(os.environ.get(CHAIN_ENV, "50"))
+SMALL_LENGTH = 3
 
 
 @task
@@ -40,3 +43,16 @@ def bench_chain(start: int = 0) -> int:
 @workflow
 def bench_fanout(items: list[int]) -> int:
     return total(noop.map(items))
+
+
+@workflow
+def bench_small(start: int = 0) -> int:
+    value = start
+    for _ in range(SMALL_LENGTH):
+        value = noop(value)
+    return value
+
+
+@workflow
+def bench_one(start: int = 0) -> int:
+    return noop(start)

@@ -167,10 +167,16 @@ class Worker:
 
     async def _fetch_loop(self, puller: Any, queue: str, burst: bool) -> None:
         while await self._acquire_slot():
-            # Ask for as many tasks as there is room for: the slot just taken plus the free ones.
-            want = 1 + self._free_slots()
+            # Long-poll for one task, then take what else is already there (up to the free
+            # slots) with a short second fetch. A single batched long-poll shared by several
+            # worker processes can hold messages it already has until its timeout (~1 s from
+            # dispatch to start, bench/repro_fetch_stall.py); this shape does not.
             try:
-                deliveries = await puller.fetch(min(want, 256), timeout=1.0)
+                deliveries = await puller.fetch(1, timeout=1.0)
+                free = self._free_slots()
+                if deliveries and free > 0:
+                    with contextlib.suppress(BusError):  # keep the one already in hand
+                        deliveries += await puller.fetch(min(free, 255), timeout=0.002)
             except BusError as exc:
                 self._slots.release()
                 log.warning("fetch failed; retrying", queue=queue, error=str(exc))
