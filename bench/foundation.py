@@ -30,7 +30,6 @@ import json
 import math
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,18 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor
-from bench.flows import CHAIN_ENV
-from events import EmbeddedServer, Topology, find_nats_server
-from events.errors import BusUnavailable
+from bench.deploy import NAMESPACE, WORKER_CONCURRENCY, Deployment
+from events import find_nats_server
 from orchestrator.client import Client
 
-ROOT = Path(__file__).resolve().parents[1]
-FLOWS = Path(__file__).with_name("flows.py")
-NAMESPACE = "bench"
 CHAIN_WORKFLOW, FANOUT_WORKFLOW = "bench_chain", "bench_fanout"
-WORKER_CONCURRENCY = 64
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 15.0
 FANOUT_WARMUP = 100
 
 
@@ -75,106 +67,6 @@ def _ms(seconds: float) -> float:
 
 def _ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b > 0 else math.nan
-
-
-# ---- processes -------------------------------------------------------------------------------
-
-
-class Deployment:
-    """nats-server + `conveyor orchestrator` + `conveyor worker`, each its own OS process."""
-
-    def __init__(self, workdir: Path, chain_length: int) -> None:
-        self.workdir = workdir
-        self.chain_length = chain_length
-        self.server = EmbeddedServer(store_dir=workdir / "nats")
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def env(self) -> dict[str, str]:
-        # Only our settings: a CONVEYOR_PARTITIONS (say) left in the shell would make the
-        # processes disagree with this one's topology.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        return {
-            **inherited,
-            "CONVEYOR_NATS_URL": self.server.url,
-            "CONVEYOR_NAMESPACE": NAMESPACE,
-            CHAIN_ENV: str(self.chain_length),
-        }
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.server.start)
-        self._spawn("orchestrator", "--db", str(self.workdir / "conveyor.db"))
-        self._spawn(
-            "worker", str(FLOWS.relative_to(ROOT)), "--concurrency", str(WORKER_CONCURRENCY)
-        )
-
-    def _spawn(self, command: str, *args: str) -> None:
-        with open(self.workdir / f"{command}.log", "wb") as log:
-            self.processes[command] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "orchestrator.cli",
-                    "--log-level",
-                    "warning",
-                    command,
-                    *args,
-                ],
-                cwd=ROOT,
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def check_alive(self) -> None:
-        for name, proc in self.processes.items():
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"conveyor {name} exited with {proc.returncode}:\n{self.log_tail(name)}"
-                )
-
-    def log_tail(self, name: str, chars: int = 3000) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-    async def wait_ready(self, client: Client) -> None:
-        """Until the worker registered both workflows and the orchestrator answers its API."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            self.check_alive()
-            registered = [
-                await client.registry.latest_version(name)
-                for name in (CHAIN_WORKFLOW, FANOUT_WORKFLOW)
-            ]
-            try:
-                await client.status("bench-readiness-probe")  # None once the API serves
-                serving = True
-            except BusUnavailable:
-                serving = False
-            if serving and None not in registered:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"not ready within {READY_TIMEOUT_S}s (api serving: {serving}, "
-                    f"workflow versions: {registered})"
-                )
-            await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        """SIGTERM every process, then SIGKILL what is still there after a timeout."""
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes.values():
-            try:
-                await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
-        await asyncio.to_thread(self.server.stop)
 
 
 # ---- measurements ----------------------------------------------------------------------------
@@ -395,12 +287,9 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp:
-        deployment = Deployment(Path(tmp), args.chain)
-        client: Client | None = None
+        deployment = Deployment(Path(tmp), chain_length=args.chain)
         try:
-            await deployment.start()
-            client = await Client.connect(deployment.url, Topology(namespace=NAMESPACE))
-            await deployment.wait_ready(client)
+            client = await deployment.start()  # connected, and ready when it returns
             _progress("ready; measuring the JetStream floor")
             report["floor"] = await measure_floor(deployment.url, args.floor_n, tput)
             _progress(f"chain of {args.chain} x {chain_repeat}")
@@ -412,13 +301,9 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             report["fanout"] = await measure_fanout(client, args.fanout, fanout_repeat)
             deployment.check_alive()
         except BaseException:
-            for name in deployment.processes:
-                print(f"--- {name} log ---\n{deployment.log_tail(name)}", file=sys.stderr)
+            print(deployment.logs(), file=sys.stderr)
             raise
         finally:
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.close()
             await deployment.stop()
     chain, fl = report["chain"], report["floor"]
     report["ratios"] = {
