@@ -355,10 +355,7 @@ async def _follow(
 
 async def cmd_status(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        status = await client.status(args.run_id)
-    if status is None:
-        print(f"error: no run {args.run_id!r} (unknown, or not yet applied)", file=sys.stderr)
-        return 2
+        status = await _existing_run(client, args.run_id)
     if args.json:
         print(json.dumps(status, default=str))
         return 0
@@ -380,9 +377,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        if await client.status(args.run_id) is None:
-            print(f"error: no run {args.run_id!r}", file=sys.stderr)
-            return 2
+        await _existing_run(client, args.run_id)
         await client.cancel(args.run_id, args.reason)
     print(f"cancel requested for {args.run_id}")
     return 0
@@ -390,10 +385,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 
 async def cmd_retry(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        status = await client.status(args.run_id)
-        if status is None:
-            print(f"error: no run {args.run_id!r}", file=sys.stderr)
-            return 2
+        status = await _existing_run(client, args.run_id)
         if status["status"] not in ("failed", "cancelled"):
             print(
                 f"error: run {args.run_id} is {status['status']}; only a failed or cancelled "
@@ -419,10 +411,7 @@ async def cmd_logs(args: argparse.Namespace) -> int:
     from events.models import LogLine
 
     async with _client(args) as client:
-        status = await client.status(args.run_id)
-        if status is None:
-            print(f"error: no run {args.run_id!r}", file=sys.stderr)
-            return 2
+        await _existing_run(client, args.run_id)
         topo = client.topology
         subject = topo.log_subject(args.run_id, args.node or "*")
         nodes = {args.node} if args.node else None
@@ -687,6 +676,14 @@ async def _client(args: argparse.Namespace) -> Any:
         yield client
     finally:
         await client.close()
+
+
+async def _existing_run(client: Client, run_id: str) -> dict[str, Any]:
+    """The run's status, or a usage error (exit 2) naming the run."""
+    status = await client.status(run_id)
+    if status is None:
+        raise UsageError(f"no run {run_id!r} (unknown, or not yet applied)")
+    return status
 
 
 def _json_input(text: str | None) -> dict[str, Any]:
