@@ -29,8 +29,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from orchestrator.state import SUCCEEDED, Attempt, NodeState, RunState
-from orchestrator.store import Store
+from orchestrator.core.state import SUCCEEDED, Attempt, NodeState, RunState
+from orchestrator.runtime.store import Store
 
 WORKFLOW = "bench_small"
 NODE_IDS = ("noop", "noop_2", "noop_3")

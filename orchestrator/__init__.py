@@ -1,5 +1,19 @@
 """The control plane: workflow specs and the Python DSL, the pure machine, the store, the engine."""
 
+from orchestrator.core.machine import advance, start_run
+from orchestrator.core.rules import backoff_delay
+from orchestrator.core.spec import (
+    CompiledSpec,
+    Condition,
+    MapSpec,
+    NodeSpec,
+    RetryPolicy,
+    WorkflowSpec,
+    compile_spec,
+    validate_spec,
+)
+from orchestrator.core.state import NodeState, RunState, Transition
+from orchestrator.core.status import run_status
 from orchestrator.dsl import (
     Cond,
     Ref,
@@ -10,7 +24,6 @@ from orchestrator.dsl import (
     when,
     workflow,
 )
-from orchestrator.engine import Engine
 from orchestrator.errors import (
     EventRejected,
     InvalidInput,
@@ -19,23 +32,10 @@ from orchestrator.errors import (
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
-from orchestrator.machine import advance, start_run
-from orchestrator.registry import Registry
-from orchestrator.rules import backoff_delay
-from orchestrator.service import ApiService
-from orchestrator.spec import (
-    CompiledSpec,
-    Condition,
-    MapSpec,
-    NodeSpec,
-    RetryPolicy,
-    WorkflowSpec,
-    compile_spec,
-    validate_spec,
-)
-from orchestrator.state import NodeState, RunState, Transition
-from orchestrator.status import run_status
-from orchestrator.store import Store
+from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.service import ApiService
+from orchestrator.runtime.store import Store
 
 __all__ = [
     "ApiService",

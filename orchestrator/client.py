@@ -35,9 +35,9 @@ from events.models import (
 )
 from events.topology import Topology
 from events.tracing import new_traceparent
+from orchestrator.core.state import RUN_TERMINAL
 from orchestrator.errors import InvalidInput
-from orchestrator.registry import Registry
-from orchestrator.state import RUN_TERMINAL
+from orchestrator.runtime.registry import Registry
 
 SOURCE = "conveyor/client"
 _TERMINAL_TYPES = {RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED}

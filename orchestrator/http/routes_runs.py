@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, status
 
-from orchestrator.state import CANCELLED, FAILED, RUN_TERMINAL, NodeState
+from orchestrator.core.state import CANCELLED, FAILED, RUN_TERMINAL, NodeState
+from orchestrator.runtime.queries import RunFilter
 
 from .context import AppContext, context
 from .models import (
@@ -20,7 +21,6 @@ from .models import (
     RunDetail,
     RunPage,
 )
-from .queries import RunFilter
 
 router = APIRouter(tags=["runs"], responses={422: {"model": Problem}})
 

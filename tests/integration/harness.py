@@ -19,8 +19,8 @@ from typing import Any
 from events import Bus, EmbeddedServer, Topology
 from orchestrator import ApiService, Engine, Registry, Store, Workflow
 from orchestrator.client import Client
-from orchestrator.router import Router
-from orchestrator.scheduler import Scheduler
+from orchestrator.triggers.router import Router
+from orchestrator.triggers.scheduler import Scheduler
 from workers import Task, Worker
 
 FLOWS = str(Path(__file__).with_name("flows.py"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from events.testing import eventually
 from orchestrator import run_status
-from orchestrator.store import Store
+from orchestrator.runtime.store import Store
 from tests.integration import flows
 from tests.integration.harness import Harness
 from tests.integration.test_runs import start

@@ -15,9 +15,9 @@ from events.models import (
     TaskStarted,
     TimerFired,
 )
-from orchestrator.machine import start_run
-from orchestrator.spec import CompiledSpec, compile_spec
-from orchestrator.state import (
+from orchestrator.core.machine import start_run
+from orchestrator.core.spec import CompiledSpec, compile_spec
+from orchestrator.core.state import (
     CancelTimer,
     Command,
     Dispatch,

@@ -14,8 +14,8 @@ import pydantic
 import pytest
 
 from orchestrator import Workflow, WorkflowDefinitionError, when, workflow
-from orchestrator.expressions import Scope, evaluate
-from orchestrator.spec import NodeSpec, compile_spec
+from orchestrator.core.expressions import Scope, evaluate
+from orchestrator.core.spec import NodeSpec, compile_spec
 from workers import task
 
 

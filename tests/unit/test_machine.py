@@ -18,11 +18,10 @@ from events.models import (
     TASK_CANCEL_REQUESTED,
     TimerFired,
 )
-from orchestrator.errors import EventRejected
-from orchestrator.machine import DEADLINE_GRACE_S, RunEvent, advance
-from orchestrator.rules import backoff_delay
-from orchestrator.spec import CompiledSpec, RetryPolicy
-from orchestrator.state import (
+from orchestrator.core.machine import DEADLINE_GRACE_S, RunEvent, advance
+from orchestrator.core.rules import backoff_delay
+from orchestrator.core.spec import CompiledSpec, RetryPolicy
+from orchestrator.core.state import (
     CANCELLED,
     DISPATCHED,
     FAILED,
@@ -34,6 +33,7 @@ from orchestrator.state import (
     RunState,
     Transition,
 )
+from orchestrator.errors import EventRejected
 from tests.unit.machine_support import (
     NOW,
     RUN,

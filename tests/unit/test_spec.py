@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.spec import CompiledSpec, WorkflowSpec, compile_spec, validate_spec
 from orchestrator.errors import SpecError
-from orchestrator.spec import CompiledSpec, WorkflowSpec, compile_spec, validate_spec
 
 
 def node(node_id: str, **fields: Any) -> dict[str, Any]:

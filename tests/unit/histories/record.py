@@ -27,9 +27,9 @@ from events.models import (
     TimerFired,
     WireModel,
 )
-from orchestrator.machine import advance, start_run
-from orchestrator.spec import compile_spec
-from orchestrator.state import RunState, StartTimer
+from orchestrator.core.machine import advance, start_run
+from orchestrator.core.spec import compile_spec
+from orchestrator.core.state import RunState, StartTimer
 from tests.unit.machine_support import describe, summary
 
 HERE = Path(__file__).parent

@@ -11,9 +11,9 @@ from typing import Any
 
 from events.ids import derived_id
 from events.models import ErrorInfo
-from orchestrator.expressions import DictT, ExpressionError, ListT, Literal, Ref, Template
-from orchestrator.spec import CompiledSpec, Condition, RetryPolicy
-from orchestrator.state import NodeState
+from orchestrator.core.expressions import DictT, ExpressionError, ListT, Literal, Ref, Template
+from orchestrator.core.spec import CompiledSpec, Condition, RetryPolicy
+from orchestrator.core.state import NodeState
 
 
 def backoff_delay(policy: RetryPolicy, run_id: str, node_key: str, attempt: int) -> float:

@@ -54,11 +54,8 @@ from events.models import (
 )
 from events.topology import ORCHESTRATOR_INPUTS
 from events.tracing import child_traceparent, is_traceparent, new_traceparent
-from orchestrator.errors import EventRejected, SpecError, StoreError, UnknownWorkflow
-from orchestrator.machine import advance, start_run
-from orchestrator.metrics import EngineMetrics
-from orchestrator.registry import Registry
-from orchestrator.state import (
+from orchestrator.core.machine import advance, start_run
+from orchestrator.core.state import (
     RUN_TERMINAL,
     CancelTimer,
     CancelWait,
@@ -71,7 +68,10 @@ from orchestrator.state import (
     StartWait,
     Transition,
 )
-from orchestrator.store import Batch, OutboxRow, Store, Wait
+from orchestrator.errors import EventRejected, SpecError, StoreError, UnknownWorkflow
+from orchestrator.runtime.metrics import EngineMetrics
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.store import Batch, OutboxRow, Store, Wait
 
 log = structlog.get_logger("conveyor.engine")
 SOURCE = "conveyor/orchestrator"

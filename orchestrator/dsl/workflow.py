@@ -28,9 +28,9 @@ import pydantic
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from events.tasks import TaskDeclaration, current_tracer, tracing
+from orchestrator.core.expressions import Path, render_ref
+from orchestrator.core.spec import WorkflowSpec, validate_spec
 from orchestrator.errors import SpecError, WorkflowDefinitionError
-from orchestrator.expressions import Path, render_ref
-from orchestrator.spec import WorkflowSpec, validate_spec
 
 _OPTION_FIELDS = {
     "retries": None,

@@ -19,8 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from events.filters import FilterError, check_filter
 from events.ids import is_token
-from orchestrator.errors import SpecError
-from orchestrator.expressions import (
+from orchestrator.core.expressions import (
     NODE_ID,
     ExpressionError,
     Ref,
@@ -28,6 +27,7 @@ from orchestrator.expressions import (
     parse_template,
     refs,
 )
+from orchestrator.errors import SpecError
 
 WORKFLOW_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 

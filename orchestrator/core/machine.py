@@ -53,13 +53,12 @@ from events.models import (
     WebhookAttempted,
     WireModel,
 )
-from orchestrator.errors import EventRejected
-from orchestrator.expressions import (
+from orchestrator.core.expressions import (
     ExpressionError,
     Scope,
     evaluate,
 )
-from orchestrator.rules import (
+from orchestrator.core.rules import (
     backoff_delay,
     child_run_id,
     expression_error,
@@ -71,8 +70,8 @@ from orchestrator.rules import (
     skipped_as_none,
     timer_id,
 )
-from orchestrator.spec import CompiledNode, CompiledSpec
-from orchestrator.state import (
+from orchestrator.core.spec import CompiledNode, CompiledSpec
+from orchestrator.core.state import (
     CANCELLED,
     DISPATCHED,
     FAILED,
@@ -97,6 +96,7 @@ from orchestrator.state import (
     Transition,
     child_key,
 )
+from orchestrator.errors import EventRejected
 
 # The orchestrator's deadline is a backstop for a worker that hangs or died silently: the worker
 # enforces the timeout itself and reports a TimeoutError with its traceback, a little earlier.
