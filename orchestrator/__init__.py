@@ -1,17 +1,9 @@
 """The control plane: workflow specs and the Python DSL, the pure machine, the store, the engine."""
 
+from orchestrator.core.compiler import CompiledSpec, compile_spec, validate_spec
 from orchestrator.core.machine import advance, start_run
 from orchestrator.core.rules import backoff_delay
-from orchestrator.core.spec import (
-    CompiledSpec,
-    Condition,
-    MapSpec,
-    NodeSpec,
-    RetryPolicy,
-    WorkflowSpec,
-    compile_spec,
-    validate_spec,
-)
+from orchestrator.core.spec import Condition, MapSpec, NodeSpec, RetryPolicy, WorkflowSpec
 from orchestrator.core.state import NodeState, RunState, Transition
 from orchestrator.core.status import run_status
 from orchestrator.dsl import (

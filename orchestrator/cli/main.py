@@ -701,7 +701,7 @@ def _json_input(text: str | None) -> dict[str, Any]:
 
 
 def _specs_from_file(path: str) -> list[Any]:
-    from orchestrator.core.spec import validate_spec
+    from orchestrator.core.compiler import validate_spec
     from orchestrator.dsl.loader import load_module
 
     if path.endswith(".py"):

@@ -53,6 +53,7 @@ from events.models import (
     WebhookAttempted,
     WireModel,
 )
+from orchestrator.core.compiler import CompiledNode, CompiledSpec
 from orchestrator.core.expressions import (
     ExpressionError,
     Scope,
@@ -70,7 +71,6 @@ from orchestrator.core.rules import (
     skipped_as_none,
     timer_id,
 )
-from orchestrator.core.spec import CompiledNode, CompiledSpec
 from orchestrator.core.state import (
     CANCELLED,
     DISPATCHED,

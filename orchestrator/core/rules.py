@@ -11,8 +11,9 @@ from typing import Any
 
 from events.ids import derived_id
 from events.models import ErrorInfo
+from orchestrator.core.compiler import CompiledSpec
 from orchestrator.core.expressions import DictT, ExpressionError, ListT, Literal, Ref, Template
-from orchestrator.core.spec import CompiledSpec, Condition, RetryPolicy
+from orchestrator.core.spec import Condition, RetryPolicy
 from orchestrator.core.state import NodeState
 
 

@@ -28,8 +28,9 @@ import pydantic
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from events.tasks import TaskDeclaration, current_tracer, tracing
+from orchestrator.core.compiler import validate_spec
 from orchestrator.core.expressions import Path, render_ref
-from orchestrator.core.spec import WorkflowSpec, validate_spec
+from orchestrator.core.spec import WorkflowSpec
 from orchestrator.errors import SpecError, WorkflowDefinitionError
 
 _OPTION_FIELDS = {

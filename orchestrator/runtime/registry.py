@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from events.bus import Bus
-from orchestrator.core.spec import CompiledSpec, WorkflowSpec, compile_spec
+from orchestrator.core.compiler import CompiledSpec, compile_spec
+from orchestrator.core.spec import WorkflowSpec
 from orchestrator.errors import SpecError, UnknownWorkflow
 
 

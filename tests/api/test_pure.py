@@ -13,7 +13,7 @@ from events.models import (
     RunFailed,
     TaskCompleted,
 )
-from orchestrator.core.spec import compile_spec
+from orchestrator.core.compiler import compile_spec
 from orchestrator.http.catalog import dag_of, notify_of, redacted_spec
 from orchestrator.http.live import summarise
 from orchestrator.http.logs import node_matches

@@ -15,8 +15,8 @@ from events.models import (
     TaskStarted,
     TimerFired,
 )
+from orchestrator.core.compiler import CompiledSpec, compile_spec
 from orchestrator.core.machine import start_run
-from orchestrator.core.spec import CompiledSpec, compile_spec
 from orchestrator.core.state import (
     CancelTimer,
     Command,

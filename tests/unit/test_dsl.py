@@ -14,8 +14,9 @@ import pydantic
 import pytest
 
 from orchestrator import Workflow, WorkflowDefinitionError, when, workflow
+from orchestrator.core.compiler import compile_spec
 from orchestrator.core.expressions import Scope, evaluate
-from orchestrator.core.spec import NodeSpec, compile_spec
+from orchestrator.core.spec import NodeSpec
 from workers import task
 
 

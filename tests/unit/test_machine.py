@@ -18,9 +18,10 @@ from events.models import (
     TASK_CANCEL_REQUESTED,
     TimerFired,
 )
+from orchestrator.core.compiler import CompiledSpec
 from orchestrator.core.machine import DEADLINE_GRACE_S, RunEvent, advance
 from orchestrator.core.rules import backoff_delay
-from orchestrator.core.spec import CompiledSpec, RetryPolicy
+from orchestrator.core.spec import RetryPolicy
 from orchestrator.core.state import (
     CANCELLED,
     DISPATCHED,

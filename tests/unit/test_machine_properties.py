@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from events.models import RunRequested, TaskCompleted
+from orchestrator.core.compiler import CompiledSpec, compile_spec
 from orchestrator.core.machine import RunEvent, advance, start_run
-from orchestrator.core.spec import CompiledSpec, compile_spec
 from orchestrator.core.state import (
     FAILED,
     RUN_TERMINAL,

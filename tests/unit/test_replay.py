@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from events.models import DATA_MODELS, RUN_REQUESTED, RunRequested
+from orchestrator.core.compiler import CompiledSpec, compile_spec
 from orchestrator.core.machine import advance, start_run
-from orchestrator.core.spec import CompiledSpec, compile_spec
 from orchestrator.core.state import RUN_TERMINAL, RunState
 from tests.unit.machine_support import describe, summary
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.spec import CompiledSpec, WorkflowSpec, compile_spec, validate_spec
+from orchestrator.core.compiler import CompiledSpec, compile_spec, validate_spec
+from orchestrator.core.spec import WorkflowSpec
 from orchestrator.errors import SpecError
 
 

@@ -27,8 +27,8 @@ from events.models import (
     TimerFired,
     WireModel,
 )
+from orchestrator.core.compiler import compile_spec
 from orchestrator.core.machine import advance, start_run
-from orchestrator.core.spec import compile_spec
 from orchestrator.core.state import RunState, StartTimer
 from tests.unit.machine_support import describe, summary
 
