@@ -7,6 +7,8 @@ events.errors.ConveyorError
 ├── InvalidInput              a run's input does not fit the workflow's parameters
 ├── EventRejected             an event is well-formed but breaks the contract for its run
 │                             (unknown run or node); parked on the DLQ, never applied
+├── IllegalTransition         the machine tried a status move its graph does not have: a bug
+├── ConfigError               a setting or secret is missing or invalid (found at start-up)
 └── StoreError                the sqlite store failed (a transient fault: the batch is retried)
 """
 
@@ -53,3 +55,12 @@ class EventRejected(ConveyorError):
 
 class StoreError(ConveyorError):
     pass
+
+
+class IllegalTransition(ConveyorError):
+    """A status move the graph of `core/statuses.py` does not have, or an (event, status) pair
+    the machine's tables do not cover: a programming error, never a business outcome."""
+
+
+class ConfigError(ConveyorError):
+    """A setting or a secret that is missing or invalid; says which and where it was read."""

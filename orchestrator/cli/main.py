@@ -28,6 +28,7 @@ from events.server import EmbeddedServer
 from events.topology import Topology
 from orchestrator.cli.progress import Progress, summary
 from orchestrator.client import Client
+from orchestrator.core.rules import retry_refusal
 from orchestrator.errors import InvalidInput, SpecError, UnknownWorkflow, WorkflowDefinitionError
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
@@ -386,13 +387,9 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 async def cmd_retry(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         status = await _existing_run(client, args.run_id)
-        if status["status"] not in ("failed", "cancelled"):
-            print(
-                f"error: run {args.run_id} is {status['status']}; only a failed or cancelled "
-                "run can be retried",
-                file=sys.stderr,
-            )
-            return 2
+        refusal = retry_refusal(status["status"], status.get("error"))
+        if refusal is not None:
+            raise UsageError(f"run {args.run_id} cannot be retried: {refusal}")
         await client.retry(args.run_id)
         if not args.wait:
             print(f"retry requested for {args.run_id}")

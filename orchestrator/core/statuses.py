@@ -22,6 +22,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
+from orchestrator.errors import IllegalTransition
+
 
 class RunStatus(enum.StrEnum):
     RUNNING = "running"
@@ -77,10 +79,6 @@ REOPENED_BY_RETRY: Mapping[RunStatus | NodeStatus, frozenset[RunStatus | NodeSta
     NodeStatus.FAILED: frozenset({_W, _D, _R}),
     NodeStatus.CANCELLED: frozenset({_W, _D, _R}),
 }
-
-
-class IllegalTransition(AssertionError):
-    """A move the status graph does not have: a bug in the machine, never a business outcome."""
 
 
 def check_node_move(current: NodeStatus, new: NodeStatus, *, retry: bool = False) -> None:

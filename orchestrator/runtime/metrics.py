@@ -26,7 +26,8 @@ from events.models import (
     TimerFired,
     WireModel,
 )
-from orchestrator.core.state import Dispatch, Emit, Transition
+from orchestrator.core.commands import Dispatch, Emit
+from orchestrator.core.state import Transition
 
 if TYPE_CHECKING:
     from orchestrator.runtime.engine import Engine
