@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from events import Bus, EmbeddedServer, Topology
-from orchestrator import ApiService, Engine, Registry, Store, Workflow
+from orchestrator import Workflow
 from orchestrator.client import Client
+from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.service import ApiService
+from orchestrator.runtime.store import Store
 from orchestrator.triggers.router import Router
 from orchestrator.triggers.scheduler import Scheduler
 from workers import Task, Worker

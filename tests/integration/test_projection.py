@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from events.testing import eventually
-from orchestrator import run_status
+from orchestrator.core.status import run_status
 from orchestrator.runtime.store import Store
 from tests.integration import flows
 from tests.integration.harness import Harness
