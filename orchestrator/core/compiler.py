@@ -1,6 +1,9 @@
 """A workflow spec compiled for the machine: validated fully, expressions parsed, nodes in
 topological order. `compile_spec` either returns a `CompiledSpec` or raises `SpecError` listing
 every problem with its place (`node 'train': ...`); nothing is registered on error.
+
+`core/reading.py` reads the data into the spec models (pydantic); then `_Compilation` runs its
+named `_check_*` steps in order, each on what was read, so that one error lists every problem.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from typing import Any
 
 import croniter
 import jsonschema
-from pydantic import ValidationError
 
 from events.filters import FilterError, check_filter
 from events.ids import is_token
@@ -24,6 +26,7 @@ from orchestrator.core.expressions import (
     parse_template,
     refs,
 )
+from orchestrator.core.reading import Reading, read_spec
 from orchestrator.core.spec import NODE_KINDS, WORKFLOW_NAME, NodeSpec, Schedule, WorkflowSpec
 from orchestrator.errors import SpecError
 
@@ -80,34 +83,9 @@ def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
 
     Pydantic reads the data first; then the named `_check_*` steps of `_Compilation` run in
     order, each adding what it finds to one list of problems: no step stops the others."""
-    compilation = _Compilation(_read(data))
+    compilation = _Compilation(read_spec(data))
     compilation.run()
     return compilation.result()
-
-
-# ---- reading: what pydantic makes of the data ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Reading:
-    name: str  # as written: the name a SpecError carries
-    spec: WorkflowSpec | None  # None: nothing could be read, `problems` says why
-    problems: list[str]
-    ids: list[str]  # every node id as written, in order
-
-
-def _read(data: WorkflowSpec | Mapping[str, Any]) -> _Reading:
-    if isinstance(data, WorkflowSpec):
-        return _Reading(data.name, data, [], [n.id for n in data.nodes])
-    if not isinstance(data, Mapping):
-        problem = f"a workflow spec is an object, got {type(data).__name__}"
-        return _Reading("<unnamed>", None, [problem], [])
-    name = str(data.get("name", "<unnamed>"))
-    try:
-        spec = WorkflowSpec.model_validate(data)
-    except ValidationError as exc:
-        return _Reading(name, None, _pydantic_problems(exc, data), [])
-    return _Reading(name, spec, [], [n.id for n in spec.nodes])
 
 
 # ---- the checks ------------------------------------------------------------------------------
@@ -142,12 +120,15 @@ class _Compilation:
     `run` calls the steps in order: the spec-wide ones, then for each node the node steps, then
     the ones that need every node compiled. The order is the order problems are listed in."""
 
-    def __init__(self, reading: _Reading) -> None:
+    def __init__(self, reading: Reading) -> None:
         self.name = reading.name
         self.spec = reading.spec
         self.problems = list(reading.problems)
         self.ids = reading.ids
         self.known = set(reading.ids)  # a reference to one of these is not "unknown"
+        self.refused = reading.refused
+        # The nodes pydantic accepted: the only ones compiled, so the only edges of the graph.
+        self.read = {n.id for n in self.spec.nodes} if self.spec is not None else set()
         self.nodes: dict[str, CompiledNode] = {}
         self.output: Template = parse_template(None)
         self.order: list[str] = []
@@ -215,7 +196,7 @@ class _Compilation:
     # -- the spec as a whole
 
     def _check_name(self, spec: WorkflowSpec) -> None:
-        if not WORKFLOW_NAME.match(spec.name):
+        if "name" not in self.refused and not WORKFLOW_NAME.match(spec.name):
             self.problems.append(
                 f"name {spec.name!r} must start with a letter and hold only letters, digits, "
                 "'_' or '-'"
@@ -340,7 +321,7 @@ class _Compilation:
                 )
             elif dep == node_id:
                 self.problems.append(f"{draft.where}: refers to itself")
-        draft.deps = frozenset(d for d in deps if d in self.known and d != node_id)
+        draft.deps = frozenset(d for d in deps if d in self.read and d != node_id)
 
     # -- what needs every node
 
@@ -434,30 +415,3 @@ def _suggest(name: str, known: list[str]) -> str:
 
     close = difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _pydantic_problems(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
-    problems = []
-    raw_nodes = data.get("nodes") if isinstance(data, Mapping) else None
-    for err in exc.errors():
-        loc = list(err["loc"])
-        if loc == ["nodes"] and err["type"] == "too_short" and raw_nodes:
-            continue  # pydantic's echo of a failed node (it drops it, then counts): not a problem
-        where = ""
-        if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int):
-            node_id = None
-            if isinstance(raw_nodes, list | tuple) and loc[1] < len(raw_nodes):
-                raw = raw_nodes[loc[1]]
-                node_id = raw.get("id") if isinstance(raw, Mapping) else None
-            where = f"node {node_id!r}" if node_id else f"nodes[{loc[1]}]"
-            loc = loc[2:]
-        field_path = ".".join(str(p) for p in loc)
-        if err["type"] == "extra_forbidden":
-            option = field_path.rsplit(".", 1)[-1]
-            message = f"unknown option {option!r}"
-            if "." in field_path:
-                message += f" in {field_path.rsplit('.', 1)[0]!r}"
-        else:
-            message = f"{field_path}: {err['msg']}" if field_path else err["msg"]
-        problems.append(f"{where}: {message}" if where else message)
-    return problems
