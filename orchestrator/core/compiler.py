@@ -361,7 +361,7 @@ def _is_seconds(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, int | float):
-        return not value < 0
+        return value >= 0  # the machine's rule: NaN is refused here rather than at run time
     return value is None or (isinstance(value, str) and value.startswith("$."))
 
 

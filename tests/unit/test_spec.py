@@ -446,3 +446,10 @@ def test_when_no_node_can_be_read_the_rest_is_still_checked():
     assert found[1].startswith("input_schema is not a valid JSON Schema")
     assert found[2] == "output: refers to unknown node 'b'"
     assert len(found) == 3
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), True, "soon", [1]])
+def test_sleep_seconds_must_be_a_number_at_least_zero_or_an_expression(bad):
+    assert only_problem(spec({"id": "s", "sleep": {"seconds": bad}})) == (
+        f"node 's': sleep.seconds must be a number >= 0 or an expression, got {bad!r}"
+    )
