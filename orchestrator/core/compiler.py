@@ -1,6 +1,9 @@
 """A workflow spec compiled for the machine: validated fully, expressions parsed, nodes in
 topological order. `compile_spec` either returns a `CompiledSpec` or raises `SpecError` listing
 every problem with its place (`node 'train': ...`); nothing is registered on error.
+
+`core/reading.py` reads the data into the spec models (pydantic); then `_Compilation` runs its
+named `_check_*` steps in order, each on what was read, so that one error lists every problem.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from typing import Any
 
 import croniter
 import jsonschema
-from pydantic import ValidationError
 
 from events.filters import FilterError, check_filter
 from events.ids import is_token
@@ -24,6 +26,7 @@ from orchestrator.core.expressions import (
     parse_template,
     refs,
 )
+from orchestrator.core.reading import Reading, read_spec
 from orchestrator.core.spec import NODE_KINDS, WORKFLOW_NAME, NodeSpec, Schedule, WorkflowSpec
 from orchestrator.errors import SpecError
 
@@ -72,181 +75,294 @@ class CompiledSpec:
 
 def validate_spec(data: WorkflowSpec | Mapping[str, Any]) -> WorkflowSpec:
     """Check `data` fully; raise SpecError with every problem found."""
-    compile_spec(data)
-    return data if isinstance(data, WorkflowSpec) else WorkflowSpec.model_validate(data)
+    return compile_spec(data).spec
 
 
 def compile_spec(data: WorkflowSpec | Mapping[str, Any]) -> CompiledSpec:
-    if not isinstance(data, WorkflowSpec | Mapping):
-        raise SpecError("<unnamed>", [f"a workflow spec is an object, got {type(data).__name__}"])
-    name = str(data.name if isinstance(data, WorkflowSpec) else data.get("name", "<unnamed>"))
-    if isinstance(data, WorkflowSpec):
-        spec = data
-    else:
-        try:
-            spec = WorkflowSpec.model_validate(data)
-        except ValidationError as exc:
-            raise SpecError(name, _pydantic_problems(exc, data)) from None
-    problems: list[str] = []
-    if not WORKFLOW_NAME.match(spec.name):
-        problems.append(
-            f"name {spec.name!r} must start with a letter and hold only letters, digits, '_' or '-'"
+    """Validate `data` fully and compile it, or raise SpecError listing every problem found.
+
+    Pydantic reads the data first; then the named `_check_*` steps of `_Compilation` run in
+    order, each adding what it finds to one list of problems: no step stops the others."""
+    compilation = _Compilation(read_spec(data))
+    compilation.run()
+    return compilation.result()
+
+
+# ---- the checks ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _NodeDraft:
+    """A node while its steps run: the templates parsed so far and the references they hold."""
+
+    spec: NodeSpec
+    inputs: dict[str, Template] = field(default_factory=dict)
+    when: Template | None = None
+    over: Template | None = None
+    until: Template | None = None
+    match: dict[str, Template] = field(default_factory=dict)
+    refs: list[tuple[str, Ref]] = field(default_factory=list)  # (place, reference)
+    deps: frozenset[str] = frozenset()
+
+    @property
+    def where(self) -> str:
+        return f"node {self.spec.id!r}"
+
+    def compiled(self) -> CompiledNode:
+        return CompiledNode(
+            self.spec, self.inputs, self.when, self.over, self.deps, self.until, self.match
         )
-    if spec.input_schema is not None:
+
+
+class _Compilation:
+    """One compilation: the spec, the problems found so far and the nodes compiled so far.
+
+    `run` calls the steps in order: the spec-wide ones, then for each node the node steps, then
+    the ones that need every node compiled. The order is the order problems are listed in."""
+
+    def __init__(self, reading: Reading) -> None:
+        self.name = reading.name
+        self.spec = reading.spec
+        self.problems = list(reading.problems)
+        self.ids = reading.ids
+        self.known = set(reading.ids)  # a reference to one of these is not "unknown"
+        self.refused = reading.refused
+        # The nodes pydantic accepted: the only ones compiled, so the only edges of the graph.
+        self.read = {n.id for n in self.spec.nodes} if self.spec is not None else set()
+        self.nodes: dict[str, CompiledNode] = {}
+        self.output: Template = parse_template(None)
+        self.order: list[str] = []
+
+    def run(self) -> None:
+        spec = self.spec
+        if spec is None:
+            return
+        for spec_step in (self._check_name, self._check_input_schema, self._check_node_ids):
+            spec_step(spec)
+        for node in spec.nodes:
+            draft = _NodeDraft(node)
+            for node_step in (
+                self._check_queue,
+                self._check_node_kind,
+                self._check_sleep,
+                self._check_wait,
+                self._check_inputs,
+                self._check_condition,
+                self._check_map,
+                self._check_item_refs,
+                self._check_dependencies,
+            ):
+                node_step(draft)
+            self.nodes[node.id] = draft.compiled()
+        for spec_step in (
+            self._check_schedules,
+            self._check_triggers,
+            self._check_output,
+            self._check_cycles,
+        ):
+            spec_step(spec)
+
+    def result(self) -> CompiledSpec:
+        if self.problems or self.spec is None:
+            raise SpecError(self.name, self.problems)
+        spec = self.spec
+        dependents: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for node_id in self.order:
+            for dep in self.nodes[node_id].deps:
+                dependents[dep].append(node_id)
+        validator = (
+            jsonschema.Draft202012Validator(spec.input_schema)
+            if spec.input_schema is not None
+            else None
+        )
+        return CompiledSpec(
+            spec,
+            self.nodes,
+            tuple(self.order),
+            self.output,
+            {k: tuple(v) for k, v in dependents.items()},
+            validator,
+        )
+
+    def _parse(self, draft: _NodeDraft, value: Any, place: str) -> Template | None:
+        try:
+            template = parse_template(value)
+        except ExpressionError as exc:
+            self.problems.append(f"{draft.where}: {place}: {exc}")
+            return None
+        draft.refs.extend((place, r) for r in refs(template))
+        return template
+
+    # -- the spec as a whole
+
+    def _check_name(self, spec: WorkflowSpec) -> None:
+        if "name" not in self.refused and not WORKFLOW_NAME.match(spec.name):
+            self.problems.append(
+                f"name {spec.name!r} must start with a letter and hold only letters, digits, "
+                "'_' or '-'"
+            )
+
+    def _check_input_schema(self, spec: WorkflowSpec) -> None:
+        if spec.input_schema is None:
+            return
         try:
             jsonschema.Draft202012Validator.check_schema(spec.input_schema)
         except jsonschema.SchemaError as exc:
-            problems.append(f"input_schema is not a valid JSON Schema: {exc.message}")
+            self.problems.append(f"input_schema is not a valid JSON Schema: {exc.message}")
 
-    ids = [n.id for n in spec.nodes]
-    seen: set[str] = set()
-    for node_id in ids:
-        if node_id in seen:
-            problems.append(f"node {node_id!r}: duplicate id (node ids must be unique)")
-        seen.add(node_id)
-        if not NODE_ID.match(node_id):
-            problems.append(
-                f"node {node_id!r}: id must start with a letter or '_' and hold only letters, "
-                "digits, '_' or '-' (at most 64)"
+    def _check_node_ids(self, spec: WorkflowSpec) -> None:
+        seen: set[str] = set()
+        for node_id in self.ids:
+            if node_id in seen:
+                self.problems.append(f"node {node_id!r}: duplicate id (node ids must be unique)")
+            seen.add(node_id)
+            if not NODE_ID.match(node_id):
+                self.problems.append(
+                    f"node {node_id!r}: id must start with a letter or '_' and hold only "
+                    "letters, digits, '_' or '-' (at most 64)"
+                )
+
+    # -- each node
+
+    def _check_queue(self, draft: _NodeDraft) -> None:
+        queue = draft.spec.queue
+        if not is_token(queue):
+            self.problems.append(
+                f"{draft.where}: queue {queue!r} must hold only letters, digits, '_', '-'"
             )
 
-    compiled: dict[str, CompiledNode] = {}
-    for node in spec.nodes:
-        where = f"node {node.id!r}"
-        if not is_token(node.queue):
-            problems.append(
-                f"{where}: queue {node.queue!r} must hold only letters, digits, '_', '-'"
-            )
-        node_refs: list[tuple[str, Ref]] = []
-
-        def parse(
-            value: Any,
-            place: str,
-            where: str = where,
-            node_refs: list[tuple[str, Ref]] = node_refs,
-        ) -> Template | None:
-            try:
-                template = parse_template(value)
-            except ExpressionError as exc:
-                problems.append(f"{where}: {place}: {exc}")
-                return None
-            node_refs.extend((place, r) for r in refs(template))
-            return template
-
+    def _check_node_kind(self, draft: _NodeDraft) -> None:
+        node = draft.spec
         kinds = [k for k in NODE_KINDS if getattr(node, k) is not None]
         if len(kinds) != 1:
-            problems.append(
-                f"{where}: give exactly one of task, sleep, wait_for or workflow "
+            self.problems.append(
+                f"{draft.where}: give exactly one of task, sleep, wait_for or workflow "
                 f"(got {', '.join(kinds) or 'none'})"
             )
         if node.map is not None and node.task is None:
-            problems.append(f"{where}: only a task node can be mapped")
+            self.problems.append(f"{draft.where}: only a task node can be mapped")
         if node.timeout_s is not None and node.task is None:
-            problems.append(f"{where}: timeout_s applies to task nodes (a wait has its own)")
-        until = None
-        if node.sleep is not None:
-            if (node.sleep.seconds is None) == (node.sleep.until is None):
-                problems.append(f"{where}: sleep needs exactly one of seconds or until")
-            if node.sleep.until is not None:
-                until = parse(node.sleep.until, "sleep.until")
-            seconds = node.sleep.seconds
-            if isinstance(seconds, bool) or (
-                not isinstance(seconds, int | float | str | type(None))
-                or (isinstance(seconds, int | float) and seconds < 0)
-                or (isinstance(seconds, str) and not seconds.startswith("$."))
-            ):
-                problems.append(
-                    f"{where}: sleep.seconds must be a number >= 0 or an expression, "
-                    f"got {seconds!r}"
-                )
-            elif seconds is not None:
-                until = parse(seconds, "sleep.seconds")
-        match: dict[str, Template] = {}
-        if node.wait_for is not None:
-            for attr, value in node.wait_for.match.items():
-                parsed = parse(value, f"wait_for.match.{attr}")
-                if parsed is not None:
-                    match[attr] = parsed
-        inputs = {k: parse(v, f"input {k!r}") for k, v in node.inputs.items()}
-        when = parse(node.when.value, "when") if node.when else None
-        over = parse(node.map.over, "map.over") if node.map else None
-        if node.map and node.map.param in node.inputs:
-            problems.append(
-                f"{where}: map.param {node.map.param!r} is also given in inputs; the mapped "
-                "element is bound to it"
+            self.problems.append(
+                f"{draft.where}: timeout_s applies to task nodes (a wait has its own)"
             )
-        deps = set(node.depends_on)
-        for place, ref in node_refs:
-            if ref.root == "item" and node.map is None:
-                problems.append(f"{where}: {place}: {ref.text!r} is only valid in a mapped node")
-            if ref.root == "item" and place == "map.over":
-                problems.append(f"{where}: map.over cannot use $.item")
-            if ref.root == "item" and place == "when" and node.map is not None:
+
+    def _check_sleep(self, draft: _NodeDraft) -> None:
+        sleep = draft.spec.sleep
+        if sleep is None:
+            return
+        if (sleep.seconds is None) == (sleep.until is None):
+            self.problems.append(f"{draft.where}: sleep needs exactly one of seconds or until")
+        if sleep.until is not None:
+            draft.until = self._parse(draft, sleep.until, "sleep.until")
+        if not _is_seconds(sleep.seconds):
+            self.problems.append(
+                f"{draft.where}: sleep.seconds must be a number >= 0 or an expression, "
+                f"got {sleep.seconds!r}"
+            )
+        elif sleep.seconds is not None:
+            draft.until = self._parse(draft, sleep.seconds, "sleep.seconds")
+
+    def _check_wait(self, draft: _NodeDraft) -> None:
+        wait = draft.spec.wait_for
+        if wait is None:
+            return
+        for attr, value in wait.match.items():
+            parsed = self._parse(draft, value, f"wait_for.match.{attr}")
+            if parsed is not None:
+                draft.match[attr] = parsed
+
+    def _check_inputs(self, draft: _NodeDraft) -> None:
+        for key, value in draft.spec.inputs.items():
+            parsed = self._parse(draft, value, f"input {key!r}")
+            if parsed is not None:
+                draft.inputs[key] = parsed
+
+    def _check_condition(self, draft: _NodeDraft) -> None:
+        if draft.spec.when is not None:
+            draft.when = self._parse(draft, draft.spec.when.value, "when")
+
+    def _check_map(self, draft: _NodeDraft) -> None:
+        mapping = draft.spec.map
+        if mapping is None:
+            return
+        draft.over = self._parse(draft, mapping.over, "map.over")
+        if mapping.param in draft.spec.inputs:
+            self.problems.append(
+                f"{draft.where}: map.param {mapping.param!r} is also given in inputs; the "
+                "mapped element is bound to it"
+            )
+
+    def _check_item_refs(self, draft: _NodeDraft) -> None:
+        mapped = draft.spec.map is not None
+        for place, ref in draft.refs:
+            if ref.root != "item":
+                continue
+            if not mapped:
+                self.problems.append(
+                    f"{draft.where}: {place}: {ref.text!r} is only valid in a mapped node"
+                )
+            if place == "map.over":
+                self.problems.append(f"{draft.where}: map.over cannot use $.item")
+            if place == "when" and mapped:
                 # A condition is decided once for the whole node, before there is any item.
-                problems.append(
-                    f"{where}: when cannot use $.item (the condition is decided once for the "
-                    "whole mapped node; filter the list in an upstream task instead)"
+                self.problems.append(
+                    f"{draft.where}: when cannot use $.item (the condition is decided once for "
+                    "the whole mapped node; filter the list in an upstream task instead)"
                 )
-            if ref.node is not None:
-                deps.add(ref.node)
+
+    def _check_dependencies(self, draft: _NodeDraft) -> None:
+        node_id = draft.spec.id
+        deps = set(draft.spec.depends_on)
+        deps.update(ref.node for _, ref in draft.refs if ref.node is not None)
         for dep in sorted(deps):
-            if dep not in seen:
-                problems.append(f"{where}: refers to unknown node {dep!r}{_suggest(dep, ids)}")
-            elif dep == node.id:
-                problems.append(f"{where}: refers to itself")
-        compiled[node.id] = CompiledNode(
-            node,
-            {k: v for k, v in inputs.items() if v is not None},
-            when,
-            over,
-            frozenset(d for d in deps if d in seen and d != node.id),
-            until,
-            match,
-        )
-
-    for index, schedule in enumerate(spec.schedules):
-        problems.extend(f"schedules[{index}]: {p}" for p in schedule_problems(schedule))
-    for index, trigger in enumerate(spec.on):
-        try:
-            check_filter(trigger, f"on[{index}]")
-        except FilterError as exc:
-            problems.append(str(exc))
-
-    try:
-        output = parse_template(spec.output)
-        for ref in refs(output):
-            if ref.root == "item":
-                problems.append("output: $.item is only valid in a mapped node")
-            if ref.node is not None and ref.node not in seen:
-                problems.append(
-                    f"output: refers to unknown node {ref.node!r}{_suggest(ref.node, ids)}"
+            if dep not in self.known:
+                self.problems.append(
+                    f"{draft.where}: refers to unknown node {dep!r}{_suggest(dep, self.ids)}"
                 )
-    except ExpressionError as exc:
-        problems.append(f"output: {exc}")
-        output = parse_template(None)
+            elif dep == node_id:
+                self.problems.append(f"{draft.where}: refers to itself")
+        draft.deps = frozenset(d for d in deps if d in self.read and d != node_id)
 
-    order, cycle = _topological(compiled)
-    if cycle:
-        problems.append("cycle: " + " -> ".join(cycle))
-    if problems:
-        raise SpecError(spec.name, problems)
-    dependents: dict[str, list[str]] = {n: [] for n in compiled}
-    for node_id in order:
-        for dep in compiled[node_id].deps:
-            dependents[dep].append(node_id)
-    validator = (
-        jsonschema.Draft202012Validator(spec.input_schema)
-        if spec.input_schema is not None
-        else None
-    )
-    return CompiledSpec(
-        spec,
-        compiled,
-        tuple(order),
-        output,
-        {k: tuple(v) for k, v in dependents.items()},
-        validator,
-    )
+    # -- what needs every node
+
+    def _check_schedules(self, spec: WorkflowSpec) -> None:
+        for index, schedule in enumerate(spec.schedules):
+            self.problems.extend(f"schedules[{index}]: {p}" for p in schedule_problems(schedule))
+
+    def _check_triggers(self, spec: WorkflowSpec) -> None:
+        for index, trigger in enumerate(spec.on):
+            try:
+                check_filter(trigger, f"on[{index}]")
+            except FilterError as exc:
+                self.problems.append(str(exc))
+
+    def _check_output(self, spec: WorkflowSpec) -> None:
+        try:
+            self.output = parse_template(spec.output)
+        except ExpressionError as exc:
+            self.problems.append(f"output: {exc}")
+            return
+        for ref in refs(self.output):
+            if ref.root == "item":
+                self.problems.append("output: $.item is only valid in a mapped node")
+            if ref.node is not None and ref.node not in self.known:
+                self.problems.append(
+                    f"output: refers to unknown node {ref.node!r}{_suggest(ref.node, self.ids)}"
+                )
+
+    def _check_cycles(self, spec: WorkflowSpec) -> None:
+        self.order, cycle = _topological(self.nodes)
+        if cycle:
+            self.problems.append("cycle: " + " -> ".join(cycle))
+
+
+def _is_seconds(value: Any) -> bool:
+    """A sleep's `seconds` as written: absent, a number >= 0, or an expression giving one."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return value >= 0  # the machine's rule: NaN is refused here rather than at run time
+    return value is None or (isinstance(value, str) and value.startswith("$."))
 
 
 def schedule_problems(schedule: Schedule) -> list[str]:
@@ -299,30 +415,3 @@ def _suggest(name: str, known: list[str]) -> str:
 
     close = difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _pydantic_problems(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
-    problems = []
-    raw_nodes = data.get("nodes") if isinstance(data, Mapping) else None
-    for err in exc.errors():
-        loc = list(err["loc"])
-        if loc == ["nodes"] and err["type"] == "too_short" and raw_nodes:
-            continue  # pydantic's echo of a failed node (it drops it, then counts): not a problem
-        where = ""
-        if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int):
-            node_id = None
-            if isinstance(raw_nodes, list | tuple) and loc[1] < len(raw_nodes):
-                raw = raw_nodes[loc[1]]
-                node_id = raw.get("id") if isinstance(raw, Mapping) else None
-            where = f"node {node_id!r}" if node_id else f"nodes[{loc[1]}]"
-            loc = loc[2:]
-        field_path = ".".join(str(p) for p in loc)
-        if err["type"] == "extra_forbidden":
-            option = field_path.rsplit(".", 1)[-1]
-            message = f"unknown option {option!r}"
-            if "." in field_path:
-                message += f" in {field_path.rsplit('.', 1)[0]!r}"
-        else:
-            message = f"{field_path}: {err['msg']}" if field_path else err["msg"]
-        problems.append(f"{where}: {message}" if where else message)
-    return problems
