@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.flows import CHAIN_ENV
 from events import EmbeddedServer, Topology
-from events.errors import BusUnavailable
+from events.errors import BusUnavailable, TopologyMissing
 from orchestrator.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ class Deployment:
     async def start(self) -> Client:
         """Start everything, wait until it serves; returns a connected client."""
         if self._own_server:
-            await asyncio.to_thread(self.server.start)
+            self.server.start()  # on the loop thread: the server dies with it (PDEATHSIG)
         self.spawn_orchestrator()
         for index in range(self.workers):
             self._spawn(
@@ -156,7 +156,10 @@ class Deployment:
         deadline = time.monotonic() + timeout
         while True:
             self.check_alive()
-            registered = [await self.client.registry.latest_version(n) for n in WORKFLOWS]
+            try:
+                registered = [await self.client.registry.latest_version(n) for n in WORKFLOWS]
+            except TopologyMissing:  # the orchestrator has not created the topology yet
+                registered = [None]
             try:
                 await self.client.status("bench-readiness-probe")  # None once the API serves
                 serving = True
