@@ -200,19 +200,21 @@ class Suite:
                 self.report["workloads"]["growth"] = result
 
     async def _w123(self, tmp: Path, variant: Variant) -> None:
-        """W1/W2/W3 on a deployment of `variant`; on the defaults' also the floor (first, so
-        that every ratio has it) and the profiles."""
+        """W1/W2/W3 on a deployment of `variant`; on the defaults' also the floor and the
+        profiles."""
         sizes = self.sizes
         side = self.report["side_by_side"]
 
         async def measure(followed: Followed) -> dict[str, Any]:
+            result = await headline.measure(followed, sizes, variant.name)
             if variant == DEFAULTS:
+                # After W1-W3, not before: the floor's streams (thousands of messages, deleted
+                # at its end) must not be the server's work while Conveyor is measured.
                 w.progress("floor: hop and one-worker pipeline")
                 side["floor"] = await headline.floor_side_by_side(followed.deployment.url, sizes)
                 self.report["floor_hop"] = {
                     k: v for k, v in side["floor"].items() if not k.startswith("pipeline")
                 }
-            result = await headline.measure(followed, sizes, variant.name)
             if variant == DEFAULTS and sizes.profile_seconds > 0:
                 self.report["profiles"]["w123"] = await headline.profile(
                     followed, sizes, self.results_dir / "profiles" / "w123"
