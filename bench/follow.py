@@ -70,15 +70,27 @@ class Batch:
         return [o.arrived - self.began for o in self.outcomes]
 
 
+# At most this many `Client.trigger` calls in flight from the one client. Each call reads the
+# workflow registry (KV gets: the latest version, and the spec until it is cached); 1,000 at
+# once on a fresh client timed out in those reads on this loaded 2-core machine (nats: timeout,
+# BusUnavailable), so larger batches are started 200 at a time — W3's size, which is unbounded.
+MAX_TRIGGERS_IN_FLIGHT = 200
+
+
 async def trigger_batch(
     followed: Followed, workflow: str, input: dict[str, Any], count: int, timeout: float
 ) -> Batch:
     """`count` runs of `workflow` started at once through `Client.trigger` (concurrently, as
-    many callers would), then every outcome awaited; a run that did not succeed raises."""
+    many callers would; at most MAX_TRIGGERS_IN_FLIGHT at a time), then every outcome
+    awaited; a run that did not succeed raises."""
+    slots = asyncio.Semaphore(MAX_TRIGGERS_IN_FLIGHT)
+
+    async def trigger() -> str:
+        async with slots:
+            return await followed.client.trigger(workflow, input)
+
     began = time.time()
-    run_ids = await asyncio.gather(
-        *(followed.client.trigger(workflow, input) for _ in range(count))
-    )
+    run_ids = await asyncio.gather(*(trigger() for _ in range(count)))
     outcomes = [await followed.wait(run_id, timeout) for run_id in run_ids]
     failed = [o for o in outcomes if o.status != "succeeded"]
     if failed:

@@ -306,8 +306,9 @@ def conveyor_table(report: dict[str, Any]) -> list[str]:
         b = c["burst"]
         row(
             f"throughput x{n}",
-            f"runs/s, {b['runs']:,} concurrent 3-task runs",
-            b["runs_per_s"],
+            f"runs/s, {b['runs']:,} concurrent 3-task runs"
+            + (f" — FAILED: {b['error'][:120]}".replace("|", "/") if "error" in b else ""),
+            b.get("runs_per_s"),
             f["pipeline_results_per_s"] / 3,
             r["burst_runs_per_s"],
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.deploy import ROOT
-from bench.peers.redis import RedisServer, RedisUnavailable
+from bench.peers.redis import RedisServer, RedisUnavailable, ensure_installed
 from bench.workloads import Sizes, progress
 from events import EmbeddedServer
 
@@ -167,3 +167,28 @@ async def run_peers(sizes: Sizes, workdir: Path, only: tuple[str, ...] = PEERS) 
             results[name] = {"error": f"{type(exc).__name__}: {exc}\n{tail}"[:4000]}
         progress(f"peers: {name} done")
     return results
+
+
+async def install_all() -> None:
+    for name in PEERS:
+        await ensure_venv(PACKAGES[name])
+    await asyncio.to_thread(ensure_installed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.peers.run --install`: make the side virtualenv and install every peer
+    (and Debian's redis-server when missing), e.g. in CI before the tests."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.peers.run")
+    parser.add_argument("--install", action="store_true", help="install every peer, then exit")
+    args = parser.parse_args(argv)
+    if not args.install:
+        parser.error(
+            "nothing to do: the peers run from `python -m bench` (--install prepares them)"
+        )
+    asyncio.run(install_all())
+
+
+if __name__ == "__main__":
+    main()
