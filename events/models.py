@@ -28,6 +28,13 @@ TASK_CANCEL_REQUESTED = "io.conveyor.task.cancel-requested"
 TIMER_FIRED = "io.conveyor.timer.fired"
 WAIT_MATCHED = "io.conveyor.wait.matched"
 WEBHOOK_ATTEMPTED = "io.conveyor.webhook.attempted"
+# Flow control (docs/flow-control.md): runs and limiters, collectors and the router.
+LIMIT_REQUESTED = "io.conveyor.limit.requested"
+LIMIT_GRANTED = "io.conveyor.limit.granted"
+LIMIT_REFUSED = "io.conveyor.limit.refused"
+LIMIT_RELEASED = "io.conveyor.limit.released"
+TRIGGER_COLLECTED = "io.conveyor.trigger.collected"
+FLOW_TIMER_FIRED = "io.conveyor.flow.timer-fired"
 
 
 class WireModel(BaseModel):
@@ -62,6 +69,8 @@ class RunRequested(WireModel):
     idempotency_key: str | None = None
     run_id: str | None = None
     parent: ParentRef | None = None
+    # 1-10, higher first, where runs and tasks wait behind a limit; None: the workflow's own.
+    priority: int | None = Field(None, ge=1, le=10)
 
 
 def requested_run_id(request: RunRequested, source: str, event_id: str) -> str:
@@ -188,6 +197,75 @@ class WebhookAttempted(WireModel):
     at: str
 
 
+# ---- flow control ------------------------------------------------------------------------------
+# A limiter (one per limit and key) and a collector (one per debounce or batch key) live on the
+# partition of their id; these events travel between them and the runs (docs/flow-control.md).
+
+
+class LimitRequested(WireModel):
+    """A run asks a limiter for a slot (or a rate token) for itself or one node attempt."""
+
+    limiter: str  # the limiter's id: the subject token (and so the partition)
+    request: str  # deterministic, from (run, node, attempt, gate)
+    scope: Literal["run", "task", "rate"]
+    name: str  # the workflow (scope run) or the task
+    key: str = ""
+    limit: int = Field(ge=1)
+    per_s: float | None = Field(None, gt=0)  # rate limits: the window
+    on_limit: Literal["queue", "cancel_newest", "cancel_oldest"] = "queue"
+    priority: int = Field(5, ge=1, le=10)
+    run_id: str
+    node_id: str | None = None  # None: the run itself asks (run concurrency)
+    attempt: int = 0
+
+
+class LimitReleased(WireModel):
+    """A run gives a slot back (its attempt or the run ended), or a grant it no longer wants."""
+
+    limiter: str
+    request: str
+    run_id: str
+
+
+class LimitGranted(WireModel):
+    """The limiter's yes: the run (or its node's attempt) may go on."""
+
+    run_id: str
+    node_id: str | None = None
+    attempt: int = 0
+    request: str
+    limiter: str
+
+
+class LimitRefused(WireModel):
+    """The limiter's no (on_limit: cancel_newest): the run is cancelled with `reason`."""
+
+    run_id: str
+    request: str
+    limiter: str
+    reason: str
+
+
+class TriggerCollected(WireModel):
+    """An event for a debounced or batched workflow, handed by the router to its collector."""
+
+    collector: str  # the collector's id: the subject token
+    workflow: str
+    mode: Literal["debounce", "batch"]
+    key: str = ""
+    event: dict[str, Any]
+    period_s: float = 0.0  # debounce
+    max_size: int = 0  # batch
+    max_wait_s: float = 0.0  # batch
+
+
+class FlowTimerFired(WireModel):
+    """A limiter's or a collector's durable timer (a rate window, a debounce period) is due."""
+
+    entity: str  # the limiter's or the collector's id
+    timer_id: str
+
+
 DATA_MODELS: dict[str, type[WireModel]] = {
     WEBHOOK_ATTEMPTED: WebhookAttempted,
     WAIT_MATCHED: WaitMatched,
@@ -203,6 +281,12 @@ DATA_MODELS: dict[str, type[WireModel]] = {
     TASK_FAILED: TaskFailed,
     TASK_CANCEL_REQUESTED: TaskCancelRequested,
     TIMER_FIRED: TimerFired,
+    LIMIT_REQUESTED: LimitRequested,
+    LIMIT_GRANTED: LimitGranted,
+    LIMIT_REFUSED: LimitRefused,
+    LIMIT_RELEASED: LimitReleased,
+    TRIGGER_COLLECTED: TriggerCollected,
+    FLOW_TIMER_FIRED: FlowTimerFired,
 }
 
 

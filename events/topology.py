@@ -23,6 +23,11 @@ from typing import Any
 
 from events.ids import is_token, partition_of
 from events.models import (
+    FLOW_TIMER_FIRED,
+    LIMIT_GRANTED,
+    LIMIT_REFUSED,
+    LIMIT_RELEASED,
+    LIMIT_REQUESTED,
     RUN_CANCEL_REQUESTED,
     RUN_REQUESTED,
     RUN_RETRY_REQUESTED,
@@ -30,6 +35,7 @@ from events.models import (
     TASK_FAILED,
     TASK_STARTED,
     TIMER_FIRED,
+    TRIGGER_COLLECTED,
     WAIT_MATCHED,
     WEBHOOK_ATTEMPTED,
     type_suffix,
@@ -48,6 +54,13 @@ ORCHESTRATOR_INPUTS = (
     TIMER_FIRED,
     WAIT_MATCHED,
     WEBHOOK_ATTEMPTED,
+    # Flow control: limiters and collectors are applied by the orchestrator of their partition.
+    LIMIT_REQUESTED,
+    LIMIT_GRANTED,
+    LIMIT_REFUSED,
+    LIMIT_RELEASED,
+    TRIGGER_COLLECTED,
+    FLOW_TIMER_FIRED,
 )
 
 

@@ -43,12 +43,17 @@ class CancelTimer:
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """Publish an event about the run (run.succeeded, task.cancel-requested, ...)."""
+    """Publish an event about the run (run.succeeded, task.cancel-requested, ...) — or about a
+    limiter or a collector (flow control), whose id then stands where a run id does: it is the
+    subject token, so it picks the partition the event goes to."""
 
     event_type: str
     run_id: str
     data: WireModel
     key: str  # makes the event id deterministic: derived from (run, key)
+    # Later than the transition (a flow timer): the row waits in the outbox until then, and is
+    # withdrawn by CancelTimer("<run_id>:<key>") if it has not gone out.
+    due_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from orchestrator.core.expressions import (
     parse_template,
     refs,
 )
+from orchestrator.core.flowcheck import NodeLimit, RunFlow, node_limits, run_flow
 from orchestrator.core.reading import Reading, read_spec
 from orchestrator.core.spec import NODE_KINDS, WORKFLOW_NAME, NodeSpec, Schedule, WorkflowSpec
 from orchestrator.errors import SpecError
@@ -42,6 +43,8 @@ class CompiledNode:
     deps: frozenset[str]
     until: Template | None = None
     match: Mapping[str, Template] = field(default_factory=dict)
+    limits: tuple[NodeLimit, ...] = ()  # gates before dispatch (docs/flow-control.md)
+    max_parallel: int | None = None  # of a mapped node's children
 
     @property
     def kind(self) -> str:
@@ -63,6 +66,8 @@ class CompiledSpec:
     output: Template
     dependents: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     input_validator: Any = None  # a jsonschema validator, when the spec has an input schema
+    # Run concurrency, default priority, debounce or batching (core/flowcheck.py).
+    flow: RunFlow = field(default_factory=RunFlow)
 
     @property
     def name(self) -> str:
@@ -103,6 +108,8 @@ class _NodeDraft:
     match: dict[str, Template] = field(default_factory=dict)
     refs: list[tuple[str, Ref]] = field(default_factory=list)  # (place, reference)
     deps: frozenset[str] = frozenset()
+    limits: tuple[NodeLimit, ...] = ()
+    max_parallel: int | None = None
 
     @property
     def where(self) -> str:
@@ -110,7 +117,15 @@ class _NodeDraft:
 
     def compiled(self) -> CompiledNode:
         return CompiledNode(
-            self.spec, self.inputs, self.when, self.over, self.deps, self.until, self.match
+            self.spec,
+            self.inputs,
+            self.when,
+            self.over,
+            self.deps,
+            self.until,
+            self.match,
+            self.limits,
+            self.max_parallel,
         )
 
 
@@ -132,6 +147,7 @@ class _Compilation:
         self.nodes: dict[str, CompiledNode] = {}
         self.output: Template = parse_template(None)
         self.order: list[str] = []
+        self.flow = RunFlow()
 
     def run(self) -> None:
         spec = self.spec
@@ -151,12 +167,14 @@ class _Compilation:
                 self._check_map,
                 self._check_item_refs,
                 self._check_dependencies,
+                self._check_node_flow,
             ):
                 node_step(draft)
             self.nodes[node.id] = draft.compiled()
         for spec_step in (
             self._check_schedules,
             self._check_triggers,
+            self._check_run_flow,
             self._check_output,
             self._check_cycles,
         ):
@@ -182,6 +200,7 @@ class _Compilation:
             self.output,
             {k: tuple(v) for k, v in dependents.items()},
             validator,
+            self.flow,
         )
 
     def _parse(self, draft: _NodeDraft, value: Any, place: str) -> Template | None:
@@ -323,6 +342,10 @@ class _Compilation:
                 self.problems.append(f"{draft.where}: refers to itself")
         draft.deps = frozenset(d for d in deps if d in self.read and d != node_id)
 
+    def _check_node_flow(self, draft: _NodeDraft) -> None:
+        draft.limits, draft.max_parallel, problems = node_limits(draft.spec)
+        self.problems.extend(f"{draft.where}: {p}" for p in problems)
+
     # -- what needs every node
 
     def _check_schedules(self, spec: WorkflowSpec) -> None:
@@ -335,6 +358,10 @@ class _Compilation:
                 check_filter(trigger, f"on[{index}]")
             except FilterError as exc:
                 self.problems.append(str(exc))
+
+    def _check_run_flow(self, spec: WorkflowSpec) -> None:
+        self.flow, problems = run_flow(spec)
+        self.problems.extend(problems)
 
     def _check_output(self, spec: WorkflowSpec) -> None:
         try:

@@ -11,8 +11,10 @@ changed — only for an event that breaks the contract (e.g. names a node the ru
 
 How an event is applied, read top to bottom:
 
-1. A run-level event (cancel, retry, webhook attempt) is looked up in `RUN_RULES` by the run's
-   status.
+1. A run-level event (cancel, retry, webhook attempt, the answer of a limiter to the run's own
+   request for a slot) is looked up in `RUN_RULES` by the run's status. A limiter's answer to a
+   request the run abandoned (it ended, or the node moved on) gives the slot back, whatever the
+   run's status (docs/flow-control.md).
 2. A node event names (run, node, attempt). It moves nothing when the run has ended, when the
    attempt is not the node's current one (a duplicate, a stale attempt's late result), or when
    the node holds no attempt (a node that waits, was skipped, or is a mapped parent whose
@@ -33,6 +35,8 @@ from collections.abc import Callable, Mapping
 from events.models import (
     TASK_STARTED,
     ErrorInfo,
+    LimitGranted,
+    LimitRefused,
     RunCancelRequested,
     RunRequested,
     RunRetryRequested,
@@ -45,6 +49,7 @@ from events.models import (
 )
 from orchestrator.core.commands import Emit
 from orchestrator.core.compiler import CompiledSpec
+from orchestrator.core.flowcheck import DEFAULT_PRIORITY
 from orchestrator.core.rules import input_problems, iso_utc, retry_refusal
 from orchestrator.core.state import NodeState, RunState, Transition
 from orchestrator.core.statuses import NodeStatus, RunStatus
@@ -62,8 +67,10 @@ __all__ = [
     "start_run",
 ]
 
-NodeEventData = TaskStarted | TaskCompleted | TaskFailed | TimerFired | WaitMatched
-RunLevelEvent = RunCancelRequested | RunRetryRequested | WebhookAttempted
+NodeEventData = TaskStarted | TaskCompleted | TaskFailed | TimerFired | WaitMatched | LimitGranted
+RunLevelEvent = (
+    RunCancelRequested | RunRetryRequested | WebhookAttempted | LimitGranted | LimitRefused
+)
 RunEvent = RunLevelEvent | NodeEventData
 
 
@@ -75,20 +82,25 @@ class NodeEvent(enum.StrEnum):
     RETRY_DUE = "retry-due"
     SLEEP_DUE = "sleep-due"
     DEADLINE = "deadline"
+    GRANTED = "granted"  # a limiter granted the attempt's slot or token
 
 
 class RunLevel(enum.StrEnum):
     CANCEL = "cancel"
     RETRY = "retry"
     WEBHOOK = "webhook"
+    GRANTED = "granted"  # a limiter granted the run its slot
+    REFUSED = "refused"  # ... or refused it (on_limit: cancel_newest)
 
 
 def start_run(spec: CompiledSpec, run_id: str, request: RunRequested, now: float) -> Transition:
+    limited = spec.flow.limit is not None
     run = RunState(
         run_id=run_id,
         workflow=spec.name,
         version=spec.version,
-        status=RunStatus.RUNNING,
+        status=RunStatus.QUEUED if limited else RunStatus.RUNNING,
+        priority=request.priority or spec.flow.priority or DEFAULT_PRIORITY,
         input=dict(request.input),
         created_at=now,
         updated_at=now,
@@ -126,6 +138,9 @@ def start_run(spec: CompiledSpec, run_id: str, request: RunRequested, now: float
             node=None,
         )
         return step.out
+    if limited:
+        step.ask_run_slot()  # queued: it starts once granted
+        return step.out
     step.schedule_ready()
     step.finish_if_done()
     return step.out
@@ -133,7 +148,11 @@ def start_run(spec: CompiledSpec, run_id: str, request: RunRequested, now: float
 
 def advance(spec: CompiledSpec, run: RunState, event: RunEvent, now: float) -> Transition:
     step = Step(spec, run, now, Transition(run))
-    if isinstance(event, RunCancelRequested | RunRetryRequested | WebhookAttempted):
+    if isinstance(event, LimitGranted | LimitRefused) and event.request in run.abandoned:
+        applied = step.abandoned_answer(event)
+    elif isinstance(event, LimitGranted) and event.node_id is not None:
+        applied = _apply_node_event(step, event)
+    elif isinstance(event, RunLevelEvent):
         applied = _apply_run_event(step, event)
     else:
         applied = _apply_node_event(step, event)
@@ -152,14 +171,17 @@ def advance(spec: CompiledSpec, run: RunState, event: RunEvent, now: float) -> T
 RunRule = Callable[[Step, RunLevelEvent], bool]
 
 
+_RUN_LEVEL: Mapping[type[RunLevelEvent], RunLevel] = {
+    RunCancelRequested: RunLevel.CANCEL,
+    RunRetryRequested: RunLevel.RETRY,
+    WebhookAttempted: RunLevel.WEBHOOK,
+    LimitGranted: RunLevel.GRANTED,
+    LimitRefused: RunLevel.REFUSED,
+}
+
+
 def _apply_run_event(step: Step, event: RunLevelEvent) -> bool:
-    kind = (
-        RunLevel.CANCEL
-        if isinstance(event, RunCancelRequested)
-        else RunLevel.RETRY
-        if isinstance(event, RunRetryRequested)
-        else RunLevel.WEBHOOK
-    )
+    kind = _RUN_LEVEL[type(event)]
     rule = RUN_RULES[kind].get(step.run.status)
     if rule is None:
         raise IllegalTransition(f"no rule for a {kind} event on a {step.run.status} run")
@@ -189,29 +211,45 @@ def _record_webhook(step: Step, event: RunLevelEvent) -> bool:
     return True
 
 
+def _admitted(step: Step, event: RunLevelEvent) -> bool:
+    assert isinstance(event, LimitGranted)
+    return step.admitted(event)
+
+
+def _refused(step: Step, event: RunLevelEvent) -> bool:
+    assert isinstance(event, LimitRefused)
+    return step.refused(event)
+
+
 def _ignored(step: Step, event: object) -> bool:
     return False
 
 
-_RUNNING, _SUCCEEDED = RunStatus.RUNNING, RunStatus.SUCCEEDED
+_QUEUED, _RUNNING, _SUCCEEDED = RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED
 _RUN_FAILED, _RUN_CANCELLED = RunStatus.FAILED, RunStatus.CANCELLED
+_ENDED = (_SUCCEEDED, _RUN_FAILED, _RUN_CANCELLED)
 
 RUN_RULES: Mapping[RunLevel, Mapping[RunStatus, RunRule]] = {
     RunLevel.CANCEL: {
+        _QUEUED: _cancel,
         _RUNNING: _cancel,
         # Too late: the run ended on its own (or was cancelled already).
-        _SUCCEEDED: _ignored,
-        _RUN_FAILED: _ignored,
-        _RUN_CANCELLED: _ignored,
+        **dict.fromkeys(_ENDED, _ignored),
     },
     RunLevel.RETRY: {
         _RUN_FAILED: _retry,
         _RUN_CANCELLED: _retry,
         # Only a run that ended badly can be retried.
+        _QUEUED: _ignored,
         _RUNNING: _ignored,
         _SUCCEEDED: _ignored,
     },
     RunLevel.WEBHOOK: {status: _record_webhook for status in RunStatus},
+    # A limiter's answer to the run's own request. Once the run is admitted (or has ended, in
+    # which case its request was abandoned and the answer handled before this table) there is
+    # nothing left to answer: a duplicate.
+    RunLevel.GRANTED: {_QUEUED: _admitted, _RUNNING: _ignored, **dict.fromkeys(_ENDED, _ignored)},
+    RunLevel.REFUSED: {_QUEUED: _refused, _RUNNING: _ignored, **dict.fromkeys(_ENDED, _ignored)},
 }
 
 
@@ -229,6 +267,8 @@ def node_event_kind(event: NodeEventData) -> NodeEvent:
         return NodeEvent.FAILED
     if isinstance(event, WaitMatched):
         return NodeEvent.WAIT_MATCHED
+    if isinstance(event, LimitGranted):
+        return NodeEvent.GRANTED
     return {
         "retry": NodeEvent.RETRY_DUE,
         "sleep": NodeEvent.SLEEP_DUE,
@@ -238,7 +278,7 @@ def node_event_kind(event: NodeEventData) -> NodeEvent:
 
 def _apply_node_event(step: Step, event: NodeEventData) -> bool:
     run = step.run
-    node = run.nodes.get(event.node_id)
+    node = run.nodes.get(event.node_id or "")
     if node is None:
         raise EventRejected(
             f"run {run.run_id!r} (workflow {run.workflow!r}) has no node {event.node_id!r}"
@@ -293,49 +333,62 @@ def _deadline(step: Step, node: NodeState, event: NodeEventData) -> bool:
     return True
 
 
+def _granted(step: Step, node: NodeState, event: NodeEventData) -> bool:
+    assert isinstance(event, LimitGranted)
+    return step.node_granted(node, event)
+
+
 def _stale(step: Step, node: NodeState, event: NodeEventData) -> bool:
     return False
 
 
 _W, _D, _R, _RT = NodeStatus.WAITING, NodeStatus.DISPATCHED, NodeStatus.RUNNING, NodeStatus.RETRYING
 _S, _F, _SK, _C = NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED
+_Q = NodeStatus.QUEUED
 
 # Why the `_stale` pairs happen (every one can be produced by a real bus):
 #   _S _F _C  the attempt already ended: a duplicate, or a result racing a timeout/cancel;
 #   _W _SK    the run was retried after this attempt (the node waits again), or never ran it;
 #   _RT       the attempt failed and waits for its retry: its late start or duplicate result;
-#   _D _R     for timers: a timer whose cancellation raced its firing.
+#   _D _R     for timers: a timer whose cancellation raced its firing;
+#   _Q        a queued attempt was never dispatched: nothing of it can start, end or time out;
+#   GRANTED   a grant for anything but a queued attempt is a duplicate (an abandoned request's
+#             grant is handled before the table, in `advance`).
 NODE_RULES: Mapping[NodeEvent, Mapping[NodeStatus, NodeRule]] = {
     NodeEvent.STARTED: {
         _D: _started,
         _R: _stale,  # a duplicate start
-        **dict.fromkeys((_W, _RT, _S, _F, _SK, _C), _stale),
+        **dict.fromkeys((_W, _Q, _RT, _S, _F, _SK, _C), _stale),
     },
     NodeEvent.COMPLETED: {
         _D: _completed,  # a result with no start before it (the start was lost or is late)
         _R: _completed,
-        **dict.fromkeys((_W, _RT, _S, _F, _SK, _C), _stale),
+        **dict.fromkeys((_W, _Q, _RT, _S, _F, _SK, _C), _stale),
     },
     NodeEvent.FAILED: {
         _D: _failed,
         _R: _failed,
-        **dict.fromkeys((_W, _RT, _S, _F, _SK, _C), _stale),
+        **dict.fromkeys((_W, _Q, _RT, _S, _F, _SK, _C), _stale),
     },
     NodeEvent.WAIT_MATCHED: {
         _R: _wait_matched,
-        **dict.fromkeys((_W, _D, _RT, _S, _F, _SK, _C), _stale),
+        **dict.fromkeys((_W, _Q, _D, _RT, _S, _F, _SK, _C), _stale),
     },
     NodeEvent.RETRY_DUE: {
         _RT: _retry_due,
-        **dict.fromkeys((_W, _D, _R, _S, _F, _SK, _C), _stale),
+        **dict.fromkeys((_W, _Q, _D, _R, _S, _F, _SK, _C), _stale),
     },
     NodeEvent.SLEEP_DUE: {
         _R: _sleep_due,
-        **dict.fromkeys((_W, _D, _RT, _S, _F, _SK, _C), _stale),
+        **dict.fromkeys((_W, _Q, _D, _RT, _S, _F, _SK, _C), _stale),
     },
     NodeEvent.DEADLINE: {
         _D: _deadline,
         _R: _deadline,
-        **dict.fromkeys((_W, _RT, _S, _F, _SK, _C), _stale),
+        **dict.fromkeys((_W, _Q, _RT, _S, _F, _SK, _C), _stale),
+    },
+    NodeEvent.GRANTED: {
+        _Q: _granted,
+        **dict.fromkeys((_W, _D, _R, _RT, _S, _F, _SK, _C), _stale),
     },
 }

@@ -188,13 +188,14 @@ def _emit(batch: Batch, command: Emit, now: float, trace: str | None, topology: 
     # Run outcomes name their workflow in ce-subject, so other workflows can be triggered by
     # them with a plain attribute filter.
     workflow = getattr(command.data, "workflow", None)
+    due = now if command.due_at is None else command.due_at
     batch.add_outbox(
         _row(
             subject,
             command.event_type,
             event_id,
             command.data,
-            now,
+            due,
             now,
             trace,
             run=command.run_id,

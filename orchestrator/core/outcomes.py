@@ -31,10 +31,10 @@ from events.models import (
     WireModel,
 )
 from orchestrator.core.commands import CancelTimer, CancelWait, Dispatch, Emit
-from orchestrator.core.compiler import CompiledNode, CompiledSpec
 from orchestrator.core.expressions import ExpressionError, Scope, evaluate
+from orchestrator.core.gates import FlowGates
 from orchestrator.core.rules import child_run_id, expression_error, skipped_as_none, timer_id
-from orchestrator.core.state import NodeState, RunState, Transition
+from orchestrator.core.state import NodeState
 from orchestrator.core.statuses import (
     IN_FLIGHT,
     NODE_TERMINAL,
@@ -44,31 +44,11 @@ from orchestrator.core.statuses import (
 )
 
 
-class RunOutcomes(abc.ABC):
-    """The run-level rules. `Step` provides the state and the node-level rules they use."""
+class RunOutcomes(FlowGates):
+    """The run-level rules. `Step` provides the state and the node-level rules they use; the
+    flow-control rules (slots held and released) are `FlowGates`'."""
 
     __slots__ = ()
-    spec: CompiledSpec
-    run: RunState
-    now: float
-    out: Transition
-
-    @abc.abstractmethod
-    def compiled(self, node: NodeState) -> CompiledNode: ...
-
-    @abc.abstractmethod
-    def touch(self, node: NodeState) -> None: ...
-
-    @abc.abstractmethod
-    def move_node(self, node: NodeState, status: NodeStatus, *, retry: bool = False) -> None: ...
-
-    @abc.abstractmethod
-    def schedule_ready(self) -> None: ...
-
-    @abc.abstractmethod
-    def dispatch(
-        self, node: NodeState, attempt: int, node_input: Any, *, retry: bool = False
-    ) -> None: ...
 
     @abc.abstractmethod
     def scope(self, item: Any = None) -> Scope: ...
@@ -118,9 +98,11 @@ class RunOutcomes(abc.ABC):
 
     def retry_run(self) -> None:
         """Resume a failed or cancelled run: what succeeded stays, the rest runs again with a
-        fresh retry budget; attempt numbers continue (they key deduplication)."""
+        fresh retry budget; attempt numbers continue (they key deduplication). A run of a
+        limited workflow queues for a slot again first."""
         run = self.run
-        self.move_run(RunStatus.RUNNING, retry=True)
+        limited = self.spec.flow.limit is not None
+        self.move_run(RunStatus.QUEUED if limited else RunStatus.RUNNING, retry=True)
         run.error = None
         run.output = None
         run.finished_at = None
@@ -130,14 +112,16 @@ class RunOutcomes(abc.ABC):
             node.error = None
             node.first_attempt = node.attempt + 1
             self.touch(node)
-            if node.index is not None:
-                self.dispatch(node, node.attempt + 1, node.input, retry=True)
-            elif node.children:
-                # A mapped parent runs again; its failed children are re-dispatched in this loop.
+            if node.children:
+                # A mapped parent runs again: its reopened children start as `fill_map` allows.
                 self.move_node(node, NodeStatus.RUNNING, retry=True)
+                node.next_child = node.children_active = 0
             else:
                 self.move_node(node, NodeStatus.WAITING, retry=True)
-        self.schedule_ready()
+        if limited:
+            self.ask_run_slot()
+        else:
+            self.resume()
 
     def finish_if_done(self) -> None:
         if self.run.status != RunStatus.RUNNING:
@@ -168,6 +152,7 @@ class RunOutcomes(abc.ABC):
     def end_run(self, status: RunStatus) -> None:
         self.move_run(status)
         self.run.finished_at = self.now
+        self.release_run_gate()
 
     def report_to_parent(self, output: Any = None, error: ErrorInfo | None = None) -> None:
         """A child run's end is its parent node's attempt result (deterministic event ids)."""
@@ -197,6 +182,7 @@ class RunOutcomes(abc.ABC):
         withdrawn = {(c.node_key, c.attempt) for c in self.out.commands if isinstance(c, Dispatch)}
         if withdrawn:
             self.out.commands[:] = [c for c in self.out.commands if not isinstance(c, Dispatch)]
+        fresh = self.fresh_requests()
         for node in self.run.nodes.values():
             if node.status in NODE_TERMINAL:
                 continue
@@ -204,7 +190,12 @@ class RunOutcomes(abc.ABC):
                 self.call_off(node, reason, dispatched=(node.key, node.attempt) not in withdrawn)
             elif node.status == NodeStatus.RETRYING:
                 self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "retry")))
+            elif node.status == NodeStatus.QUEUED:
+                node.attempts[-1].status = NodeStatus.CANCELLED
+                node.attempts[-1].finished_at = self.now
+            self.release_gates(node, fresh)
             self.move_node(node, NodeStatus.CANCELLED)
+        self.drop_withdrawn()
 
     def call_off(self, node: NodeState, reason: str, *, dispatched: bool) -> None:
         """Stop the attempt a node has out: ask the worker (or the child run) to stop, forget

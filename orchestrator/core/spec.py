@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 WORKFLOW_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 
@@ -41,10 +41,12 @@ class Condition(_Strict):
 
 
 class MapSpec(_Strict):
-    """Fan out: one child attempt per element of `over`, bound to the task parameter `param`."""
+    """Fan out: one child attempt per element of `over`, bound to the task parameter `param`;
+    at most `max_parallel` children started at a time (all at once when None)."""
 
     over: Any
     param: str = Field(min_length=1)
+    max_parallel: Any = None  # an int >= 1 (checked by the compiler, with the other limits)
 
 
 class SleepSpec(_Strict):
@@ -101,6 +103,56 @@ class Notify(_Strict):
     timeout_s: float = Field(10.0, gt=0, le=300)
 
 
+# ---- flow control (docs/flow-control.md) -----------------------------------------------------
+# The models take what was written as it was written (a bare number for a limit, "10/s" for a
+# rate); `core/flowcheck.py` checks and compiles them, naming the field of each problem.
+
+OnLimit = Literal["queue", "cancel_newest", "cancel_oldest"]
+
+
+class RunConcurrency(_Strict):
+    """At most `limit` runs of the workflow at a time, per value of `key` (an expression over the
+    run's input; none: one limit for the whole workflow). `on_limit`: what a run over it does."""
+
+    limit: Any
+    key: str | None = None
+    on_limit: OnLimit = "queue"
+
+
+class TaskConcurrency(_Strict):
+    """At most `limit` attempts of the task running at a time across every run, per value of
+    `key` (an expression over the task's input: `$.input.<argument>`)."""
+
+    limit: Any
+    key: str | None = None
+
+
+class RateLimit(_Strict):
+    """At most `limit` attempts of the task started in any window of `per` (seconds, or "1s",
+    "1m", "1h", "500ms"), per value of `key`. Attempts over it wait; they never fail."""
+
+    limit: Any
+    per: float | str = 1.0
+    key: str | None = None
+
+
+class Debounce(_Strict):
+    """An event-triggered workflow starts one run `period` seconds after the last matching event
+    for its `key` (an expression over the event, e.g. `$.subject`), with that event as input."""
+
+    period: Any
+    key: str | None = None
+
+
+class Batching(_Strict):
+    """An event-triggered workflow starts one run per `max_size` matching events for its `key`,
+    or with fewer `max_wait` seconds after the first of them; the run's input is the list."""
+
+    max_size: Any
+    max_wait: Any
+    key: str | None = None
+
+
 NODE_KINDS = ("task", "sleep", "wait_for", "workflow")
 
 
@@ -118,6 +170,20 @@ class NodeSpec(_Strict):
     timeout_s: float | None = Field(None, gt=0)
     when: Condition | None = None
     map: MapSpec | None = None
+    concurrency: TaskConcurrency | None = None
+    rate_limit: RateLimit | None = None
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _limit_alone(cls, value: Any) -> Any:
+        # `concurrency: 5` is short for `concurrency: {limit: 5}`.
+        return {"limit": value} if isinstance(value, int | float) else value
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate_text(cls, value: Any) -> Any:
+        # `rate_limit: "10/s"` is short for `{limit: "10/s"}`: the compiler reads the text.
+        return {"limit": value} if isinstance(value, str | int | float) else value
 
 
 class WorkflowSpec(_Strict):
@@ -131,6 +197,15 @@ class WorkflowSpec(_Strict):
     # CloudEvents Subscriptions API filters: an event matching any of them starts a run.
     on: tuple[dict[str, Any], ...] = ()
     notify: tuple[Notify, ...] = ()
+    concurrency: RunConcurrency | None = None
+    priority: Any = None  # 1-10, higher first; runs without one of their own take it (else 5)
+    debounce: Debounce | None = None
+    batch: Batching | None = None
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _limit_alone(cls, value: Any) -> Any:
+        return {"limit": value} if isinstance(value, int | float) else value
 
     @property
     def child_workflows(self) -> set[str]:

@@ -8,7 +8,7 @@ node keys it changed (`Transition.changed`) so the store writes only those rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from orchestrator.core.commands import Command
@@ -17,17 +17,41 @@ from orchestrator.core.statuses import NodeStatus, RunStatus
 
 
 @dataclass(slots=True)
+class Gate:
+    """A slot, or a rate token, asked of a limiter (docs/flow-control.md) for a run or for one
+    attempt of a node: `requested`, then `held` once granted, then `released`."""
+
+    scope: str  # "run" (run concurrency), "task" (task concurrency) or "rate"
+    limiter: str  # the limiter's id: where the request went
+    request: str  # the request's id (deterministic)
+    key: str
+    limit: int
+    since: float  # when it was asked for
+    per_s: float | None = None  # rate limits: the window
+    state: str = "requested"
+    granted_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Gate:
+        return cls(**d)
+
+
+@dataclass(slots=True)
 class Attempt:
     attempt: int
     status: NodeStatus
-    dispatched_at: float
+    dispatched_at: float  # when it was opened: queued behind a limit, or dispatched
     started_at: float | None = None
     finished_at: float | None = None
     worker: str | None = None
     error: dict[str, Any] | None = None
+    queued_at: float | None = None  # opened behind a limit; dispatched_at is then the grant
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "attempt": self.attempt,
             "status": self.status,
             "dispatched_at": self.dispatched_at,
@@ -36,6 +60,9 @@ class Attempt:
             "worker": self.worker,
             "error": self.error,
         }
+        if self.queued_at is not None:
+            out["queued_at"] = self.queued_at
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Attempt:
@@ -57,6 +84,12 @@ class NodeState:
     children_done: int = 0
     # The attempt from which the retry policy's budget counts (moves on a manual run retry).
     first_attempt: int = 1
+    # The current attempt's gates, asked in order before it is dispatched (flow control).
+    gates: list[Gate] = field(default_factory=list)
+    # A mapped parent with max_parallel: the next child to start, and how many are started and
+    # not ended (so that each start costs O(1), not a scan of 100,000 children).
+    next_child: int = 0
+    children_active: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,13 +105,25 @@ class NodeState:
             "children": self.children,
             "children_done": self.children_done,
             "first_attempt": self.first_attempt,
+            **self._flow_dict(),
         }
+
+    def _flow_dict(self) -> dict[str, Any]:
+        # Written only when used: the rows of the many nodes without flow control stay small.
+        out: dict[str, Any] = {}
+        if self.gates:
+            out["gates"] = [g.to_dict() for g in self.gates]
+        if self.next_child or self.children_active:
+            out["next_child"] = self.next_child
+            out["children_active"] = self.children_active
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NodeState:
         d = dict(d)
         d["status"] = NodeStatus(d["status"])
         d["attempts"] = [Attempt.from_dict(a) for a in d.get("attempts", [])]
+        d["gates"] = [Gate.from_dict(g) for g in d.get("gates", [])]
         return cls(**d)
 
 
@@ -102,6 +147,13 @@ class RunState:
     # The spec's nodes in topological order: how the run is shown (store rows come back sorted
     # by key, which would list a pipeline alphabetically).
     node_order: list[str] = field(default_factory=list)
+    # Flow control (docs/flow-control.md): the run's priority (1-10), its run concurrency slot,
+    # how many it asked for so far (a manual retry asks again), and the slots it asked for and
+    # no longer wants, each released when its grant arrives.
+    priority: int = 5
+    gate: Gate | None = None
+    admissions: int = 0
+    abandoned: dict[str, Gate] = field(default_factory=dict)
 
     def header_dict(self) -> dict[str, Any]:
         """Everything but the nodes (stored in their own rows)."""
@@ -121,6 +173,10 @@ class RunState:
             "node_order": self.node_order,
             "traceparent": self.traceparent,
             "notifications": self.notifications,
+            "priority": self.priority,
+            "gate": self.gate.to_dict() if self.gate is not None else None,
+            "admissions": self.admissions,
+            "abandoned": {r: g.to_dict() for r, g in self.abandoned.items()},
         }
 
     @classmethod
@@ -129,7 +185,11 @@ class RunState:
         order = header.get("node_order", [])
         ordered = {k: by_key.pop(k) for k in order if k in by_key}
         ordered.update(sorted(by_key.items(), key=lambda kv: (kv[1].node_id, kv[1].index or 0)))
-        return cls(**{**header, "status": RunStatus(header["status"])}, nodes=ordered)
+        flow = {
+            "gate": Gate.from_dict(header["gate"]) if header.get("gate") else None,
+            "abandoned": {r: Gate.from_dict(g) for r, g in header.get("abandoned", {}).items()},
+        }
+        return cls(**{**header, **flow, "status": RunStatus(header["status"])}, nodes=ordered)
 
 
 # A node id, or `<id>[<index>]` for a child of a mapped node (for schemas: unanchored).

@@ -1,10 +1,15 @@
 """The statuses of runs and nodes, and the graph of moves between them.
 
-    run:   running ──▶ succeeded | failed | cancelled
+    run:   queued ──▶ running ──▶ succeeded | failed | cancelled
+             │  (granted a slot by its workflow's concurrency limit: docs/flow-control.md)
+             └──▶ failed | cancelled  (a key that cannot be evaluated; cancelled while queued)
     node:  waiting ──▶ dispatched ──▶ running ──▶ succeeded | failed
               │            │   ▲         │
               │            │   └─ retrying ◀┘ (a failed attempt with attempts left)
               │            └──▶ succeeded | failed | retrying (a result with no start before it)
+              ├──▶ queued ──▶ dispatched  (a limited task: its slots and tokens granted)
+              │      ▲  └──▶ failed      (a key that cannot be evaluated)
+              │      └──── retrying      (a limited task's retry asks again)
               ├──▶ running     (a sleep, a wait, a mapped parent: no dispatch of their own)
               ├──▶ succeeded   (a map over an empty list)
               ├──▶ failed      (an input or condition that cannot be evaluated)
@@ -13,8 +18,8 @@
 
 The machine moves a node or a run only along these edges (`move_node`, `move_run`); any other
 move is a bug and raises `IllegalTransition`. Terminal statuses have no way out within a run's
-life; a manual retry of a failed or cancelled run reopens it (`REOPENED_BY_RETRY`), which is a
-deliberate act from outside, not a rule of the machine.
+life; a manual retry of a failed or cancelled run reopens it (`RUN_REOPENED_BY_RETRY`,
+`NODE_REOPENED_BY_RETRY`), which is a deliberate act from outside, not a rule of the machine.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from orchestrator.errors import IllegalTransition
 
 
 class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -34,6 +40,7 @@ class RunStatus(enum.StrEnum):
 
 class NodeStatus(enum.StrEnum):
     WAITING = "waiting"
+    QUEUED = "queued"
     DISPATCHED = "dispatched"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -44,6 +51,8 @@ class NodeStatus(enum.StrEnum):
 
 
 RUN_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+# A run that has not ended: it may still be cancelled.
+RUN_OPEN = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 NODE_TERMINAL = frozenset(
     {NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
 )
@@ -51,6 +60,7 @@ NODE_TERMINAL = frozenset(
 IN_FLIGHT = frozenset({NodeStatus.DISPATCHED, NodeStatus.RUNNING})
 
 RUN_EDGES: Mapping[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
     RunStatus.RUNNING: RUN_TERMINAL,
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),
@@ -59,32 +69,38 @@ RUN_EDGES: Mapping[RunStatus, frozenset[RunStatus]] = {
 
 _W, _D, _R, _RT = NodeStatus.WAITING, NodeStatus.DISPATCHED, NodeStatus.RUNNING, NodeStatus.RETRYING
 _S, _F, _SK, _C = NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED
+_Q = NodeStatus.QUEUED
 
 NODE_EDGES: Mapping[NodeStatus, frozenset[NodeStatus]] = {
-    _W: frozenset({_D, _R, _S, _F, _SK, _C}),
+    _W: frozenset({_Q, _D, _R, _S, _F, _SK, _C}),
+    _Q: frozenset({_D, _F, _C}),
     _D: frozenset({_R, _S, _F, _RT, _C}),
     _R: frozenset({_S, _F, _RT, _C}),
-    _RT: frozenset({_D, _C}),
+    _RT: frozenset({_Q, _D, _C}),
     _S: frozenset(),
     _F: frozenset(),
     _SK: frozenset(),
     _C: frozenset(),
 }
 
-# What a manual retry of a run reopens: the run, and the nodes that did not succeed (a plain
-# node waits again, a mapped child is dispatched again, a mapped parent runs again).
-REOPENED_BY_RETRY: Mapping[RunStatus | NodeStatus, frozenset[RunStatus | NodeStatus]] = {
-    RunStatus.FAILED: frozenset({RunStatus.RUNNING}),
-    RunStatus.CANCELLED: frozenset({RunStatus.RUNNING}),
-    NodeStatus.FAILED: frozenset({_W, _D, _R}),
-    NodeStatus.CANCELLED: frozenset({_W, _D, _R}),
+# What a manual retry of a run reopens: the run (queued again behind its concurrency limit),
+# and the nodes that did not succeed (a plain node or a mapped child waits again, a mapped
+# parent runs again). Two maps, not one: the statuses are strings, and RunStatus.FAILED and
+# NodeStatus.FAILED are the same dict key.
+RUN_REOPENED_BY_RETRY: Mapping[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.FAILED: frozenset({RunStatus.RUNNING, RunStatus.QUEUED}),
+    RunStatus.CANCELLED: frozenset({RunStatus.RUNNING, RunStatus.QUEUED}),
+}
+NODE_REOPENED_BY_RETRY: Mapping[NodeStatus, frozenset[NodeStatus]] = {
+    NodeStatus.FAILED: frozenset({_W, _R}),
+    NodeStatus.CANCELLED: frozenset({_W, _R}),
 }
 
 
 def check_node_move(current: NodeStatus, new: NodeStatus, *, retry: bool = False) -> None:
     if new == current or new in NODE_EDGES[current]:
         return
-    if retry and new in REOPENED_BY_RETRY.get(current, frozenset()):
+    if retry and new in NODE_REOPENED_BY_RETRY.get(current, frozenset()):
         return
     raise IllegalTransition(f"node status {current} -> {new} is not in the status graph")
 
@@ -92,6 +108,6 @@ def check_node_move(current: NodeStatus, new: NodeStatus, *, retry: bool = False
 def check_run_move(current: RunStatus, new: RunStatus, *, retry: bool = False) -> None:
     if new == current or new in RUN_EDGES[current]:
         return
-    if retry and new in REOPENED_BY_RETRY.get(current, frozenset()):
+    if retry and new in RUN_REOPENED_BY_RETRY.get(current, frozenset()):
         return
     raise IllegalTransition(f"run status {current} -> {new} is not in the status graph")

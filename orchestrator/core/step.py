@@ -50,13 +50,14 @@ DEADLINE_GRACE_S = 1.0
 class Step(RunOutcomes):
     """One transition under construction: the run, the clock reading, and what it produced."""
 
-    __slots__ = ("now", "out", "run", "spec")
+    __slots__ = ("now", "out", "run", "spec", "withdrawn")
 
     def __init__(self, spec: CompiledSpec, run: RunState, now: float, out: Transition) -> None:
         self.spec = spec
         self.run = run
         self.now = now
         self.out = out
+        self.withdrawn: set[str] = set()
 
     def compiled(self, node: NodeState) -> CompiledNode:
         return self.spec.nodes[node.node_id]
@@ -131,10 +132,13 @@ class Step(RunOutcomes):
             node.output = []
             return
         self.move_node(node, NodeStatus.RUNNING)
+        node.next_child = node.children_active = 0
         for index, child_input in enumerate(child_inputs):
-            child = NodeState(key=child_key(node.node_id, index), node_id=node.node_id, index=index)
-            self.run.nodes[child.key] = child
-            self.dispatch(child, 1, child_input)
+            key = child_key(node.node_id, index)
+            child = NodeState(key=key, node_id=node.node_id, index=index, input=child_input)
+            self.run.nodes[key] = child
+            self.touch(child)
+        self.fill_map(node)  # all of them, or the first max_parallel
 
     def begin(self, node: NodeState) -> None:
         """An attempt the orchestrator runs itself (a sleep, a wait): running at once."""
@@ -212,11 +216,19 @@ class Step(RunOutcomes):
     def dispatch(
         self, node: NodeState, attempt: int, node_input: Any, *, retry: bool = False
     ) -> None:
-        compiled = self.compiled(node)
+        if self.compiled(node).limits:
+            self.queue_attempt(node, attempt, node_input, retry)  # dispatched once granted
+            return
         node.attempt = attempt
         self.move_node(node, NodeStatus.DISPATCHED, retry=retry)
         node.input = node_input
         node.attempts.append(Attempt(attempt, NodeStatus.DISPATCHED, self.now))
+        self.send(node)
+
+    def send(self, node: NodeState) -> None:
+        """Hand the node's current attempt to the workers (or start the child run)."""
+        compiled = self.compiled(node)
+        attempt, node_input = node.attempt, node.input
         self.touch(node)
         if compiled.spec.workflow is not None:
             child = compiled.spec.workflow
@@ -264,6 +276,7 @@ class Step(RunOutcomes):
         if node.index is not None:
             parent = self.run.nodes[node.node_id]
             parent.children_done += 1
+            parent.children_active -= 1
             self.touch(parent)
             if parent.children_done == parent.children:
                 self.move_node(parent, NodeStatus.SUCCEEDED)
@@ -271,6 +284,8 @@ class Step(RunOutcomes):
                     self.run.nodes[child_key(parent.node_id, i)].output
                     for i in range(parent.children)
                 ]
+            else:
+                self.fill_map(parent)
         self.schedule_ready()
 
     def failed(self, node: NodeState, error: ErrorInfo, worker: str | None) -> None:
@@ -327,6 +342,7 @@ class Step(RunOutcomes):
         if error is not None:
             current.error = error.model_dump()
         self.touch(node)
+        self.release_gates(node)
         if self.deadline_s(node) is not None and current.started_at is not None:
             self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "deadline")))
         if self.compiled(node).kind == "wait_for":

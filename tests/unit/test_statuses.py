@@ -16,9 +16,10 @@ from orchestrator.core.machine import NODE_RULES, RUN_RULES, NodeEvent, RunLevel
 from orchestrator.core.statuses import (
     IN_FLIGHT,
     NODE_EDGES,
+    NODE_REOPENED_BY_RETRY,
     NODE_TERMINAL,
-    REOPENED_BY_RETRY,
     RUN_EDGES,
+    RUN_REOPENED_BY_RETRY,
     RUN_TERMINAL,
     NodeStatus,
     RunStatus,
@@ -59,7 +60,31 @@ def test_terminal_statuses_have_no_way_out() -> None:
 
 def test_non_terminal_statuses_are_all_reachable_from_the_start() -> None:
     assert _reachable(NODE_EDGES, NodeStatus.WAITING) == set(NodeStatus)
-    assert _reachable(RUN_EDGES, RunStatus.RUNNING) == set(RunStatus)
+    # A run starts queued (its workflow has a concurrency limit) or running.
+    assert _reachable(RUN_EDGES, RunStatus.QUEUED) == set(RunStatus)
+    assert _reachable(RUN_EDGES, RunStatus.RUNNING) == set(RunStatus) - {RunStatus.QUEUED}
+
+
+def test_queued_runs_and_nodes_only_start_or_end() -> None:
+    """A queued run waits for its slot: granted it runs, refused or cancelled it ends; a queued
+    attempt is dispatched once granted (or fails on its key, or is cancelled); only a manual
+    retry queues a run again, and only a retry (of a limited task) queues a node again."""
+    assert RUN_EDGES[RunStatus.QUEUED] == {
+        RunStatus.RUNNING,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+    }
+    assert all(RunStatus.QUEUED not in RUN_EDGES[s] for s in RunStatus)
+    assert NODE_EDGES[NodeStatus.QUEUED] == {
+        NodeStatus.DISPATCHED,
+        NodeStatus.FAILED,
+        NodeStatus.CANCELLED,
+    }
+    into_queued = {s for s in NodeStatus if NodeStatus.QUEUED in NODE_EDGES[s]}
+    assert into_queued == {NodeStatus.WAITING, NodeStatus.RETRYING}
+    check_run_move(RunStatus.CANCELLED, RunStatus.QUEUED, retry=True)
+    with pytest.raises(IllegalTransition, match="running -> queued"):
+        check_run_move(RunStatus.RUNNING, RunStatus.QUEUED)
 
 
 def test_in_flight_statuses_can_be_cancelled_and_are_not_terminal() -> None:
@@ -68,12 +93,10 @@ def test_in_flight_statuses_can_be_cancelled_and_are_not_terminal() -> None:
 
 
 def test_only_a_manual_retry_reopens_a_failed_or_cancelled_run_or_node() -> None:
-    assert set(REOPENED_BY_RETRY) == {
-        RunStatus.FAILED,
-        RunStatus.CANCELLED,
-        NodeStatus.FAILED,
-        NodeStatus.CANCELLED,
-    }
+    assert set(RUN_REOPENED_BY_RETRY) == {RunStatus.FAILED, RunStatus.CANCELLED}
+    assert set(NODE_REOPENED_BY_RETRY) == {NodeStatus.FAILED, NodeStatus.CANCELLED}
+    # A node's statuses never leak into a run's (they are equal strings: one map once held both).
+    assert all(v <= set(RunStatus) for v in RUN_REOPENED_BY_RETRY.values())
     with pytest.raises(IllegalTransition, match="failed -> running"):
         check_run_move(RunStatus.FAILED, RunStatus.RUNNING)
     check_run_move(RunStatus.FAILED, RunStatus.RUNNING, retry=True)

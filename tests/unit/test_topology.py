@@ -65,8 +65,11 @@ def test_filters_follow_one_run_or_one_partition():
     topology = Topology(namespace="ns", partitions=4)
     assert topology.run_events_filter(RUN) == f"ns.evt.*.*.*.{RUN}"
     filters = topology.orchestrator_filters(3)
-    assert len(filters) == 9
+    assert len(filters) == 15
     assert "ns.evt.3.task.completed.*" in filters
+    # Flow control: a limiter or a collector is applied on the partition of its id.
+    assert "ns.evt.3.limit.requested.*" in filters
+    assert "ns.evt.3.flow.timer-fired.*" in filters
     assert "ns.evt.3.timer.fired.*" in filters
     assert "ns.evt.3.run.retry-requested.*" in filters
     assert "ns.evt.3.run.succeeded.*" not in filters  # the orchestrator's own output
