@@ -34,7 +34,12 @@ class Tracer(Protocol):
     def call(self, task: TaskDeclaration, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
     def map(
-        self, task: TaskDeclaration, items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: TaskDeclaration,
+        items: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        max_parallel: int | None = None,
     ) -> Any: ...
 
 

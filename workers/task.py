@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import pydantic
@@ -52,11 +52,12 @@ class Task(Generic[P, R]):
             return tracer.call(self.declaration, args, kwargs)  # type: ignore[no-any-return]
         return self.fn(*args, **kwargs)
 
-    def map(self, items: Any, **kwargs: Any) -> Any:
-        """Fan out over `items` (inside a workflow); outside one, call the function per item."""
+    def map(self, items: Any, *, max_parallel: int | None = None, **kwargs: Any) -> Any:
+        """Fan out over `items` (inside a workflow), at most `max_parallel` at a time; outside
+        one, call the function per item."""
         tracer = current_tracer()
         if tracer is not None:
-            return tracer.map(self.declaration, items, (), kwargs)
+            return tracer.map(self.declaration, items, (), kwargs, max_parallel)
         # The same binding as in a workflow: items go to the first parameter not given by keyword.
         free = [p for p in self.declaration.params if p not in kwargs]
         if not free:
@@ -129,6 +130,8 @@ def task(
     backoff_max: float | None = None,
     non_retryable: Sequence[type[BaseException] | str] | None = None,
     external: bool = False,
+    concurrency: int | Mapping[str, Any] | None = None,
+    rate_limit: str | Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -144,11 +147,18 @@ def task(
     backoff_max: float | None = None,
     non_retryable: Sequence[type[BaseException] | str] | None = None,
     external: bool = False,
+    concurrency: int | Mapping[str, Any] | None = None,
+    rate_limit: str | Mapping[str, Any] | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Declare a task. `retries` extra attempts after the first, `timeout` seconds per attempt,
     `backoff` initial retry delay (doubling, capped by `backoff_max`), `non_retryable` exception
     types that fail at once. `external=True` declares a task served by a worker elsewhere
-    (e.g. in another language): workflows call it, Python workers never serve it."""
+    (e.g. in another language): workflows call it, Python workers never serve it.
+
+    Flow control (checked when a workflow using the task is defined): `concurrency` attempts
+    at most running at once across every run (`5`, or `{"limit": 1, "key": "$.input.account"}`
+    per value of an argument); `rate_limit` attempts at most started per period (`"10/s"`, or
+    `{"limit": 100, "per": "1m", "key": "$.input.api_key"}`). Attempts over a limit wait."""
 
     def decorate(f: Callable[P, R]) -> Task[P, R]:
         if not callable(f):
@@ -162,6 +172,8 @@ def task(
             "non_retryable": tuple(n if isinstance(n, str) else n.__name__ for n in non_retryable)
             if non_retryable
             else None,
+            "concurrency": dict(concurrency) if isinstance(concurrency, Mapping) else concurrency,
+            "rate_limit": dict(rate_limit) if isinstance(rate_limit, Mapping) else rate_limit,
         }
         declaration = TaskDeclaration(
             name=name or f.__name__,

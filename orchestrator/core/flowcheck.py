@@ -164,8 +164,8 @@ def _rate(rate: RateLimit, problems: Problems) -> tuple[int | None, float | None
         text = limit
         limit, per = int(count), period.strip()
         return (
-            _count(limit, f"the count of rate_limit {text!r}", MAX_RATE, problems),
-            _duration(per, f"the period of rate_limit {text!r}", problems),
+            _count(limit, f"rate_limit {text!r}: its count", MAX_RATE, problems),
+            _duration(per, f"rate_limit {text!r}: its period", problems),
         )
     return (
         _count(limit, "rate_limit.limit", MAX_RATE, problems),

@@ -24,7 +24,9 @@ _RETRY_FIELDS = {
     "jitter": "jitter",
     "non_retryable": "non_retryable",
 }
-_OPTIONS = sorted({"retries", "timeout", *_RETRY_FIELDS})
+# Task options that are node fields as they are (flow control: core/flowcheck.py checks them).
+_NODE_FIELDS = ("concurrency", "rate_limit")
+_OPTIONS = sorted({"retries", "timeout", *_RETRY_FIELDS, *_NODE_FIELDS})
 
 
 class WorkflowTracer:
@@ -41,7 +43,12 @@ class WorkflowTracer:
         return self._node(task, self._bind(task, args, kwargs), None)
 
     def map(
-        self, task: TaskDeclaration, items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: TaskDeclaration,
+        items: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        max_parallel: int | None = None,
     ) -> Ref:
         if args:
             raise WorkflowDefinitionError(
@@ -56,7 +63,10 @@ class WorkflowTracer:
         inputs = self._bind(task, (), {**kwargs, free[0]: None})
         del inputs[free[0]]
         over = to_template(items, f"the items of {task.name}.map()")
-        return self._node(task, inputs, {"over": over, "param": free[0]})
+        mapping = {"over": over, "param": free[0]}
+        if max_parallel is not None:
+            mapping["max_parallel"] = max_parallel  # checked with the spec (an int >= 1)
+        return self._node(task, inputs, mapping)
 
     def new_id(self, name: str, wanted: str | None = None) -> str:
         if wanted is not None:
@@ -144,6 +154,8 @@ def node_options(task: TaskDeclaration, node_id: str) -> dict[str, Any]:
             retry["max_attempts"] = int(value) + 1
         elif option == "timeout":
             out["timeout_s"] = value
+        elif option in _NODE_FIELDS:
+            out[option] = value
         elif option == "non_retryable":
             retry["non_retryable"] = [v if isinstance(v, str) else v.__name__ for v in value]
         else:

@@ -65,6 +65,7 @@ class Workflow:
         schedules: list[dict[str, Any]] | None = None,
         on: list[dict[str, Any]] | None = None,
         notify: list[dict[str, Any]] | None = None,
+        flow: Mapping[str, Any] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -72,6 +73,8 @@ class Workflow:
         self.schedules = schedules or []
         self.on = on or []
         self.notify = notify or []
+        # Flow control as spec fields: concurrency, priority, debounce, batch (only those given).
+        self.flow = dict(flow or {})
         self._traced: tuple[WorkflowSpec, dict[str, TaskDeclaration]] | None = None
 
     # Traced on first use, not at decoration: a module may define its tasks below its workflows.
@@ -86,7 +89,13 @@ class Workflow:
     def _trace(self) -> tuple[WorkflowSpec, dict[str, TaskDeclaration]]:
         if self._traced is None:
             self._traced = _trace(
-                self.fn, self.name, self.description, self.schedules, self.on, self.notify
+                self.fn,
+                self.name,
+                self.description,
+                self.schedules,
+                self.on,
+                self.notify,
+                self.flow,
             )
         return self._traced
 
@@ -112,6 +121,10 @@ def workflow(
     schedule: ScheduleLike | Sequence[ScheduleLike] | None = None,
     on: FilterLike | Sequence[FilterLike] | None = None,
     notify: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None,
+    concurrency: int | Mapping[str, Any] | None = None,
+    priority: int | None = None,
+    debounce: Mapping[str, Any] | None = None,
+    batch: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Workflow]: ...
 
 
@@ -124,14 +137,27 @@ def workflow(
     schedule: ScheduleLike | Sequence[ScheduleLike] | None = None,
     on: FilterLike | Sequence[FilterLike] | None = None,
     notify: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None,
+    concurrency: int | Mapping[str, Any] | None = None,
+    priority: int | None = None,
+    debounce: Mapping[str, Any] | None = None,
+    batch: Mapping[str, Any] | None = None,
 ) -> Workflow | Callable[[Callable[..., Any]], Workflow]:
     """Turn a function into a workflow by tracing it once (see the module docstring).
 
     `schedule`: cron expressions (`"*/5 * * * *"`), or objects with `cron`, `timezone`,
     `input`, `catchup`. `on`: CloudEvents filters (or event types) that start a run; the
-    function then takes an `event` parameter (the triggering event as JSON)."""
+    function then takes an `event` parameter (the triggering event as JSON).
+
+    Flow control (docs/flow-control.md): `concurrency` runs at most at once (`2`, or
+    `{"limit": 2, "key": "$.input.customer", "on_limit": "queue" | "cancel_newest" |
+    "cancel_oldest"}`); `priority` of its runs (1-10, higher first; default 5); for event
+    triggers, `debounce={"period": 5, "key": "$.subject"}` (one run with the last event, as
+    `event`, and `count`) or `batch={"max_size": 100, "max_wait": 5, "key": ...}` (one run with
+    the list, as `events`, and `count`)."""
     if fn is not None:
         return Workflow(fn, name, description)
+    given = {"concurrency": concurrency, "priority": priority, "debounce": debounce, "batch": batch}
+    flow = {k: dict(v) if isinstance(v, Mapping) else v for k, v in given.items() if v is not None}
     hooks = (
         [] if notify is None else [notify] if isinstance(notify, str | Mapping) else list(notify)
     )
@@ -142,6 +168,7 @@ def workflow(
         _schedules(schedule),
         _filters(on),
         [{"url": n} if isinstance(n, str) else dict(n) for n in hooks],
+        flow,
     )
 
 
@@ -152,6 +179,7 @@ def _trace(
     schedules: list[dict[str, Any]],
     on: list[dict[str, Any]],
     notify: list[dict[str, Any]],
+    flow: Mapping[str, Any],
 ) -> tuple[WorkflowSpec, dict[str, TaskDeclaration]]:
     if inspect.iscoroutinefunction(fn):
         raise WorkflowDefinitionError(
@@ -176,6 +204,7 @@ def _trace(
         "schedules": schedules,
         "on": on,
         "notify": notify,
+        **flow,
     }
     try:
         spec = validate_spec(raw)
