@@ -36,6 +36,7 @@ from events.models import (
 from events.settings import NatsSettings
 from events.topology import Topology
 from events.tracing import new_traceparent
+from orchestrator.core.flowcheck import priority_problem
 from orchestrator.core.rules import input_problems
 from orchestrator.core.statuses import RUN_TERMINAL
 from orchestrator.errors import InvalidInput
@@ -74,13 +75,18 @@ class Client:
         version: int | None = None,
         run_id: str | None = None,
         traceparent: str | None = None,
+        priority: int | None = None,
     ) -> str:
-        """Start a run; returns its id. UnknownWorkflow / InvalidInput before anything is sent."""
+        """Start a run; returns its id. UnknownWorkflow / InvalidInput before anything is sent.
+        `priority` (1-10, higher first; default: the workflow's, else 5) orders the run and its
+        tasks where they wait behind a limit (docs/flow-control.md)."""
         spec = await self.registry.get(workflow, version)
         payload = dict(input or {})
         # The machine's own check (on a copy: the run stores the input as given, and the
         # machine fills the defaults in when it starts the run).
         problems = input_problems(spec, dict(payload))
+        if priority is not None:
+            priority_problem(priority, problems)
         if problems:
             raise InvalidInput(workflow, problems)
         if run_id is not None and not is_token(run_id):
@@ -93,6 +99,7 @@ class Client:
             input=payload,
             idempotency_key=idempotency_key,
             run_id=run_id,
+            priority=priority,
         )
         event = CloudEvent.create(
             RUN_REQUESTED,
@@ -146,6 +153,18 @@ class Client:
             )
             out.extend(reply.get("runs", []))
         return sorted(out, key=lambda r: r["created_at"], reverse=True)[:limit]
+
+    async def flows(self) -> list[dict[str, Any]]:
+        """Every partition's limiters and collectors with work in hand (docs/flow-control.md):
+        per limit and key, how many hold it and wait; per debounced or batched workflow and
+        key, the events held."""
+        out: list[dict[str, Any]] = []
+        for partition in range(self.topology.partitions):
+            reply = json.loads(
+                await self.bus.request(self.topology.api_subject("flow", partition), b"{}")
+            )
+            out.extend(reply.get("flows", []))
+        return out
 
     async def wait(
         self,

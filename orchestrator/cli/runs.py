@@ -24,6 +24,7 @@ from orchestrator.cli.common import (
 from orchestrator.cli.progress import Progress, node_text, summary
 from orchestrator.client import Client
 from orchestrator.core.rules import retry_refusal
+from orchestrator.core.status import waiting_text
 from orchestrator.core.statuses import RUN_TERMINAL, RunStatus
 from orchestrator.errors import UnknownWorkflow
 
@@ -37,6 +38,7 @@ class RunArgs:
     wait: bool
     json: bool
     timeout: float | None
+    priority: int | None = None
 
 
 async def cmd_run(ns: argparse.Namespace) -> int:
@@ -44,7 +46,11 @@ async def cmd_run(ns: argparse.Namespace) -> int:
     input_data = json_object(args.input)
     async with connected_client(typed(Connection, ns)) as client:
         run_id = await client.trigger(
-            args.workflow, input_data, idempotency_key=args.key, version=args.version
+            args.workflow,
+            input_data,
+            idempotency_key=args.key,
+            version=args.version,
+            priority=args.priority,
         )
         if not args.wait:
             print(json.dumps({"run_id": run_id}) if args.json else run_id)
@@ -107,8 +113,12 @@ async def cmd_status(ns: argparse.Namespace) -> int:
     print(
         f"run {status['run_id']} · {status['workflow']} v{status['version']} · {status['status']}"
     )
+    if status.get("waiting"):
+        print(f"  waiting: {waiting_text(status['waiting'])}")
     for name, node in status["nodes"].items():
         print(f"  {name}: {node_text(node)}")
+        if node.get("waiting"):
+            print(f"      waiting: {waiting_text(node['waiting'])}")
         if node.get("error"):
             print(f"      {node['error'].get('type')}: {node['error'].get('message')}")
     for note in status.get("notifications") or []:
@@ -276,6 +286,13 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--input", help="run input as a JSON object (or @file.json)")
     p.add_argument("--key", help="idempotency key: the same key gives the same run")
     p.add_argument("--version", type=int, default=None, help="pin a workflow version")
+    p.add_argument(
+        "--priority",
+        type=int,
+        choices=range(1, 11),
+        metavar="N",
+        help="1-10, higher first where runs wait behind limits (default: the workflow's, else 5)",
+    )
     p.add_argument("--wait", action="store_true", help="follow the run and print its result")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(

@@ -32,6 +32,8 @@ from events.models import (
     TriggerCollected,
 )
 from orchestrator.core.commands import CancelTimer, Emit
+from orchestrator.core.expressions import ExpressionError
+from orchestrator.core.flowcheck import Collecting, key_value
 from orchestrator.core.limits import FlowTransition
 
 COLLECTOR = "collector"
@@ -173,3 +175,23 @@ def collected_run_id(collector: str, generation: int) -> str:
 
 def collector_id(workflow: str, key: str) -> str:
     return derived_id("collect", workflow, key)
+
+
+def collected(workflow: str, collecting: Collecting, event: dict[str, Any]) -> TriggerCollected:
+    """What the router hands the collector of `event`'s key (`event` as the router passes it
+    on: `triggers.router.event_as_json`). An event whose key cannot be read (a missing field)
+    is collected under the empty key, with the events that have no key: never dropped."""
+    try:
+        key = key_value(collecting.key, event)
+    except ExpressionError:
+        key = ""
+    return TriggerCollected(
+        collector=collector_id(workflow, key),
+        workflow=workflow,
+        mode=collecting.mode,
+        key=key,
+        event=event,
+        period_s=collecting.period_s,
+        max_size=collecting.max_size,
+        max_wait_s=collecting.max_wait_s,
+    )

@@ -46,6 +46,7 @@ from orchestrator.core.commands import (
     StartTimer,
     StartWait,
 )
+from orchestrator.core.flow import FlowEntity
 from orchestrator.core.rules import iso_utc
 from orchestrator.core.state import RunState
 
@@ -84,10 +85,17 @@ class Batch:
     waits: dict[tuple[str, str], Wait | None] = field(default_factory=dict)  # None: remove
     # Claim-checked payloads to put in the object store before the commit (not in sqlite).
     artifacts: dict[str, bytes] = field(default_factory=dict)
+    # Flow control: limiters and collectors changed, and their entries written or deleted.
+    flows: dict[str, FlowEntity] = field(default_factory=dict)
+    changed_entries: dict[str, set[str]] = field(default_factory=dict)
 
     def stage_run(self, run: RunState, changed: Iterable[str]) -> None:
         self.runs[run.run_id] = run
         self.changed_nodes.setdefault(run.run_id, set()).update(changed)
+
+    def stage_flow(self, entity: FlowEntity, changed: Iterable[str]) -> None:
+        self.flows[entity.entity_id] = entity
+        self.changed_entries.setdefault(entity.entity_id, set()).update(changed)
 
     def add_outbox(self, row: OutboxRow) -> None:
         self.outbox[row.id] = row
@@ -98,7 +106,14 @@ class Batch:
             self.outbox_deleted.append(row_id)
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.processed or self.outbox or self.outbox_deleted or self.waits)
+        return bool(
+            self.runs
+            or self.processed
+            or self.outbox
+            or self.outbox_deleted
+            or self.waits
+            or self.flows
+        )
 
 
 def stage_commands(

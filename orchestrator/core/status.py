@@ -6,7 +6,9 @@ import json
 from collections import Counter
 from typing import Any
 
-from orchestrator.core.state import RunState
+from orchestrator.core.rules import iso_utc
+from orchestrator.core.state import Gate, NodeState, RunState
+from orchestrator.core.statuses import NodeStatus, RunStatus
 
 MAX_LISTED_FAILURES = 20
 # A status answer travels in one NATS message (1 MiB at most): big values are summarised.
@@ -52,6 +54,7 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
             entry["output"] = bounded(node.output, MAX_NODE_VALUE_BYTES)
         if node.children is not None:
             entry["children"] = {"total": node.children}
+        _flow_of_node(node, entry)
         parents[node.key] = entry
     for node_id, counts in child_counts.items():
         entry = parents[node_id]
@@ -76,5 +79,49 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
         "idempotency_key": run.idempotency_key,
         "traceparent": run.traceparent,
         "notifications": run.notifications,
+        "priority": run.priority,
+        "waiting": waiting(run.gate) if run.status == RunStatus.QUEUED and run.gate else None,
         "nodes": parents,
     }
+
+
+def waiting(gate: Gate) -> dict[str, Any]:
+    """Why a run or a node waits: the limit it is queued behind (docs/flow-control.md). Where
+    the limiter lives in the same store, the read side adds its `position` in the queue, how
+    many hold the limit now, and for a rate limit when the next token frees (`until`)."""
+    return {
+        "reason": "rate" if gate.scope == "rate" else "concurrency",
+        "scope": gate.scope,
+        "limit": gate.limit,
+        "per_s": gate.per_s,
+        "key": gate.key,
+        "since": gate.since,
+        "limiter": gate.limiter,
+        "request": gate.request,
+    }
+
+
+def waiting_text(wait: dict[str, Any]) -> str:
+    """`waiting` in words: 'queued behind concurrency limit 2 (key acme): 3rd in line, 2
+    holding' or 'rate-limited to 10 per 1s (key k): 1st in line, next token at 12:00:01Z'."""
+    key = f" (key {wait['key']})" if wait.get("key") else ""
+    if wait.get("reason") == "rate":
+        text = f"rate-limited to {wait['limit']} per {wait.get('per_s'):g}s{key}"
+    else:
+        text = f"queued behind {wait.get('scope', '')} concurrency limit {wait['limit']}{key}"
+    details = []
+    if wait.get("position") is not None:
+        details.append(f"#{wait['position']} in line")
+    if wait.get("holding") is not None:
+        details.append(f"{wait['holding']} holding")
+    if wait.get("until") is not None:
+        details.append(f"next token at {iso_utc(wait['until'])}")
+    return text + (": " + ", ".join(details) if details else "")
+
+
+def _flow_of_node(node: NodeState, entry: dict[str, Any]) -> None:
+    if node.status == NodeStatus.QUEUED and node.gates:
+        entry["waiting"] = waiting(node.gates[-1])
+    if node.children is not None and node.next_child < node.children:
+        # A map bounded by max_parallel: the children not started yet wait for a place.
+        entry["children_not_started"] = node.children - node.next_child

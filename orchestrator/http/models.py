@@ -128,6 +128,21 @@ class FailedChild(BaseModel):
     error: ErrorBody
 
 
+class Waiting(_Open):
+    """Why a run or a node waits: the limit it is queued behind (docs/flow-control.md)."""
+
+    reason: Literal["concurrency", "rate"]
+    scope: Literal["run", "task", "rate"]
+    limit: int
+    per_s: float | None = Field(None, description="A rate limit's window, in seconds.")
+    key: str = Field(description="The limit's key ('' when the limit has none).")
+    since: float
+    position: int | None = Field(None, description="1: next in line (when known).")
+    holding: int | None = Field(None, description="How many hold the limit now.")
+    queued: int | None = Field(None, description="How many wait for it now.")
+    until: float | None = Field(None, description="A rate limit: when the next token frees.")
+
+
 class NodeStatus(_Open):
     """One node of a run; a mapped node summarises its children (`children`: total and
     counts by status)."""
@@ -140,6 +155,10 @@ class NodeStatus(_Open):
     output: Any = None
     children: dict[str, int] | None = None
     failed_children: list[FailedChild] | None = None
+    waiting: Waiting | None = None
+    children_not_started: int | None = Field(
+        None, description="A map with max_parallel: children waiting for a place."
+    )
 
 
 class RunDetail(_Open):
@@ -154,6 +173,8 @@ class RunDetail(_Open):
     updated_at: float
     finished_at: float | None = None
     idempotency_key: str | None = None
+    priority: int = Field(5, description="1-10, higher first, where the run waits behind limits.")
+    waiting: Waiting | None = None
     nodes: dict[str, NodeStatus] = Field(description="Every node of the spec, in spec order.")
 
 
@@ -195,6 +216,7 @@ class NodeDetail(BaseModel):
     output: Any = None
     error: ErrorBody | None = None
     children: dict[str, int] | None = None
+    waiting: Waiting | None = None
 
 
 class ChildSummary(BaseModel):
@@ -222,6 +244,9 @@ class TriggerRequest(BaseModel):
         None, min_length=1, max_length=256, description="The same key gives the same run."
     )
     run_id: str | None = Field(None, description="Choose the run id ([A-Za-z0-9_-], 1-128).")
+    priority: int | None = Field(
+        None, ge=1, le=10, description="1-10, higher first (default: the workflow's, else 5)."
+    )
 
 
 class Accepted(BaseModel):
@@ -259,3 +284,27 @@ class LogPage(BaseModel):
 
 
 WorkflowSummary.model_rebuild()
+
+
+# ---- flow control --------------------------------------------------------------------------
+
+
+class FlowEntity(_Open):
+    """A limiter (one limit for one key: what it holds and queues) or a collector (a debounce
+    or a batch of one event-triggered workflow for one key: what it holds)."""
+
+    entity_id: str
+    kind: Literal["limiter", "collector"]
+    key: str
+    scope: str | None = Field(None, description="A limiter's: run, task or rate.")
+    name: str | None = Field(None, description="A limiter's workflow or task.")
+    limit: int | None = None
+    per_s: float | None = None
+    holding: int | None = None
+    waiting: int | None = None
+    workflow: str | None = Field(None, description="A collector's workflow.")
+    mode: str | None = Field(None, description="A collector's: debounce or batch.")
+    count: int | None = Field(None, description="A collector's events held.")
+    timer_due: float | None = Field(
+        None, description="When its timer fires: a rate window moves on, a window closes."
+    )

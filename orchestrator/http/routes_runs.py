@@ -122,6 +122,7 @@ async def get_node(
             "output": node.output,
             "error": node.error,
             "children": children,
+            "waiting": await ctx.queries.node_waiting(node),
         }
     )
 

@@ -114,6 +114,7 @@ async def trigger_run(
         idempotency_key=request.idempotency_key,
         version=request.version,
         run_id=request.run_id,
+        priority=request.priority,
     )
     url = f"/api/runs/{run_id}"
     response.headers["Location"] = url

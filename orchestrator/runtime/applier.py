@@ -35,11 +35,14 @@ from events.models import (
 from events.topology import ORCHESTRATOR_INPUTS
 from events.tracing import is_traceparent, new_traceparent
 from orchestrator.core.commands import Emit
+from orchestrator.core.flow import FLOW_EVENTS, entity_of
+from orchestrator.core.limits import FlowTransition
 from orchestrator.core.machine import advance, start_run
 from orchestrator.core.outbox import Batch, stage_commands
 from orchestrator.core.state import RunState, Transition
 from orchestrator.core.statuses import RUN_TERMINAL
 from orchestrator.errors import EventRejected, SpecError, UnknownWorkflow
+from orchestrator.runtime.flows import FlowCache
 from orchestrator.runtime.metrics import EngineMetrics
 from orchestrator.runtime.registry import Registry
 from orchestrator.runtime.store import Store
@@ -70,6 +73,8 @@ class Applied:
     batch: Batch
     transitions: list[tuple[Transition, WireModel | None]] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)  # runs changed in the cache
+    flows: list[FlowTransition] = field(default_factory=list)  # limiters, collectors
+    touched_flows: set[str] = field(default_factory=set)  # their ids, changed in the cache
 
 
 class RunCache:
@@ -126,6 +131,12 @@ class Applier:
         self.metrics = metrics
         self.projection = projection
         self.cache = RunCache(store, cache_size)
+        self.flows = FlowCache(store, cache_size)
+
+    @staticmethod
+    def flow_ids(items: Sequence[Item]) -> set[str]:
+        """The limiters and collectors `items` are for."""
+        return {entity_of(i.data) for i in items if isinstance(i.data, FLOW_EVENTS)}
 
     async def prepare(self, deliveries: Sequence[Delivery]) -> list[Item]:
         items = [self._decode(d) for d in deliveries]
@@ -153,14 +164,20 @@ class Applier:
             out.batch.processed.append(item.event.id)
             if not transition.applied:
                 self.metrics.events["stale"] += 1
-                continue
-            self._stage(out, transition, now)
-            out.transitions.append((transition, item.data))
+            elif isinstance(transition, FlowTransition):
+                self._stage_flow(out, transition, now)
+            else:
+                self._stage(out, transition, now)
+                out.transitions.append((transition, item.data))
         return out
 
-    async def _apply_one(self, item: Item, now: float, isolated: bool) -> Transition | None:
+    async def _apply_one(
+        self, item: Item, now: float, isolated: bool
+    ) -> Transition | FlowTransition | None:
         assert item.event is not None
         try:
+            if isinstance(item.data, FLOW_EVENTS):
+                return await self.flows.apply(item.data, now)
             return await self._transition(item.event, item.data, now)
         except (EventRejected, UnknownWorkflow, SpecError) as exc:
             item.problem = str(exc)
@@ -171,7 +188,20 @@ class Applier:
             item.problem = f"internal error applying event: {type(exc).__name__}: {exc}"
             if item.run_id is not None:
                 self.cache.forget({item.run_id})
+            if isinstance(item.data, FLOW_EVENTS):
+                self.flows.forget({entity_of(item.data)})
         return None
+
+    def _stage_flow(self, out: Applied, transition: FlowTransition, now: float) -> None:
+        entity = transition.entity
+        assert entity is not None
+        out.touched_flows.add(entity.entity_id)
+        out.batch.stage_flow(entity, transition.changed)
+        out.flows.append(transition)
+        if not self.projection:
+            stage_commands(
+                out.batch, transition.commands, now=now, trace=None, topology=self.topology
+            )
 
     def _stage(self, out: Applied, transition: Transition, now: float) -> None:
         trace = None
@@ -271,7 +301,7 @@ def _child_cannot_start(parent: ParentRef, run_id: str, exc: UnknownWorkflow) ->
 
 
 def _run_id_of(data: WireModel | None) -> str | None:
-    if data is None or isinstance(data, RunRequested):
+    if data is None or isinstance(data, (RunRequested, *FLOW_EVENTS)):
         return None
     run_id = getattr(data, "run_id", None)
     return run_id if isinstance(run_id, str) else None

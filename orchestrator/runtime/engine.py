@@ -142,6 +142,7 @@ class Engine:
             # A bug in a transition may have left a cached run half-changed: forget every run
             # this batch touched and apply its events one at a time, parking the one that fails.
             self.applier.cache.forget({r for i in items if (r := i.run_id) is not None})
+            self.applier.flows.forget(self.applier.flow_ids(items))
             log.exception("batch failed; re-applying its events one at a time", engine=self.name)
             for item in items:
                 single = await self.applier.apply([item], now, isolated=True)
@@ -166,6 +167,7 @@ class Engine:
             await self.store.commit(batch)
         except (StoreError, BusError):
             self.applier.cache.forget(applied.touched)
+            self.applier.flows.forget(applied.touched_flows)
             self.outbox.give_back(batch.outbox_deleted)
             for item in items:
                 await settle_quietly(item.delivery, Outcome.TRANSIENT)
@@ -184,6 +186,9 @@ class Engine:
             self.metrics.events["applied"] += 1
             self.metrics.observe(transition, data)
             self.metrics.transition_seconds.observe(elapsed / len(applied.transitions))
+        for flow in applied.flows:
+            self.metrics.events["applied"] += 1
+            self.metrics.observe_flow(flow)
 
     # ---- reads for the API and gauges ------------------------------------------------------
     @property
@@ -203,3 +208,5 @@ class Engine:
                     self.topology.tasks_stream, self.topology.queue_consumer(queue)
                 )
             self.metrics.dlq_messages = await self.bus.stream_size(self.topology.dlq_stream)
+        with contextlib.suppress(StoreError):
+            self.metrics.flows = await self.store.active_flows()

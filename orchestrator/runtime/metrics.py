@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from events.models import (
+    LIMIT_GRANTED,
+    LIMIT_REFUSED,
+    RUN_CANCEL_REQUESTED,
     RUN_CANCELLED,
     RUN_FAILED,
+    RUN_REQUESTED,
     RUN_SUCCEEDED,
     TaskCompleted,
     TaskFailed,
@@ -27,6 +31,7 @@ from events.models import (
     WireModel,
 )
 from orchestrator.core.commands import Dispatch, Emit
+from orchestrator.core.limits import FlowTransition
 from orchestrator.core.state import NodeState, Transition
 
 if TYPE_CHECKING:
@@ -34,6 +39,13 @@ if TYPE_CHECKING:
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _RUN_OUTCOMES = {RUN_SUCCEEDED: "succeeded", RUN_FAILED: "failed", RUN_CANCELLED: "cancelled"}
+# What a limiter or a collector said, by the event it emitted.
+_FLOW_OUTCOMES = {
+    LIMIT_GRANTED: "granted",
+    LIMIT_REFUSED: "refused",
+    RUN_CANCEL_REQUESTED: "evicted",
+    RUN_REQUESTED: "collected",
+}
 
 
 class EngineMetrics:
@@ -46,6 +58,9 @@ class EngineMetrics:
         self.outbox_published = 0
         self.queue_depth: dict[str, int] = {}
         self.dlq_messages = 0
+        self.flow: Counter[str] = Counter()  # granted, refused, evicted, collected (runs)
+        # The active limiters' and collectors' headers, refreshed with the other gauges.
+        self.flows: list[dict[str, Any]] = []
         self.transition_seconds = Histogram(
             "conveyor_transition_seconds",
             "Time to apply one event and commit it (per event, measured per batch)",
@@ -79,6 +94,11 @@ class EngineMetrics:
         elif isinstance(data, TaskStarted) and transition.run is not None:
             self.tasks["started"] += 1
             self._observe_start(transition.run.nodes.get(data.node_id))
+
+    def observe_flow(self, transition: FlowTransition) -> None:
+        for command in transition.commands:
+            if isinstance(command, Emit) and command.event_type in _FLOW_OUTCOMES:
+                self.flow[_FLOW_OUTCOMES[command.event_type]] += 1
 
     def _observe_start(self, node: NodeState | None) -> None:
         if node is None or not node.attempts:
@@ -131,8 +151,45 @@ class _EngineCollector(Collector):
             "Durable timers not yet due",
             value=self.engine.pending_timers,
         )
+        yield from _flow_metrics(m)
         yield from m.transition_seconds.collect()
         yield from m.dispatch_to_start_seconds.collect()
+
+
+def _flow_metrics(m: EngineMetrics) -> Iterator[Metric]:
+    """Flow control: what limiters and collectors did, and per active key what they hold (a
+    series per key with work in flight: an idle key has none)."""
+    flow = CounterMetricFamily(
+        "conveyor_flow", "Limiter and collector outcomes", labels=["outcome"]
+    )
+    for outcome, count in sorted(m.flow.items()):
+        flow.add_metric([outcome], count)
+    yield flow
+    labels = ["scope", "name", "key"]
+    holding = GaugeMetricFamily(
+        "conveyor_flow_holding",
+        "Slots held (rate: grants in the window), per limit key",
+        labels=labels,
+    )
+    waiting = GaugeMetricFamily(
+        "conveyor_flow_waiting", "Runs or tasks queued behind a limit, per key", labels=labels
+    )
+    limit = GaugeMetricFamily("conveyor_flow_limit", "The limit in force, per key", labels=labels)
+    collecting = GaugeMetricFamily(
+        "conveyor_flow_collecting",
+        "Events held by a debounce or a batch, per workflow and key",
+        labels=["workflow", "mode", "key"],
+    )
+    for header in m.flows:
+        if header.get("kind") == "collector":
+            values = [header["workflow"], header["mode"], header["key"]]
+            collecting.add_metric(values, header["count"])
+            continue
+        values = [header["scope"], header["name"], header["key"]]
+        holding.add_metric(values, header["holding"])
+        waiting.add_metric(values, header["waiting"])
+        limit.add_metric(values, header["limit"])
+    yield from (holding, waiting, limit, collecting)
 
 
 def engine_registry(engine: Engine) -> CollectorRegistry:

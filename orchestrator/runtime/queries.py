@@ -29,7 +29,8 @@ from typing import Any
 import aiosqlite
 
 from orchestrator.core.state import NodeState, RunState
-from orchestrator.core.status import MAX_LISTED_FAILURES, run_status
+from orchestrator.core.status import MAX_LISTED_FAILURES, run_status, waiting
+from orchestrator.core.statuses import NodeStatus
 from orchestrator.runtime.store import Store
 
 
@@ -176,12 +177,79 @@ class Queries:
             entry["attempts"] = attempts
             if with_errors:
                 entry["failed_children"] = await self._child_failures(run_id, node_id)
+        await self.locate_waits(status)
         return status
 
     async def run_detail_full(self, run_id: str) -> dict[str, Any] | None:
         """The reference: every row loaded and summarised in Python."""
         run = await self.read_run(run_id)
-        return run_status(run) if run is not None else None
+        if run is None:
+            return None
+        status = run_status(run)
+        await self.locate_waits(status)
+        return status
+
+    # ---- flow control ----------------------------------------------------------------------
+    async def locate_waits(self, status: dict[str, Any]) -> None:
+        """Add, to what waits behind a limit whose limiter is in this store, its place in the
+        queue (docs/flow-control.md). A limiter on another partition is asked by the status
+        API (`ApiService`); the dashboard's projection shows what it holds."""
+        waits = [status.get("waiting"), *(n.get("waiting") for n in status["nodes"].values())]
+        for wait in waits:
+            if wait and "position" not in wait:
+                found = await self.flow_position(wait["limiter"], wait["request"])
+                if found is not None:
+                    wait.update(found)
+
+    async def node_waiting(self, node: NodeState) -> dict[str, Any] | None:
+        """A queued node's (or child's) `waiting`, with its place in line when known here."""
+        if node.status != NodeStatus.QUEUED or not node.gates:
+            return None
+        wait = waiting(node.gates[-1])
+        wait.update(await self.flow_position(wait["limiter"], wait["request"]) or {})
+        return wait
+
+    async def flow_position(self, limiter: str, request: str) -> dict[str, Any] | None:
+        """`position` of `request` in `limiter`'s queue (1: next), how many hold the limit, and
+        for a rate limit `until` (when the next token frees); None when the limiter is not in
+        this store or the request is not queued there."""
+        async with self.db.execute(
+            "SELECT header FROM flow_entities WHERE entity_id = ?", (limiter,)
+        ) as rows:
+            row = await rows.fetchone()
+        async with self.db.execute(
+            "SELECT data FROM flow_entries WHERE entity_id = ? AND entry_id = ?",
+            (limiter, request),
+        ) as rows:
+            mine = await rows.fetchone()
+        if row is None or mine is None:
+            return None
+        header, entry = json.loads(row[0]), json.loads(mine[0])
+        if entry.get("holding"):
+            return None
+        vt, seq = entry["rank"]
+        async with self.db.execute(
+            "SELECT COUNT(*) FROM flow_entries WHERE entity_id = ?"
+            " AND json_extract(data, '$.holding') = 0 AND (json_extract(data, '$.rank[0]') < ?"
+            " OR (json_extract(data, '$.rank[0]') = ? AND json_extract(data, '$.rank[1]') < ?))",
+            (limiter, vt, vt, seq),
+        ) as rows:
+            ahead = await rows.fetchone()
+        return {
+            "position": 1 + int(ahead[0] if ahead else 0),
+            "holding": header["holding"],
+            "queued": header["waiting"],
+            "until": header.get("timer_due"),
+        }
+
+    async def flows(self) -> list[dict[str, Any]]:
+        """Every limiter and collector holding, queueing or collecting: its header (limit,
+        counts, key, the next timer)."""
+        async with self.db.execute("SELECT header FROM flow_entities WHERE active = 1") as rows:
+            headers = [json.loads(r[0]) async for r in rows]
+        return sorted(
+            headers, key=lambda h: (h["kind"], h.get("name") or h.get("workflow"), h["key"])
+        )
 
     async def read_run(self, run_id: str) -> RunState | None:
         """The whole run, every node and mapped child loaded (for replays and comparisons)."""

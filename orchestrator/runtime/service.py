@@ -2,6 +2,12 @@
 
     <ns>.api.<partition>.status   {"run_id": ...}                      -> {"ok": true, "run": {...}}
     <ns>.api.<partition>.runs     {"workflow"?, "status"?, "limit"?} -> {"ok": true, "runs": []}
+    <ns>.api.<partition>.flow     {}                                   -> {"ok": true, "flows": []}
+                                  {"limiter": ..., "request": ...}     -> {"ok": true, "place": {}}
+
+`flow` lists the partition's limiters and collectors with work in hand (docs/flow-control.md),
+or says where one request stands in its limiter's queue. A run's status says where it waits;
+when its limiter lives on another partition, the status answer asks that partition's `flow`.
 
 The CLI reads run state this way (one round trip, answered from the store's committed state,
 so it never shows a half-applied batch) and follows a run live by subscribing to the run's
@@ -16,6 +22,7 @@ import json
 from typing import Any
 
 from events.bus import Bus
+from events.errors import BusError
 from orchestrator.runtime.queries import Queries, RunFilter
 from orchestrator.runtime.store import Store
 
@@ -48,6 +55,9 @@ class ApiService:
         self._subs.append(
             await self.bus.serve(topo.api_subject("runs", self.partition), self._runs)
         )
+        self._subs.append(
+            await self.bus.serve(topo.api_subject("flow", self.partition), self._flow)
+        )
 
     async def close(self) -> None:
         for sub in self._subs:
@@ -68,7 +78,35 @@ class ApiService:
         detail = await self.queries.run_detail(run_id)
         if detail is None:
             return _reply(ok=False, error=f"no run {run_id!r}", not_found=True)
+        await self._locate_elsewhere(detail)
         return _reply(ok=True, run=detail)
+
+    async def _flow(self, payload: bytes) -> bytes:
+        try:
+            request = json.loads(payload or b"{}")
+            limiter, wanted = request.get("limiter"), request.get("request")
+        except (ValueError, AttributeError) as exc:
+            return _reply(ok=False, error=f"bad request: {exc}")
+        if isinstance(limiter, str) and isinstance(wanted, str):
+            return _reply(ok=True, place=await self.queries.flow_position(limiter, wanted))
+        return _reply(ok=True, flows=await self.queries.flows())
+
+    async def _locate_elsewhere(self, detail: dict[str, Any]) -> None:
+        """Waits whose limiter is on another partition: ask it (best effort, briefly)."""
+        topo = self.bus.topology
+        waits = [detail.get("waiting"), *(n.get("waiting") for n in detail["nodes"].values())]
+        for wait in waits:
+            if not wait or "position" in wait:
+                continue
+            partition = topo.partition(wait["limiter"])
+            if partition == self.partition:
+                continue
+            body = json.dumps({"limiter": wait["limiter"], "request": wait["request"]}).encode()
+            with contextlib.suppress(BusError, ValueError):
+                reply = json.loads(
+                    await self.bus.request(topo.api_subject("flow", partition), body, timeout=1.0)
+                )
+                wait.update(reply.get("place") or {})
 
     async def _runs(self, payload: bytes) -> bytes:
         try:

@@ -1,9 +1,10 @@
 """The orchestrator's sqlite store (WAL): runs, node states, processed event ids, the outbox.
 
 Writes happen once per fetched batch (`commit`): the new run headers, the node rows the machine
-changed, the ids of the events applied, and the outbox rows the transitions produced — all in
-one transaction, which is what makes a transition exactly-once and its commands unlosable.
-Timers are outbox rows with a due time in the future.
+changed, the flow-control entities (limiters, collectors: a header and entries each) it changed,
+the ids of the events applied, and the outbox rows the transitions produced — all in one
+transaction, which is what makes a transition exactly-once and its commands unlosable. Timers
+are outbox rows with a due time in the future.
 
 Every statement is a primary-key or indexed lookup, so the cost of a transition does not grow
 with the number of stored runs. Reads for the API go through a second connection (WAL lets it
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from orchestrator.core.flow import FlowEntity, entity_from_parts, entry_dict, is_active
 from orchestrator.core.outbox import Batch, OutboxRow, Wait
 from orchestrator.core.state import NodeState, RunState
 from orchestrator.errors import StoreError
@@ -68,6 +70,19 @@ CREATE TABLE IF NOT EXISTS waits (
     PRIMARY KEY (run_id, node_key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS waits_by_type ON waits (type);
+CREATE TABLE IF NOT EXISTS flow_entities (
+    entity_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    header TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flow_entities_active ON flow_entities (active);
+CREATE TABLE IF NOT EXISTS flow_entries (
+    entity_id TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (entity_id, entry_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS schedule_cursors (
     key TEXT PRIMARY KEY,
     last_instant REAL NOT NULL
@@ -125,6 +140,16 @@ class Store:
     # ---- the engine's side -------------------------------------------------------------
     async def load_run(self, run_id: str) -> RunState | None:
         return await self._run(_load_sync, self._db, run_id)
+
+    async def load_flow(self, entity_id: str) -> FlowEntity | None:
+        return await self._run(_load_flow_sync, self._db, entity_id)
+
+    async def active_flows(self) -> list[dict[str, Any]]:
+        """The headers of the limiters and collectors holding, queueing or collecting."""
+        rows = await self._run(
+            _fetchall, self._db, "SELECT header FROM flow_entities WHERE active = 1", ()
+        )
+        return [json.loads(r[0]) for r in rows]
 
     async def already_processed(self, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
@@ -219,6 +244,44 @@ def _load_sync(db: sqlite3.Connection, run_id: str) -> RunState | None:
     return RunState.from_parts(json.loads(row[0]), nodes)
 
 
+def _load_flow_sync(db: sqlite3.Connection, entity_id: str) -> FlowEntity | None:
+    row = db.execute(
+        "SELECT header FROM flow_entities WHERE entity_id = ?", (entity_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    entries = {
+        r[0]: json.loads(r[1])
+        for r in db.execute(
+            "SELECT entry_id, data FROM flow_entries WHERE entity_id = ?", (entity_id,)
+        )
+    }
+    return entity_from_parts(json.loads(row[0]), entries)
+
+
+def _write_flows(db: sqlite3.Connection, batch: Batch) -> None:
+    db.executemany(
+        "INSERT OR REPLACE INTO flow_entities (entity_id, kind, active, header) VALUES (?,?,?,?)",
+        [
+            (e.entity_id, e.kind, int(is_active(e)), _dumps(e.header_dict()))
+            for e in batch.flows.values()
+        ],
+    )
+    written, deleted = [], []
+    for entity_id, entry_ids in batch.changed_entries.items():
+        entity = batch.flows[entity_id]
+        for entry_id in entry_ids:
+            data = entry_dict(entity, entry_id)
+            if data is None:
+                deleted.append((entity_id, entry_id))
+            else:
+                written.append((entity_id, entry_id, _dumps(data)))
+    db.executemany("DELETE FROM flow_entries WHERE entity_id = ? AND entry_id = ?", deleted)
+    db.executemany(
+        "INSERT OR REPLACE INTO flow_entries (entity_id, entry_id, data) VALUES (?,?,?)", written
+    )
+
+
 def _processed_sync(db: sqlite3.Connection, event_ids: list[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(event_ids), 500):
@@ -268,6 +331,8 @@ def _commit_sync(db: sqlite3.Connection, batch: Batch) -> None:
                 "INSERT OR IGNORE INTO processed (event_id) VALUES (?)",
                 [(i,) for i in batch.processed],
             )
+        if batch.flows:
+            _write_flows(db, batch)
         for (run_id, node_key), wait in batch.waits.items():
             if wait is None:
                 db.execute(

@@ -10,7 +10,9 @@ For each event:
   - every registered workflow whose `on` filters match gets a run.requested whose run id is
     derived from (workflow, event source, event id): a redelivered or republished event starts no
     second run. The run's input is `{"event": {...}}`. (Partition 0 does this, so each event
-    triggers once however many partitions there are.)
+    triggers once however many partitions there are.) A debounced or batched workflow gets a
+    trigger.collected event instead, for the collector of the event's key, which starts the
+    runs (docs/flow-control.md).
   - every node of this partition waiting for the event's type whose `match` attributes equal the
     event's gets a wait.matched event.
 Published durably first, acked after: nothing accepted is lost.
@@ -38,10 +40,13 @@ from events.filters import attribute, matches
 from events.ids import derived_id
 from events.models import (
     RUN_REQUESTED,
+    TRIGGER_COLLECTED,
     WAIT_MATCHED,
     RunRequested,
     WaitMatched,
 )
+from orchestrator.core.collect import collected
+from orchestrator.core.flowcheck import Collecting, run_flow
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.runtime.registry import Registry
 from orchestrator.runtime.store import Store
@@ -86,6 +91,12 @@ class TriggerIndex:
             self._specs = [s for s in await self.registry.specs() if s.on]
             self._at = now
         return self._specs
+
+    def collecting(self, spec: WorkflowSpec) -> Collecting | None:
+        """How `spec`'s triggers are debounced or batched (None: one run per event)."""
+        if spec.debounce is None and spec.batch is None:
+            return None
+        return run_flow(spec)[0].collecting  # registered specs are valid: no problems here
 
     async def runs_for(self, event: CloudEvent) -> list[tuple[WorkflowSpec, str]]:
         """Each workflow `event` starts, with the run id it starts (derived: at most once)."""
@@ -178,6 +189,10 @@ class Router:
         if self.partition != 0:
             return
         for spec, run_id in await self.triggers.runs_for(event):
+            collecting = self.triggers.collecting(spec)
+            if collecting is not None:
+                await self._collect(spec.name, collecting, event)
+                continue
             request = RunRequested(
                 workflow=spec.name, input={"event": event_as_json(event)}, run_id=run_id
             )
@@ -190,6 +205,20 @@ class Router:
             await self.bus.publish(self.topology.event_subject(RUN_REQUESTED, run_id), requested)
             self.triggered += 1
             log.info("run triggered", workflow=spec.name, run_id=run_id, by=event.id)
+
+    async def _collect(self, workflow: str, collecting: Collecting, event: CloudEvent) -> None:
+        data = collected(workflow, collecting, event_as_json(event))
+        out = CloudEvent.create(
+            TRIGGER_COLLECTED,
+            SOURCE,
+            data,
+            # A redelivered or republished event is collected once (the collector's processed-id
+            # check, or JetStream's duplicate window, drops the repeat).
+            id=derived_id("collected", data.collector, event.source, event.id),
+            extensions={"runid": data.collector},
+        )
+        await self.bus.publish(self.topology.event_subject(TRIGGER_COLLECTED, data.collector), out)
+        self.triggered += 1
 
     async def _wake(self, event: CloudEvent) -> None:
         for wait in await self.store.waits_for(event.type):

@@ -39,6 +39,7 @@ async def test_openapi_documents_every_route(api: ApiEnv) -> None:
     schema = (await api.anon.get("/openapi.json")).json()
     routes = {(method, path) for path, ops in schema["paths"].items() for method in ops}
     assert routes == {
+        ("get", "/api/flow"),
         ("get", "/api/workflows"),
         ("get", "/api/workflows/{name}"),
         ("post", "/api/workflows/{name}/runs"),

@@ -197,3 +197,9 @@ def measure(text: str) -> int:
 def big_payloads(n: int = 300_000) -> dict[str, int]:
     """Over the inline limit both ways: blob's output and measure's input go by claim check."""
     return {"length": measure(blob(n))}
+
+
+@workflow(concurrency={"limit": 1, "key": "$.input.lane"})
+def one_lane_at_a_time(lane: str = "a", seconds: float = 0.2) -> float:
+    """Flow control: one run per lane at a time; a second run of the lane queues behind it."""
+    return block(seconds)

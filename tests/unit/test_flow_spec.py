@@ -138,7 +138,9 @@ def test_a_bad_task_option_is_a_definition_error_naming_the_workflow() -> None:
     def uses_it() -> None:
         call()
 
-    with pytest.raises(WorkflowDefinitionError, match=r"(?s)workflow 'uses_it'.*node 'call': rate_limit '10/q'"):
+    with pytest.raises(
+        WorkflowDefinitionError, match=r"(?s)workflow 'uses_it'.*node 'call': rate_limit '10/q'"
+    ):
         _ = uses_it.spec
 
 

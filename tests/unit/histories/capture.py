@@ -43,7 +43,12 @@ async def _capture() -> None:
             )
             client = await roles.client(process)
             await Registry(engine.bus).register_all(
-                [flows.retry_then_succeed.spec, flows.fan_out.spec, flows.long_running.spec]
+                [
+                    flows.retry_then_succeed.spec,
+                    flows.fan_out.spec,
+                    flows.long_running.spec,
+                    flows.one_lane_at_a_time.spec,
+                ]
             )
             supervisor = process.build_supervisor()
             await supervisor.start()
@@ -58,6 +63,13 @@ async def _capture() -> None:
                     ),
                     "live_fan_out": await client.trigger("fan_out", {"n": 5}),
                 }
+                # Flow control: the second run of the lane waits for the first (queued, then
+                # granted its slot by the lane's limiter).
+                ahead = await client.trigger("one_lane_at_a_time", {"lane": "a"})
+                runs["live_queued_behind_a_limit"] = await client.trigger(
+                    "one_lane_at_a_time", {"lane": "a"}, priority=9
+                )
+                await client.wait(ahead, timeout=60)
                 cancelled = await client.trigger("long_running", {"seconds": 30})
                 for run_id in runs.values():
                     await client.wait(run_id, timeout=60)

@@ -4,6 +4,7 @@
 
 import { get, stream, enc, withParams } from "./api.js";
 import { el, clear, pill, fmtDuration, fmtTime, fmtClock, fmtInt, jsonView, throttle } from "./util.js";
+import { waitingLine } from "./flow.js";
 
 const MAX_LOG_LINES = 5000;
 
@@ -105,6 +106,7 @@ export class NodePanel {
       n.timeout_s ? [el("dt", { text: "Timeout" }), el("dd", { text: fmtDuration(n.timeout_s) })] : null,
       last ? [el("dt", { text: "Worker" }), el("dd.mono", { text: last.worker || "–" })] : null,
       node.children ? [el("dt", { text: "Children" }), el("dd", { text: Object.entries(node.children).map(([k, v]) => `${fmtInt(v)} ${k}`).join(" · ") })] : null));
+    if (node.waiting) box.append(waitingLine(node.waiting));
     if (node.error) box.append(el("div.section", {}, el("h3", { text: "Error" }), errorBox(node.error)));
     if (hist.length) box.append(el("div.section", {}, el("h3", { text: "Attempts" }), attemptsTable(hist)));
     // A mapped node's input is its children's: each child shows its own.

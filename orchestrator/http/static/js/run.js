@@ -12,12 +12,13 @@ import { DagView } from "./dag.js";
 import { NodePanel, errorBox } from "./panel.js";
 import { openTrigger } from "./trigger.js";
 import { confirmAction } from "./confirm.js";
+import { waitingLine } from "./flow.js";
 
 // Rank of a node's progress within one attempt: an event only overrides the committed state
 // when it is further along (a late re-read must not turn a green node blue again).
-const RANK = { waiting: 0, dispatched: 1, running: 2, retrying: 3, succeeded: 3, failed: 3, skipped: 3, cancelled: 3 };
+const RANK = { waiting: 0, queued: 0.5, dispatched: 1, running: 2, retrying: 3, succeeded: 3, failed: 3, skipped: 3, cancelled: 3 };
 const BACKSTOP_MS = 3000;
-const LEGEND = ["succeeded", "running", "dispatched", "retrying", "waiting", "failed", "skipped", "cancelled"];
+const LEGEND = ["succeeded", "running", "dispatched", "retrying", "queued", "waiting", "failed", "skipped", "cancelled"];
 
 export function mountRun(view, runId, params) {
   let run = null, dagSpec = null, dagView = null, specLoading = null, fetchMs = 50, closed = false;
@@ -145,7 +146,7 @@ export function mountRun(view, runId, params) {
   function renderHead() {
     // Rebuilt only when something shown changed: a button replaced under the pointer loses
     // the click.
-    const key = JSON.stringify([run.status, run.finished_at, run.version, Boolean(run.error)]);
+    const key = JSON.stringify([run.status, run.finished_at, run.version, Boolean(run.error), run.waiting]);
     if (key === headKey) return;
     headKey = key;
     const end = run.finished_at;
@@ -165,7 +166,8 @@ export function mountRun(view, runId, params) {
             el("span", {}, el("b", { text: "Workflow" }), el("a", { href: `#/workflows/${enc(run.workflow)}?version=${run.version}`, text: `${run.workflow} v${run.version}` })),
             el("span", {}, el("b", { text: "Started" }), fmtTime(run.created_at)),
             el("span", { id: "run-duration" }, el("b", { text: "Duration" }), fmtDuration(duration)),
-            run.idempotency_key ? el("span", {}, el("b", { text: "Key" }), el("code", { text: run.idempotency_key })) : null)),
+            run.idempotency_key ? el("span", {}, el("b", { text: "Key" }), el("code", { text: run.idempotency_key })) : null),
+          waitingLine(run.waiting)),
         actions));
     clear(errorSlot);
     if (run.error) errorSlot.append(el("div.section", {}, errorBox(run.error, { open: false })));
