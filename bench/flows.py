@@ -5,6 +5,8 @@
     bench_small    a linear chain of 3 no-op tasks (many small runs: runs/s, the growth seed)
     bench_one      one no-op task (run start latency)
     bench_w2       W2: a producer of `n` items, a no-op mapped over them, then the sum
+    bench_*_limited, bench_small_run_limited   the chain and the small run behind task or run
+                   concurrency limits that never bind (bench/flowcontrol.py: what a limit costs)
 
 The chain is traced once at import, so its length comes from the environment
 (`CONVEYOR_BENCH_CHAIN`, set by `bench.foundation` and `bench`; default 50) and the worker that
@@ -67,3 +69,38 @@ def bench_one(start: int = 0) -> int:
 @workflow
 def bench_w2(n: int) -> int:
     return total(noop.map(produce(n)))
+
+
+# ---- flow control (bench/flowcontrol.py): the same work behind limits that never bind --------
+# A limit far above what the run can reach: what is measured is the cost of asking (a request to
+# the limiter, its grant, the release), not time spent waiting.
+ROOMY = 100_000
+
+
+@task(concurrency={"limit": ROOMY, "key": "$.input.lane"})
+def noop_limited(x: int, lane: str) -> int:
+    return x + 1
+
+
+@workflow
+def bench_chain_limited(start: int = 0, lane: str = "lane-0") -> int:
+    value = start
+    for _ in range(CHAIN_LENGTH):
+        value = noop_limited(value, lane)
+    return value
+
+
+@workflow
+def bench_small_limited(start: int = 0, lane: str = "lane-0") -> int:
+    value = start
+    for _ in range(SMALL_LENGTH):
+        value = noop_limited(value, lane)
+    return value
+
+
+@workflow(concurrency={"limit": ROOMY, "key": "$.input.lane"})
+def bench_small_run_limited(start: int = 0, lane: str = "lane-0") -> int:
+    value = start
+    for _ in range(SMALL_LENGTH):
+        value = noop(value)
+    return value

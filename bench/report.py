@@ -355,6 +355,32 @@ def conveyor_table(report: dict[str, Any]) -> list[str]:
     return _table(header, rows, 2)
 
 
+def flow_table(report: dict[str, Any]) -> list[str]:
+    """The markdown rows of the flow workload (bench/flowcontrol.py)."""
+    flow = (report.get("workloads") or {}).get("flow")
+    if not flow:
+        return []
+    hop, tput = flow["hop"], flow["throughput"]
+
+    def row(label: str, values: list[Any]) -> str:
+        return f"| {label} | " + " | ".join(str(v) for v in values) + " |"
+
+    plain, limited = hop["none"], hop["task_limit"]
+    return [
+        f"Flow control (limits that never bind; {flow['lanes']} keys): the cost of asking",
+        "",
+        "| measure | no limit | task limit | run limit | task limit, one key |",
+        "|---|---|---|---|---|",
+        row("chain hop p50 (ms)", [plain["hop_p50_ms"], limited["hop_p50_ms"], "n/a", "n/a"]),
+        row("chain hop p99 (ms)", [plain["hop_p99_ms"], limited["hop_p99_ms"], "n/a", "n/a"]),
+        row("chain ms/task", [plain["ms_per_task"], limited["ms_per_task"], "n/a", "n/a"]),
+        row(
+            "runs/s (3 tasks each)",
+            [tput[k]["runs_per_s"] for k in ("none", "task_limit", "run_limit", "one_key")],
+        ),
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     env = report.get("environment", {})
     lines = [
@@ -376,6 +402,9 @@ def markdown(report: dict[str, Any]) -> str:
     detail = conveyor_table(report)
     if detail:
         lines += ["", *detail]
+    flow = flow_table(report)
+    if flow:
+        lines += ["", *flow]
     if report.get("targets"):
         lines += ["", "| target (issue 12) | measured | verdict |", "|---|---|---|"]
         lines += [

@@ -7,7 +7,8 @@
 Writes the JSON report to --out and the markdown tables next to it (same name, `.md`), and
 prints them. Workloads: w123 (W1/W2/W3 for each Conveyor variant, with the floor), peers
 (Celery + Redis and taskiq + taskiq-nats on W1/W2/W3), then hop, start, throughput, fanout,
-growth, recovery (Conveyor at its defaults). See docs/performance.md for what each measures.
+growth, recovery, flow (Conveyor at its defaults). See docs/performance.md for what each
+measures (flow: bench/flowcontrol.py).
 Timings are measurements, never assertions.
 """
 
@@ -31,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import headline
+from bench import flowcontrol, headline
 from bench import workloads as w
 from bench.deploy import DEFAULTS, ROOT, VARIANTS, Deployment, Variant
 from bench.follow import Followed
@@ -39,7 +40,17 @@ from bench.noise import NoiseMonitor
 from bench.report import markdown, side_by_side_ratios, targets
 from events import find_nats_server
 
-WORKLOADS = ("w123", "peers", "hop", "start", "throughput", "fanout", "growth", "recovery")
+WORKLOADS = (
+    "w123",
+    "peers",
+    "hop",
+    "start",
+    "throughput",
+    "fanout",
+    "growth",
+    "recovery",
+    "flow",
+)
 PEER_NAMES = ("celery", "taskiq")
 
 
@@ -198,6 +209,13 @@ class Suite:
             result = await self._guard("growth", lambda: w.growth(sizes, tmp))
             if result is not None:
                 self.report["workloads"]["growth"] = result
+        if "flow" in only:
+            result = await self._guard(
+                "flow",
+                lambda: self._deployed(tmp / "flow", 1, lambda f: flowcontrol.measure(f, sizes)),
+            )
+            if result is not None:
+                self.report["workloads"]["flow"] = result
 
     async def _w123(self, tmp: Path, variant: Variant) -> None:
         """W1/W2/W3 on a deployment of `variant`; on the defaults' also the floor and the

@@ -72,11 +72,19 @@ class Harness:
     def _owns(self, component: object) -> None:
         self._by_component[id(component)] = len(self._served) - 1
 
-    async def start_orchestrator(self, **engine_options: Any) -> Engine:
-        """An engine with its status API (triggers started apart: `start_router`)."""
+    async def start_orchestrator(
+        self, partition: int = 0, db: Path | None = None, **engine_options: Any
+    ) -> Engine:
+        """An engine with its status API (triggers started apart: `start_router`); one per
+        partition when the topology has several (each with its own store)."""
         async with self._process() as process:
             engine = await roles.orchestrator(
-                process, db=self.db, topology="check", triggers=False, **engine_options
+                process,
+                db=db or self.db,
+                partition=partition,
+                topology="check",
+                triggers=False,
+                **engine_options,
             )
         self._owns(engine)
         self.engine = engine
