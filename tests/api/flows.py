@@ -104,3 +104,9 @@ def nightly(event: dict[str, object] | None = None, rows: int = 1) -> dict[str, 
 
 TASKS = [fetch, enrich, audit, summarise, publish, explode, wait_for, check]
 WORKFLOWS = [report, broken, slow, picky, nightly]
+
+
+@workflow(concurrency=1)
+def one_at_a_time(seconds: float = 120.0) -> float:
+    """Flow control: one run at a time (registered by the flow tests only)."""
+    return wait_for(seconds)

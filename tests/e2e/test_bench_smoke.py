@@ -4,10 +4,10 @@ Smoke tests, not benchmarks: no timing thresholds, only that every number is the
 and positive (benchmarks are never timing assertions). One `python -m bench --quick` run (the
 Conveyor defaults variant; the tuned one differs only in a worker flag) covers every workload:
 W1/W2/W3 for Conveyor, Celery 5 + Redis and taskiq + taskiq-nats next to the JetStream floor,
-then hop, start, throughput, fan-out, growth and recovery. The peers install themselves (a
-side virtualenv from PyPI, Debian's redis-server when it is missing and we are root); where
-that installation is impossible the peers' test is skipped and says why, and the Conveyor
-and floor test still runs. `python -m bench.foundation` is the earlier chain + fan-out one.
+then hop, start, throughput, fan-out, growth, recovery and flow control. The peers install
+themselves (a side virtualenv from PyPI, Debian's redis-server when it is missing and we are
+root); where that installation is impossible the peers' test is skipped and says why, and the
+Conveyor and floor test still runs. `python -m bench.foundation` is the earlier chain + fan-out one.
 """
 
 from __future__ import annotations
@@ -96,7 +96,15 @@ def test_quick_suite_measures_conveyor_and_the_floor_on_every_workload(
     )
 
     workloads = report["workloads"]
-    assert set(workloads) == {"hop", "start", "throughput", "fanout", "growth", "recovery"}
+    assert set(workloads) == {
+        "hop",
+        "start",
+        "throughput",
+        "fanout",
+        "growth",
+        "recovery",
+        "flow",
+    }
     _positive(report["floor_hop"], "hop_p50_ms", "hop_p99_ms", "simple_publish_async_msgs_per_s")
 
     hop = workloads["hop"]
@@ -132,6 +140,16 @@ def test_quick_suite_measures_conveyor_and_the_floor_on_every_workload(
     _positive(growth["conveyor"]["empty"], "hop_p50_ms", "ms_per_task")
     _positive(growth["conveyor"]["seeded"], "hop_p50_ms", "ms_per_task")
     _positive(growth["ratios"], "hop_p50", "ms_per_task")
+
+    flow = workloads["flow"]  # bench/flowcontrol.py: the same work with and without limits
+    for variant in flow["hop"].values():
+        assert variant["tasks"] == sizes["chain"]
+        _positive(variant, "hop_p50_ms", "hop_p99_ms", "ms_per_task")
+    assert set(flow["throughput"]) == {"none", "task_limit", "run_limit", "one_key"}
+    for variant in flow["throughput"].values():
+        assert variant["runs"] == sizes["w3_runs"]
+        _positive(variant, "runs_per_s", "wall_s")
+    assert "Flow control (limits that never bind" in table
 
     recovery = workloads["recovery"]["conveyor"]
     assert len(recovery["samples"]) == sizes["recovery_repeats"]

@@ -200,7 +200,7 @@ export class DagView {
         failed: c.failed || 0,
         cancelled: (c.cancelled || 0) + (c.skipped || 0),
         running: c.running || 0,
-        queued: (c.dispatched || 0) + (c.retrying || 0),
+        queued: (c.dispatched || 0) + (c.retrying || 0) + (c.queued || 0),
       };
       for (const [name, value] of Object.entries(parts)) {
         // A few failures among 10,000 still get a visible sliver.
