@@ -3,14 +3,16 @@
 For each delivery: decode it (a malformed one gets a `problem`, to be parked), resolve a
 claim-checked result (the machine stays pure: it gets the output in hand), drop an event id
 already processed (exactly-once), load the run (hot runs are cached), `start_run` or `advance`,
-and stage the new state and the commands' outbox rows. Nothing is committed or published here:
-`Engine` does that once for the whole batch.
+and stage the new state and the commands' outbox rows. A flow-control event emitted for this
+very partition (a run asking its limiter, the limiter granting) is also applied in the same batch
+(`Applier._delivered_here`). Nothing is committed or published here: `Engine` does that once for
+the whole batch.
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +25,10 @@ from events.errors import BusError, BusUnavailable, MalformedEvent
 from events.ids import is_token
 from events.models import (
     DATA_MODELS,
+    LIMIT_GRANTED,
+    LIMIT_REFUSED,
+    LIMIT_RELEASED,
+    LIMIT_REQUESTED,
     TASK_FAILED,
     ErrorInfo,
     ParentRef,
@@ -34,7 +40,7 @@ from events.models import (
 )
 from events.topology import ORCHESTRATOR_INPUTS
 from events.tracing import is_traceparent, new_traceparent
-from orchestrator.core.commands import Emit
+from orchestrator.core.commands import Command, Emit
 from orchestrator.core.flow import FLOW_EVENTS, entity_of
 from orchestrator.core.limits import FlowTransition
 from orchestrator.core.machine import advance, start_run
@@ -48,6 +54,8 @@ from orchestrator.runtime.registry import Registry
 from orchestrator.runtime.store import Store
 
 log = structlog.get_logger("conveyor.engine")
+# Applied at once when their target lives on this partition (see `Applier._delivered_here`).
+_LOCAL_TYPES = frozenset({LIMIT_REQUESTED, LIMIT_GRANTED, LIMIT_REFUSED, LIMIT_RELEASED})
 
 
 @dataclass(slots=True)
@@ -123,15 +131,27 @@ class Applier:
         *,
         projection: bool,
         cache_size: int,
+        partition: int = 0,
     ) -> None:
         self.bus = bus
         self.store = store
         self.topology = bus.topology
+        self.partition = partition
         self.registry = Registry(bus)
         self.metrics = metrics
         self.projection = projection
         self.cache = RunCache(store, cache_size)
         self.flows = FlowCache(store, cache_size)
+        # Every run and flow entity the current `apply` has begun to change (events delivered
+        # here included): what to forget if it raises.
+        self._touching: set[str] = set()
+
+    def forget_touched(self) -> None:
+        """An `apply` raised: whatever it began to change in the caches is read back from the
+        store next time (the runs and entities of events delivered here included)."""
+        self.cache.forget(self._touching)
+        self.flows.forget(self._touching)
+        self._touching = set()
 
     @staticmethod
     def flow_ids(items: Sequence[Item]) -> set[str]:
@@ -151,25 +171,53 @@ class Applier:
         ids = [i.event.id for i in items if i.event is not None and i.problem is None]
         seen = await self.store.already_processed(ids)
         out = Applied(Batch())
-        for item in items:
+        self._touching = set()
+        queue = deque(items)
+        while queue:
+            item = queue.popleft()
             if item.problem is not None or item.event is None:
                 continue
             if item.event.id in seen:
                 self.metrics.events["duplicate"] += 1
                 continue
             seen.add(item.event.id)
+            self._touching.update(self.flow_ids([item]), [item.run_id] if item.run_id else [])
             transition = await self._apply_one(item, now, isolated)
             if transition is None:
                 continue
             out.batch.processed.append(item.event.id)
             if not transition.applied:
                 self.metrics.events["stale"] += 1
-            elif isinstance(transition, FlowTransition):
+                continue
+            if isinstance(transition, FlowTransition):
                 self._stage_flow(out, transition, now)
             else:
                 self._stage(out, transition, now)
                 out.transitions.append((transition, item.data))
+            queue.extend(self._delivered_here(out.batch, transition.commands, now))
         return out
+
+    def _delivered_here(self, batch: Batch, commands: Sequence[Command], now: float) -> list[Item]:
+        """Flow-control events this batch emitted for a limiter or a run of this very partition,
+        applied in this batch as if delivered at once (what a limit costs is these hops).
+
+        Their outbox rows are published all the same — the event log, the projection and any
+        other reader see them, in causal order — and their ids are committed as processed with
+        this batch, so their delivery from the stream later is a duplicate that changes nothing.
+        It is a shortcut of the transport, not a rule: any order the bus could deliver in."""
+        if self.projection:
+            return []
+        local = []
+        for command in commands:
+            if not isinstance(command, Emit) or command.event_type not in _LOCAL_TYPES:
+                continue
+            if self.topology.partition(command.run_id) != self.partition:
+                continue
+            row = batch.outbox.get(f"{command.run_id}:{command.key}")
+            if row is not None and row.due_at <= now:
+                delivery = Delivery(row.subject, row.headers, row.body, 1, 0, None)
+                local.append(self._decode(delivery))
+        return local
 
     async def _apply_one(
         self, item: Item, now: float, isolated: bool

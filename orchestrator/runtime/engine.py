@@ -67,7 +67,12 @@ class Engine:
         self.name = f"{'projection' if projection else 'engine'}-p{partition}"
         self.metrics = EngineMetrics()
         self.applier = Applier(
-            bus, store, self.metrics, projection=projection, cache_size=cache_size
+            bus,
+            store,
+            self.metrics,
+            projection=projection,
+            cache_size=cache_size,
+            partition=partition,
         )
         self.outbox = OutboxPublisher(bus, store, self.metrics)
         self._fetcher: Fetcher | None = None
@@ -141,8 +146,7 @@ class Engine:
         except Exception:
             # A bug in a transition may have left a cached run half-changed: forget every run
             # this batch touched and apply its events one at a time, parking the one that fails.
-            self.applier.cache.forget({r for i in items if (r := i.run_id) is not None})
-            self.applier.flows.forget(self.applier.flow_ids(items))
+            self.applier.forget_touched()
             log.exception("batch failed; re-applying its events one at a time", engine=self.name)
             for item in items:
                 single = await self.applier.apply([item], now, isolated=True)
