@@ -13,28 +13,20 @@ asking — a request to the limiter, its grant, the release after — not time s
                  over `LANES` keys; and the task limit over one key (a key per customer costs a
                  limiter per key: the two should cost about the same)
 
-    .venv/bin/python -m bench --only flow [--quick]          # in the suite
-    .venv/bin/python -m bench.flowcontrol [--quick] [--out bench/results/flowcontrol.json]
+    .venv/bin/python -m bench --only flow [--quick] [--out bench/results/<file>.json]
 
 Measurements, never assertions.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import json
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from bench import workloads as w
-from bench.deploy import Deployment
 from bench.follow import MAX_TRIGGERS_IN_FLIGHT, Followed
-from bench.report import flow_table
 from bench.stats import ms, percentile
 
 LANES = 50
@@ -118,39 +110,3 @@ async def _runs_per_s(followed: Followed, workflow: str, count: int, lanes: int)
         "runs_per_s": round(count / wall, 1),
         "run_latency_p50_ms": ms(percentile(latencies, 50)),
     }
-
-
-async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = w.QUICK if args.quick else w.Sizes()
-    with tempfile.TemporaryDirectory(prefix="conveyor-flow-") as tmp:
-        dep = Deployment(Path(tmp), workers=1, chain_length=sizes.chain)
-        try:
-            await dep.start()
-            followed = Followed(dep)
-            await followed.start()
-            result = await measure(followed, sizes)
-            await followed.stop()
-            return result
-        except BaseException:
-            print(dep.logs(), file=sys.stderr)
-            raise
-        finally:
-            await dep.stop()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.flowcontrol", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
-    args = parser.parse_args()
-    result = asyncio.run(_main(args))
-    text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
-    print("\n".join(flow_table({"workloads": {"flow": result}})))
-
-
-if __name__ == "__main__":
-    main()

@@ -27,6 +27,7 @@ from events.codec import decode
 from events.models import LIMIT_GRANTED, LimitGranted
 from events.testing import eventually, unique_namespace
 from orchestrator.core.limits import limiter_id
+from orchestrator.errors import InvalidInput
 from orchestrator.runtime.registry import Registry
 from tests.integration import flow_flows as flows
 from tests.integration.harness import Harness
@@ -103,9 +104,11 @@ async def publish(harness: Harness, event_type: str, n: int, subject: str = "s")
 # ---- the bursts -------------------------------------------------------------------------------
 
 
-async def concurrency_burst(harness: Harness, runs: int) -> None:
-    for n in range(runs):
+async def concurrency_burst(harness: Harness, runs: int) -> list[str]:
+    return [
         await harness.client.trigger("per_key", {"key": KEYS[n % len(KEYS)], "ms": 40})
+        for n in range(runs)
+    ]
 
 
 def check_concurrency(harness: Harness, runs: int) -> None:
@@ -168,11 +171,17 @@ async def workers(harness: Harness, count: int) -> None:
 async def test_two_hundred_runs_over_five_keys_run_at_most_two_at_a_time_per_key(
     running: Harness,
 ) -> None:
-    await concurrency_burst(running, 200)
+    run_ids = await concurrency_burst(running, 200)
     await recorded(running, "hold", 200, timeout=120)
     ended = await finished(running, "per_key", 200)
     assert {r["status"] for r in ended} == {"succeeded"}
     check_concurrency(running, 200)
+    # The first run found its key free: asked, granted and dispatched in the batch that started
+    # it (one partition: the limiter's events are applied where they are emitted).
+    first = await running.client.status(run_ids[0])
+    assert first is not None
+    [attempt] = first["nodes"]["hold"]["attempt_history"]
+    assert attempt["dispatched_at"] == first["created_at"]
 
 
 async def test_a_rate_limit_of_20_per_second_admits_100_in_5_seconds(running: Harness) -> None:
@@ -213,6 +222,13 @@ async def test_batching_250_events_by_100_starts_runs_of_100_100_and_50(
     check_batches(await outputs_of(running, "batched", 3), 250)
     await asyncio.sleep(2.0)  # a full max_wait more: no fourth run
     assert len(await running.client.runs(workflow="batched")) == 3
+
+
+async def test_a_priority_out_of_range_is_refused_before_anything_is_sent(
+    running: Harness,
+) -> None:
+    with pytest.raises(InvalidInput, match="priority must be a whole number from 1 to 10"):
+        await running.client.trigger("per_key", {"key": "x"}, priority=0)
 
 
 @pytest.mark.slow

@@ -31,7 +31,6 @@ from events.models import (
     TaskCompleted,
     TaskFailed,
     TaskStarted,
-    TimerFired,
     WireModel,
 )
 from events.topology import ORCHESTRATOR_INPUTS
@@ -41,6 +40,7 @@ from orchestrator.core.limits import Limiter, apply_limiter
 from orchestrator.core.machine import advance, start_run
 from orchestrator.core.state import RunState
 from orchestrator.core.statuses import IN_FLIGHT, RUN_TERMINAL, RunStatus
+from tests.unit.machine_support import fired
 
 LIMITER_EVENTS = (LimitRequested, LimitReleased, FlowTimerFired)
 
@@ -139,14 +139,7 @@ class World:
             if isinstance(command, Dispatch):
                 self._worker(command)
             elif isinstance(command, StartTimer):
-                fired = TimerFired(
-                    run_id=command.run_id,
-                    timer_id=command.timer_id,
-                    kind=command.kind,
-                    node_id=command.node_key,
-                    attempt=command.attempt,
-                )
-                self.pending.append(Pending(command.timer_id, fired))
+                self.pending.append(Pending(command.timer_id, fired(command)))
             elif isinstance(command, CancelTimer):
                 self.pending = [p for p in self.pending if p.event_id != command.timer_id]
             elif isinstance(command, Emit) and command.event_type in ORCHESTRATOR_INPUTS:
