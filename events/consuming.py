@@ -17,8 +17,8 @@ import structlog
 from events.bus import Delivery, Puller
 from events.errors import BusClosed, BusError
 
-_FIRST_PAUSE_S = 0.5
-_MAX_PAUSE_S = 5.0
+_FIRST_PAUSE_S = 0.25
+_MAX_PAUSE_S = 1.0
 
 
 class Fetcher:
