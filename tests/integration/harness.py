@@ -72,11 +72,17 @@ class Harness:
     def _owns(self, component: object) -> None:
         self._by_component[id(component)] = len(self._served) - 1
 
-    async def start_orchestrator(self, **engine_options: Any) -> Engine:
+    async def start_orchestrator(self, partition: int = 0, **engine_options: Any) -> Engine:
         """An engine with its status API (triggers started apart: `start_router`)."""
+        db = self.db if partition == 0 else self.workdir / f"conveyor-p{partition}.db"
         async with self._process() as process:
             engine = await roles.orchestrator(
-                process, db=self.db, topology="check", triggers=False, **engine_options
+                process,
+                db=db,
+                partition=partition,
+                topology="check",
+                triggers=False,
+                **engine_options,
             )
         self._owns(engine)
         self.engine = engine
