@@ -67,6 +67,12 @@ class _ProcessHooks:
 _hooks = _ProcessHooks()
 
 
+def install_process_hooks() -> None:
+    """Route what runs under a task's context (logging, print) to its context's log sink, for
+    the life of the process (a child process that runs one attempt, see `workers.child`)."""
+    _hooks.acquire()
+
+
 class LogCapture:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

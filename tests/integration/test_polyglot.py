@@ -157,7 +157,7 @@ async def test_a_task_delivered_too_often_fails_as_worker_lost(harness: Harness,
     run_id = await harness.client.trigger("polyglot", {"text": "three words here"})
     # Play the workers that took the task and died: take it and hand it back, as often as allowed.
     # (This consumer is created with the Python worker's config; the Node worker binds to it.)
-    puller = await harness.client.bus.queue_puller("node")
+    puller = await harness.client.bus.task_puller("node", "word_count")
     for _ in range(harness.topology.task_max_deliveries):
         deliveries = await eventually(lambda: puller.fetch(1, timeout=1.0), message="a dispatch")
         await deliveries[0].settle(Outcome.SHUTDOWN)  # nak, no delay
@@ -171,7 +171,8 @@ async def test_a_task_delivered_too_often_fails_as_worker_lost(harness: Harness,
         True,
         "word_count",
     )
-    assert f"delivered {harness.topology.task_max_deliveries + 1} times" in error["message"]
+    assert f"delivered {harness.topology.task_max_deliveries} times" in error["message"]
+    assert "even run alone from its 2nd delivery on" in error["message"]
     assert final["nodes"]["word_count"]["attempts"] == 1
 
 
@@ -180,7 +181,7 @@ async def test_a_message_that_is_not_a_dispatch_is_parked_on_the_dlq(
 ) -> None:
     await start(harness)
     bus, topology = harness.client.bus, harness.topology
-    subject = topology.task_subject("node")
+    subject = topology.task_subject("node", "word_count")
     await bus.publish_raw(subject, {"Nats-Msg-Id": "junk-1", "x-origin": "test"}, b"not an event")
     spawn_node(harness, node)
 

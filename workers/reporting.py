@@ -1,0 +1,107 @@
+"""What a worker says about an attempt: task.started, task.completed, task.failed.
+
+Each event has a deterministic id (`<run_id>:<node_id>:<attempt>:<verb>`): a redelivered attempt
+that runs again publishes the same ids, which JetStream drops as duplicates (and the
+orchestrator would ignore anyway). Each carries the run id and, when the dispatch had one, the
+attempt's trace context, so the run's trace stays whole. An output over the inline limit goes
+to the object store, and the event carries its key (claim check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from events.bus import Bus
+from events.envelope import CloudEvent
+from events.models import (
+    INLINE_LIMIT_BYTES,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_STARTED,
+    ErrorInfo,
+    TaskCompleted,
+    TaskDispatched,
+    TaskFailed,
+    TaskStarted,
+    WireModel,
+)
+
+
+class Reporter:
+    def __init__(self, bus: Bus, worker: str) -> None:
+        self.bus = bus
+        self.worker = worker
+
+    async def started(
+        self, dispatched: TaskDispatched, trace: str | None
+    ) -> Callable[[], Awaitable[bool]]:
+        """Sent without waiting for its ack (the task starts at once); returns the waiter, to
+        await before the result is published, so that the start comes first in the log."""
+        data = TaskStarted(
+            run_id=dispatched.run_id,
+            node_id=dispatched.node_id,
+            attempt=dispatched.attempt,
+            worker=self.worker,
+        )
+        event = self._event(TASK_STARTED, dispatched, "started", data, trace)
+        subject = self.bus.topology.event_subject(TASK_STARTED, dispatched.run_id)
+        return await self.bus.publish_pipelined(subject, event)
+
+    async def completed(
+        self, dispatched: TaskDispatched, output: Any, encoded: bytes, trace: str | None
+    ) -> None:
+        output_ref = None
+        if len(encoded) > INLINE_LIMIT_BYTES:
+            output, output_ref = None, await self.bus.put_artifact(encoded)
+        data = TaskCompleted(
+            run_id=dispatched.run_id,
+            node_id=dispatched.node_id,
+            attempt=dispatched.attempt,
+            worker=self.worker,
+            output=output,
+            output_ref=output_ref,
+        )
+        await self._publish(TASK_COMPLETED, dispatched, "completed", data, trace)
+
+    async def failed(self, dispatched: TaskDispatched, error: ErrorInfo, trace: str | None) -> None:
+        data = TaskFailed(
+            run_id=dispatched.run_id,
+            node_id=dispatched.node_id,
+            attempt=dispatched.attempt,
+            worker=self.worker,
+            error=error,
+        )
+        await self._publish(TASK_FAILED, dispatched, "failed", data, trace)
+
+    async def _publish(
+        self,
+        event_type: str,
+        dispatched: TaskDispatched,
+        verb: str,
+        data: WireModel,
+        trace: str | None,
+    ) -> None:
+        event = self._event(event_type, dispatched, verb, data, trace)
+        await self.bus.publish(
+            self.bus.topology.event_subject(event_type, dispatched.run_id), event
+        )
+
+    def _event(
+        self,
+        event_type: str,
+        dispatched: TaskDispatched,
+        verb: str,
+        data: WireModel,
+        trace: str | None,
+    ) -> CloudEvent:
+        extensions = {"runid": dispatched.run_id}
+        if trace:
+            extensions["traceparent"] = trace
+        return CloudEvent.create(
+            event_type,
+            f"conveyor/worker/{self.worker}",
+            data,
+            id=f"{dispatched.run_id}:{dispatched.node_id}:{dispatched.attempt}:{verb}",
+            extensions=extensions,
+        )
