@@ -4,6 +4,7 @@ The worker writes one JSON request on the child's stdin; the child finds the tas
 (module, file, attribute), runs the attempt exactly as the worker would (`workers.attempt
 .perform`: input validation, timeout, typed errors) and writes JSON lines on its stdout:
 
+    {"started": true}                                         the task is found: it starts now
     {"log": {"level": ..., "message": ..., "logger": ...}}   a line the task logged or printed
     {"output": <JSON>}  |  {"error": {ErrorInfo}}             the attempt's result (last line)
     {"unavailable": "why"}                                    the task cannot be found here
@@ -118,6 +119,7 @@ def main() -> None:
     )
     if request.get("capture_logs"):
         install_process_hooks()
+    channel.send({"started": True})
     result = asyncio.run(perform(task, dispatched, request["input"], Executor(1), context))
     if result.error is not None:
         channel.send({"error": result.error.model_dump(mode="json")})

@@ -25,7 +25,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,10 +105,12 @@ async def run_in_child(
     raw_input: Any,
     context: TaskContext,
     on_log: LogSink | None,
+    *,
+    on_start: Callable[[], Awaitable[None]],
 ) -> Result | Died | None:
     """Run the attempt in a child process: its Result, `Died` if the child ended without one,
-    or None if the child could not find the task (the caller runs it another way). Cancelled,
-    it kills the child."""
+    or None if the child could not find the task (the caller runs it another way). `on_start`
+    is awaited once the child has found the task and starts it. Cancelled, it kills the child."""
     request = {
         "parent": os.getpid(),
         "path": sys.path,
@@ -138,7 +140,7 @@ async def run_in_child(
         limit = None if dispatched.timeout is None else dispatched.timeout + _TIMEOUT_GRACE_S
         try:
             async with asyncio.timeout(limit):
-                outcome = await _read_outcome(child.stdout, on_log)
+                outcome = await _read_outcome(child.stdout, on_log, on_start)
         except TimeoutError:
             return Result(error=_timed_out(dispatched))
         returncode = await child.wait()
@@ -154,7 +156,9 @@ async def run_in_child(
 
 
 async def _read_outcome(
-    stdout: asyncio.StreamReader, on_log: LogSink | None
+    stdout: asyncio.StreamReader,
+    on_log: LogSink | None,
+    on_start: Callable[[], Awaitable[None]],
 ) -> Result | str | None:
     """The child's result, the reason it cannot run the task (str), or None at end of output
     without either (it died)."""
@@ -165,7 +169,9 @@ async def _read_outcome(
             continue
         if not isinstance(message, dict):
             continue
-        if "log" in message:
+        if "started" in message:
+            await on_start()
+        elif "log" in message:
             if on_log is not None:
                 entry = message["log"]
                 on_log(entry["level"], entry["message"], entry.get("logger"))

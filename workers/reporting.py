@@ -38,12 +38,7 @@ class Reporter:
     ) -> Callable[[], Awaitable[bool]]:
         """Sent without waiting for its ack (the task starts at once); returns the waiter, to
         await before the result is published, so that the start comes first in the log."""
-        data = TaskStarted(
-            run_id=dispatched.run_id,
-            node_id=dispatched.node_id,
-            attempt=dispatched.attempt,
-            worker=self.worker,
-        )
+        data = TaskStarted(**self._attempt(dispatched))
         event = self._event(TASK_STARTED, dispatched, "started", data, trace)
         subject = self.bus.topology.event_subject(TASK_STARTED, dispatched.run_id)
         return await self.bus.publish_pipelined(subject, event)
@@ -54,25 +49,21 @@ class Reporter:
         output_ref = None
         if len(encoded) > INLINE_LIMIT_BYTES:
             output, output_ref = None, await self.bus.put_artifact(encoded)
-        data = TaskCompleted(
-            run_id=dispatched.run_id,
-            node_id=dispatched.node_id,
-            attempt=dispatched.attempt,
-            worker=self.worker,
-            output=output,
-            output_ref=output_ref,
-        )
+        data = TaskCompleted(**self._attempt(dispatched), output=output, output_ref=output_ref)
         await self._publish(TASK_COMPLETED, dispatched, "completed", data, trace)
 
     async def failed(self, dispatched: TaskDispatched, error: ErrorInfo, trace: str | None) -> None:
-        data = TaskFailed(
-            run_id=dispatched.run_id,
-            node_id=dispatched.node_id,
-            attempt=dispatched.attempt,
-            worker=self.worker,
-            error=error,
-        )
+        data = TaskFailed(**self._attempt(dispatched), error=error)
         await self._publish(TASK_FAILED, dispatched, "failed", data, trace)
+
+    def _attempt(self, dispatched: TaskDispatched) -> dict[str, Any]:
+        """Which attempt, and who speaks of it: what every one of these events carries."""
+        return {
+            "run_id": dispatched.run_id,
+            "node_id": dispatched.node_id,
+            "attempt": dispatched.attempt,
+            "worker": self.worker,
+        }
 
     async def _publish(
         self,

@@ -30,7 +30,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,29 @@ class _InFlight:
     job: asyncio.Task[None] | None = None
     cancelled: bool = False
     alone: bool = False  # run alone: a suspect (delivered before without a result)
+
+
+class _Start:
+    """task.started for one attempt, sent once, when the attempt really starts (a child process
+    first loads the task, which takes a while and must not count against its timeout). It is
+    sent without waiting for its ack, so the task starts at once; `acked()` waits for it before
+    the result is published, so the start comes first in the event log (the orchestrator copes
+    with a result that has no start before it anyway)."""
+
+    def __init__(self, reporter: Reporter, dispatched: TaskDispatched, trace: str | None) -> None:
+        self._reporter = reporter
+        self._dispatched = dispatched
+        self._trace = trace
+        self._acked: Callable[[], Awaitable[bool]] | None = None
+
+    async def __call__(self) -> None:
+        if self._acked is None:
+            self._acked = await self._reporter.started(self._dispatched, self._trace)
+
+    async def acked(self) -> None:
+        if self._acked is not None:
+            with contextlib.suppress(BusError):  # a lost start changes nothing that matters
+                await self._acked()
 
 
 def default_name() -> str:
@@ -347,13 +370,9 @@ class Worker:
             bound.error("attempt refused", error_type=refused.type, error=refused.message)
             return Outcome.GAVE_UP
         task = self.tasks[dispatched.task]
-        # task.started is sent without waiting for its ack: the task starts at once, and the
-        # ack is awaited before the result is published (the orchestrator copes with a result
-        # that arrives without a start anyway).
-        started_acked = await self._reporter.started(dispatched, item.trace)
         item.job = asyncio.current_task()
         item.alone = delivery.num_delivered > 1
-        started = time.monotonic()
+        start = _Start(self._reporter, dispatched, item.trace)
         raw_input = dispatched.input
         if dispatched.input_ref is not None:
             raw_input = json.loads(await self.bus.get_artifact(dispatched.input_ref))
@@ -367,22 +386,28 @@ class Worker:
             item.trace,
             self._logs,
         )
+        started = time.monotonic()
         if item.alone:
             bound.info("running alone: its previous delivery ended without a result")
-            result = await self._run_alone(task, dispatched, raw_input, context)
+            result = await self._run_alone(task, dispatched, raw_input, context, start)
         else:
+            await start()
             async with self._solo.shared():
                 result = await perform(task, dispatched, raw_input, self._executor, context)
         elapsed = round(time.monotonic() - started, 4)
         self.task_seconds.labels(task=task.name).observe(elapsed)
-        with contextlib.suppress(BusError):  # a lost start changes nothing that matters
-            await started_acked()
+        await start.acked()
         if isinstance(result, Died):
             return await self._died(dispatched, delivery.num_delivered, result, item, bound)
         return await self._report(dispatched, result, elapsed, item, bound)
 
     async def _run_alone(
-        self, task: Task[Any, Any], dispatched: TaskDispatched, raw_input: Any, context: Any
+        self,
+        task: Task[Any, Any],
+        dispatched: TaskDispatched,
+        raw_input: Any,
+        context: TaskContext,
+        start: _Start,
     ) -> Result | Died:
         """In a child process; in this one with nothing else running if a child cannot."""
         address = address_of(task)
@@ -394,11 +419,17 @@ class Worker:
                     logs.emit(context, level, message, logger)
 
             outcome = await run_in_child(
-                address, dispatched, raw_input, context, on_log if logs is not None else None
+                address,
+                dispatched,
+                raw_input,
+                context,
+                on_log if logs is not None else None,
+                on_start=start,
             )
             if outcome is not None:
                 return outcome
         async with self._solo.alone():
+            await start()
             return await perform(task, dispatched, raw_input, self._executor, context)
 
     async def _died(
