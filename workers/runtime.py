@@ -418,14 +418,18 @@ class Worker:
                 if logs is not None:
                     logs.emit(context, level, message, logger)
 
-            outcome = await run_in_child(
-                address,
-                dispatched,
-                raw_input,
-                context,
-                on_log if logs is not None else None,
-                on_start=start,
-            )
+            try:
+                outcome = await run_in_child(
+                    address,
+                    dispatched,
+                    raw_input,
+                    context,
+                    on_log if logs is not None else None,
+                    on_start=start,
+                )
+            except OSError as exc:  # no process to be had (out of pids, of memory...)
+                log.warning("cannot start a child process", task=task.name, error=str(exc))
+                outcome = None
             if outcome is not None:
                 return outcome
         async with self._solo.alone():

@@ -187,7 +187,7 @@ function checkOutput(name, output) {
   return output ?? null;
 }
 
-// Step 5's timeout. An async task past it is reported as failed (its promise cannot be stopped
+// Step 7's timeout. An async task past it is reported as failed (its promise cannot be stopped
 // from outside, only abandoned). A synchronous task blocks the event loop, so it can neither be
 // cut off nor heartbeat while it runs: long CPU work belongs in a worker_thread.
 async function runTask(name, task, d) {

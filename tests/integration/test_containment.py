@@ -123,7 +123,7 @@ async def test_a_suspect_a_child_process_cannot_find_runs_alone_in_the_worker(
     await harness.start_orchestrator()
     log = harness.workdir / "overlap.log"
 
-    async def note(what: str) -> None:
+    def note(what: str) -> None:
         with open(log, "a") as out:
             out.write(f"{what}\n")
 
@@ -131,9 +131,9 @@ async def test_a_suspect_a_child_process_cannot_find_runs_alone_in_the_worker(
 
     @task(name="local_slow")
     async def local_slow(x: int) -> int:
-        await note(f"begin {x} {current().delivery}")
+        note(f"begin {x} {current().delivery}")
         await asyncio.sleep(0.5)
-        await note(f"end {x} {current().delivery}")
+        note(f"end {x} {current().delivery}")
         return x
 
     from orchestrator import workflow

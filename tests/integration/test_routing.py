@@ -6,6 +6,7 @@ forwarded. Against a real nats-server, with real `conveyor worker` processes whe
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -197,6 +198,14 @@ async def test_a_killed_worker_stops_counting_within_a_few_heartbeats(harness: H
     await eventually(noted, timeout=6, message="the dead worker to stop counting")
     [gone] = [w for w in await read_workers(harness.client.bus) if w.heartbeat.pid == worker.pid]
     assert not gone.live and gone.heartbeat.state == "running"  # it never said goodbye
+    # The status API lists the workers too, as the dashboard and the CLI read them.
+    reply = json.loads(
+        await harness.client.bus.request(harness.topology.api_subject("workers"), b"{}")
+    )
+    assert reply["ok"] is True
+    [listed] = [w for w in reply["workers"] if w["pid"] == worker.pid]
+    assert listed["live"] is False
+    assert {"queue": "nobody", "task": "orphan"} in listed["serves"]
 
 
 async def test_a_stopped_worker_says_so_in_its_last_heartbeat(harness: Harness) -> None:
