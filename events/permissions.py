@@ -9,10 +9,12 @@ nats-server resolves when it loads the file (the secret never sits in the file):
     admin         `conveyor topology apply`: the whole JetStream API (streams, buckets)
     orchestrator  its consumers on the event stream, publish events and dispatches, the KV
                   bucket and the object store, serve the status API
-    worker        pull its queues' task consumers and ack them, publish only task events
+    worker        pull its tasks' consumers and ack them, publish only task events
                   (started, completed, failed), log lines, its heartbeats and dead letters;
                   read and write the workflow bucket (it registers its module's workflows)
-                  and the artifacts; it cannot publish run outcomes or dispatches
+                  and the artifacts; it cannot publish run outcomes or dispatches (so it
+                  cannot forward what an older version dispatched on a whole-queue subject
+                  either: in a locked-down deployment, drain old queues before upgrading)
     api           the projection (its own consumers on the event stream), read logs and the
                   catalog, publish run requests, cancels and retries, ask the status API
     gateway       publish on the ingest subjects only (and read the catalog)
@@ -104,6 +106,8 @@ def role_permissions(topology: Topology) -> dict[str, Permissions]:
         ),
     ]
     inbox = ["_INBOX.>"]
+    # Who serves what: workers' heartbeats, read back in one batched direct get.
+    workers = [f"$JS.API.DIRECT.GET.{t.workers_stream}"]
     reads = [*_consumers_of(t.logs_stream), *_kv(t, write=False)]
     run_control = _events(t, RUN_REQUESTED, RUN_CANCEL_REQUESTED, RUN_RETRY_REQUESTED)
     return {
@@ -117,6 +121,7 @@ def role_permissions(topology: Topology) -> dict[str, Permissions]:
                 *_consumers_of(t.events_stream, t.ingest_stream),
                 f"$JS.API.CONSUMER.LIST.{t.tasks_stream}",  # queue depth gauges
                 f"$JS.API.CONSUMER.INFO.{t.tasks_stream}.>",
+                *workers,
                 *_kv(t, write=True),
                 *_objects(t),
             ],
@@ -142,6 +147,7 @@ def role_permissions(topology: Topology) -> dict[str, Permissions]:
                 f"{ns}.api.>",
                 *_consumers_of(t.events_stream, delete=True),  # a projection's rebuild
                 *reads,
+                *workers,
                 *_objects(t),
             ],
             "subscribe": [*inbox, f"{ns}.evt.>", f"{ns}.log.>"],

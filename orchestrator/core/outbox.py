@@ -169,7 +169,16 @@ def _dispatch(
     event_id = f"{command.run_id}:{command.node_key}:{command.attempt}:dispatch"
     span = trace and child_traceparent(trace, command.node_key, str(command.attempt))
     batch.add_outbox(
-        _row(topology.task_subject(command.queue), TASK_DISPATCHED, event_id, data, now, now, span)
+        _row(
+            # The task's own subject: only the workers that serve it ever receive it.
+            topology.task_subject(command.queue, command.task),
+            TASK_DISPATCHED,
+            event_id,
+            data,
+            now,
+            now,
+            span,
+        )
     )
 
 

@@ -213,8 +213,5 @@ class Engine:
         """Queue depths and DLQ size: asked of JetStream, so refreshed now and then, not per
         scrape (the scrape runs in another thread)."""
         with contextlib.suppress(BusError):
-            for queue in await self.bus.queues():
-                self.metrics.queue_depth[queue] = await self.bus.pending(
-                    self.topology.tasks_stream, self.topology.queue_consumer(queue)
-                )
+            self.metrics.queue_depth.update(await self.bus.queue_depths())
             self.metrics.dlq_messages = await self.bus.stream_size(self.topology.dlq_stream)

@@ -159,6 +159,7 @@ class Harness:
             "CONVEYOR_NAMESPACE": self.topology.namespace,
             "CONVEYOR_TASK_ACK_WAIT": str(self.topology.task_ack_wait_s),
             "CONVEYOR_TASK_MAX_DELIVERIES": str(self.topology.task_max_deliveries),
+            "CONVEYOR_WORKER_HEARTBEAT": str(self.topology.worker_heartbeat_s),
             "CONVEYOR_TEST_DIR": str(self.workdir),
             "CONVEYOR_NATS_URL": self.server.url,
         }
