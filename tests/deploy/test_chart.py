@@ -34,18 +34,6 @@ from .chart import (
 
 # Kinds Kubernetes itself defines; anything else must be a custom resource we validate otherwise.
 CUSTOM_KINDS = {"ScaledObject"}
-values_ids = [p.name.removesuffix("-values.yaml") for p in VALUES_FILES]
-
-
-@pytest.fixture(scope="module", params=VALUES_FILES, ids=values_ids)
-def values_file(request: pytest.FixtureRequest) -> Path:
-    path: Path = request.param
-    return path
-
-
-@pytest.fixture(scope="module")
-def rendered(values_file: Path) -> list[Manifest]:
-    return template(values_file)
 
 
 def test_the_matrix_covers_what_the_chart_offers() -> None:

@@ -6,23 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from .chart import CHART, VALUES_FILES, Manifest, by_kind, pod_spec, template, values_of
+from .chart import CHART, Manifest, by_kind, pod_spec, template, values_of
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
-values_ids = [p.name.removesuffix("-values.yaml") for p in VALUES_FILES]
-
-
-@pytest.fixture(scope="module", params=VALUES_FILES, ids=values_ids)
-def values_file(request: pytest.FixtureRequest) -> Path:
-    path: Path = request.param
-    return path
-
-
-@pytest.fixture(scope="module")
-def rendered(values_file: Path) -> list[Manifest]:
-    return template(values_file)
 
 
 def workloads(manifests: list[Manifest]) -> list[Manifest]:
