@@ -14,6 +14,8 @@
 #            from Debian's packages first (deploy/base/build-base.sh; root and mmdebstrap).
 #   PREFIX   image name prefix (default: localhost)
 #   PYTHON   the host Python that builds the wheelhouse: its version must be the image's (3.11)
+#   BUILD_ARGS  more arguments for every `build`, e.g. --layers=false (podman: keep no
+#            intermediate images, as the container tests do)
 set -euo pipefail
 
 tag=${1:-latest}
@@ -35,10 +37,12 @@ trap 'rm -rf "$wheels"' EXIT
 # on the host, and nowhere inside the build.
 "$python" -m pip wheel --quiet --disable-pip-version-check "$root" -w "$wheels"
 
-"$engine" build --quiet -f "$here/Containerfile" --build-arg "BASE=$base" \
+# shellcheck disable=SC2206  # BUILD_ARGS is a list of words
+extra=(${BUILD_ARGS:-})
+"$engine" build --quiet "${extra[@]}" -f "$here/Containerfile" --build-arg "BASE=$base" \
   -t "$prefix/conveyor:$tag" "$wheels"
-"$engine" build --quiet -f "$here/nats/Containerfile" \
+"$engine" build --quiet "${extra[@]}" -f "$here/nats/Containerfile" \
   --build-arg "CONVEYOR_IMAGE=$prefix/conveyor:$tag" -t "$prefix/conveyor-nats:$tag" "$here/nats"
-"$engine" build --quiet -f "$here/examples/worker/Containerfile" \
+"$engine" build --quiet "${extra[@]}" -f "$here/examples/worker/Containerfile" \
   --build-arg "CONVEYOR_IMAGE=$prefix/conveyor:$tag" \
   -t "$prefix/conveyor-example-worker:$tag" "$here/examples/worker"
