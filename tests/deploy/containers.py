@@ -42,20 +42,32 @@ def podman_env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": str(DEPLOY / "podman" / "containers.conf")}
 
 
-def podman(
-    *args: str, timeout: float = 120, check: bool = True
+def run(
+    command: list[str],
+    timeout: float = 120,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run a command with podman's settings; with `check`, a failure raises with its stderr."""
     result = subprocess.run(
-        ["podman", *args],
-        env=podman_env(),
+        command,
+        env={**podman_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
     if check and result.returncode != 0:
-        raise ContainerError(f"podman {' '.join(args)}: exit {result.returncode}\n{result.stderr}")
+        raise ContainerError(
+            f"{' '.join(command)}: exit {result.returncode}\n{result.stderr[-4000:]}"
+        )
     return result
+
+
+def podman(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return run(["podman", *args], timeout=timeout, check=check)
 
 
 def why_no_container_can_start(probe_tag: str) -> str | None:
@@ -160,30 +172,17 @@ class Images:
         """The base (when missing) and the three images, exactly as deploy/README.md says."""
         if not image_exists(BASE_IMAGE):
             with timings.measure("base image (mmdebstrap + import)"):
-                run_script([str(DEPLOY / "base" / "build-base.sh"), BASE_IMAGE], timeout=600)
+                run([str(DEPLOY / "base" / "build-base.sh"), BASE_IMAGE], timeout=600)
             self.built.append(BASE_IMAGE)
         with timings.measure("wheelhouse + images (deploy/build.sh)"):
             # --layers=false: no intermediate images are left behind to clean up.
             env = {"BASE": BASE_IMAGE, "PYTHON": sys.executable, "BUILD_ARGS": "--layers=false"}
-            run_script([str(DEPLOY / "build.sh"), self.tag], timeout=900, env=env)
+            run([str(DEPLOY / "build.sh"), self.tag], timeout=900, env=env)
         self.built += [self.worker, self.nats, self.conveyor]
 
     def remove(self) -> None:
         for name in self.built:
             podman("rmi", "--force", name, check=False)
-
-
-def run_script(args: list[str], timeout: float, env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(
-        args,
-        env={**podman_env(), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ContainerError(f"{' '.join(args)}: exit {result.returncode}\n{result.stderr[-4000:]}")
 
 
 @dataclass
@@ -198,7 +197,6 @@ class Stack:
 
     def compose_env(self) -> dict[str, str]:
         return {
-            **podman_env(),
             "CONVEYOR_IMAGE": self.images.conveyor,
             "CONVEYOR_NATS_IMAGE": self.images.nats,
             "CONVEYOR_WORKER_IMAGE": self.images.worker,
@@ -213,17 +211,17 @@ class Stack:
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         compose = shutil.which("podman-compose", path=str(Path(sys.executable).parent))
         command = [compose or "podman-compose", "-p", self.project, "-f", str(COMPOSE_FILE)]
-        result = subprocess.run(
-            [*command, *args],
-            env=self.compose_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ContainerError(f"podman-compose {' '.join(args)}: {result.stderr[-4000:]}")
-        return result
+        return run([*command, *args], timeout=timeout, env=self.compose_env())
+
+    def inspect(self, service: str, template: str) -> str:
+        return podman("inspect", "--format", template, self.container(service)).stdout.strip()
+
+    def kill(self, service: str) -> None:
+        podman("kill", "--signal", "KILL", self.container(service))
+
+    def remove(self, service: str, grace: int) -> None:
+        """Stop (SIGTERM, then SIGKILL after `grace` seconds) and remove one container."""
+        podman("rm", "--force", "--time", str(grace), self.container(service))
 
     def container(self, service: str) -> str:
         return f"{self.project}_{service}_1"
@@ -238,8 +236,7 @@ class Stack:
             podman("volume", "rm", "--force", f"{self.project}_{volume}", check=False)
 
     def state(self, service: str) -> str:
-        result = podman("inspect", "--format", "{{.State.Status}}", self.container(service))
-        return result.stdout.strip()
+        return self.inspect(service, "{{.State.Status}}")
 
     def healthy(self, service: str) -> bool:
         # Podman runs healthchecks from systemd timers, which this VM lacks: run the compose

@@ -32,6 +32,7 @@ from .containers import (
     Images,
     Stack,
     Timings,
+    podman,
     wait_for,
     why_no_container_can_start,
 )
@@ -79,14 +80,8 @@ def stack(timings: Timings) -> Iterator[Stack]:
     try:
         images.build(timings)
         for name in (images.conveyor, images.nats, images.worker):
-            inspect = subprocess.run(
-                ["podman", "image", "inspect", "--format", "{{.Size}}", name],
-                env=stack.compose_env(),
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            timings.steps[f"size MB {name.split(':')[0]}"] = round(int(inspect.stdout) / 1e6, 1)
+            size = podman("image", "inspect", "--format", "{{.Size}}", name).stdout
+            timings.steps[f"size MB {name.split(':')[0]}"] = round(int(size) / 1e6, 1)
         with timings.measure("compose up"):
             stack.compose("up", "-d")
             for service in LONG_RUNNING:
@@ -121,35 +116,19 @@ def run_workflow(stack: Stack, timeout: float = 120) -> dict[str, Any]:
 
 def test_every_role_runs_non_root_on_a_read_only_root(stack: Stack) -> None:
     for service in (*LONG_RUNNING, "nats1"):
-        inspect = subprocess.run(
-            [
-                "podman",
-                "inspect",
-                "--format",
-                "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}",
-                stack.container(service),
-            ],
-            env=stack.compose_env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        assert inspect[0] == "10001:10001", (service, inspect)
+        user, read_only = stack.inspect(
+            service, "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}"
+        ).split()
+        assert user == "10001:10001", (service, user)
         if service != "nats1":
-            assert inspect[1] == "true", (service, inspect)
-    # The probe would fail on a writable root as well; this shows the root really is read-only.
+            assert read_only == "true", service
+    # The flag above, seen from inside: the image's own files cannot be written.
     denied = stack.exec("worker", "python3", "-c", "open('/opt/conveyor/x', 'w')")
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
 
 
 def test_the_topology_job_made_every_stream_replicated(stack: Stack) -> None:
-    exit_code = subprocess.run(
-        ["podman", "inspect", "--format", "{{.State.ExitCode}}", stack.container("topology")],
-        env=stack.compose_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    exit_code = stack.inspect("topology", "{{.State.ExitCode}}")
     assert exit_code == "0", stack.logs("topology")
     expected = {plan.name for plan in TOPOLOGY.streams()}
     expected |= {f"KV_{TOPOLOGY.workflows_bucket}", f"OBJ_{TOPOLOGY.artifacts_bucket}"}
@@ -167,40 +146,39 @@ def test_a_workflow_runs_end_to_end(stack: Stack) -> None:
     assert status["output"] == RECEIPT
 
 
+def http(url: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    """(status, decoded JSON body) of one request; error statuses are answers, not raises."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        with error:  # closes the response it holds
+            return error.code, None
+
+
 def test_the_api_and_the_gateway_answer_on_their_published_ports(stack: Stack) -> None:
     api = f"http://{stack.published('api', 8080)}"
-    with urllib.request.urlopen(f"{api}/healthz", timeout=5) as response:
-        assert response.status == 200
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{api}/api/runs", timeout=5)
-    assert refused.value.code == 401
+    assert http(f"{api}/healthz")[0] == 200
+    assert http(f"{api}/api/runs")[0] == 401
 
     def runs_listed() -> list[Any] | None:
-        request = urllib.request.Request(
-            f"{api}/api/runs?workflow=receipt",
-            headers={"Authorization": f"Bearer {stack.api_token}"},
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            runs: list[Any] = json.load(response).get("runs") or []
+        status, page = http(f"{api}/api/runs?workflow=receipt", token=stack.api_token)
+        assert status == 200, status
+        runs: list[Any] = page.get("runs") or []
         return runs or None
 
     # The API reads its own projection of the event stream: wait for it to catch up.
     wait_for("the API listing the run", runs_listed, timeout=30)
 
     hook = f"http://{stack.published('webhooks', 8090)}/hooks/orders"
-    body = json.dumps({"order": 42}).encode()
-    unsigned = urllib.request.Request(hook, data=body, method="POST")
-    with pytest.raises(urllib.error.HTTPError) as unauthorised:
-        urllib.request.urlopen(unsigned, timeout=5)
-    assert unauthorised.value.code == 401
-    signed = urllib.request.Request(
-        hook,
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Bearer {stack.hook_token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(signed, timeout=10) as response:
-        assert response.status == 202
+    assert http(hook, body={"order": 42})[0] == 401
+    assert http(hook, token=stack.hook_token, body={"order": 42})[0] == 202
 
 
 def test_a_workflow_succeeds_after_the_event_stream_leader_is_killed(
@@ -214,12 +192,7 @@ def test_a_workflow_succeeds_after_the_event_stream_leader_is_killed(
     )
     survivors = [n for n in nodes if n != leader]
     killed_at = time.monotonic()
-    subprocess.run(
-        ["podman", "kill", "--signal", "KILL", stack.container(NATS_NODES[leader])],
-        env=stack.compose_env(),
-        capture_output=True,
-        check=True,
-    )
+    stack.kill(NATS_NODES[leader])
     stack.killed.append(leader)
     new_leader = wait_for(
         f"a new events stream leader after {leader} was killed",
@@ -245,12 +218,7 @@ def test_a_waiting_run_finishes_when_the_worker_scales_from_zero(
     else:  # until per-task consumers land (issue 10)
         consumer = TOPOLOGY.queue_consumer("default")
     # Scale to zero: SIGTERM, the worker drains and exits within its grace period.
-    subprocess.run(
-        ["podman", "rm", "--force", "--time", "40", stack.container("worker")],
-        env=stack.compose_env(),
-        capture_output=True,
-        check=True,
-    )
+    stack.remove("worker", grace=40)
     waiting = stack.exec_background(
         "api",
         *("conveyor", "run", "receipt", "--input", json.dumps(ORDER)),
