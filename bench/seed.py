@@ -29,8 +29,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from orchestrator.state import SUCCEEDED, Attempt, NodeState, RunState
-from orchestrator.store import Store
+from orchestrator.core.state import Attempt, NodeState, RunState
+from orchestrator.core.statuses import NodeStatus
+from orchestrator.runtime.store import Store
 
 WORKFLOW = "bench_small"
 NODE_IDS = ("noop", "noop_2", "noop_3")
@@ -48,12 +49,12 @@ def _templates(version: int) -> tuple[str, list[tuple[str, str]]]:
         nodes[node_id] = NodeState(
             key=node_id,
             node_id=node_id,
-            status=SUCCEEDED,
+            status=NodeStatus.SUCCEEDED,
             attempt=1,
             attempts=[
                 Attempt(
                     attempt=1,
-                    status=SUCCEEDED,
+                    status=NodeStatus.SUCCEEDED,
                     dispatched_at=base,
                     started_at=base + 0.001,
                     finished_at=base + 0.003,
@@ -67,7 +68,7 @@ def _templates(version: int) -> tuple[str, list[tuple[str, str]]]:
         run_id=_RUN,
         workflow=WORKFLOW,
         version=version,
-        status=SUCCEEDED,
+        status=NodeStatus.SUCCEEDED,
         input={"start": 0},
         created_at=_T0,
         updated_at=_T0 + 0.012,
@@ -106,7 +107,7 @@ def _rows(
                 run_id,
                 WORKFLOW,
                 version,
-                SUCCEEDED,
+                NodeStatus.SUCCEEDED,
                 created,
                 created + 0.012,
                 _fill(header, run_id, t0),

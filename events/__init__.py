@@ -1,7 +1,15 @@
-"""The contract: CloudEvents on NATS JetStream (envelope, codec, types, subjects, topology)."""
+"""The contract: CloudEvents on NATS JetStream (envelope, codec, types, subjects, topology).
+
+Everything here is pure data and pure functions except `Bus` (and the `Delivery`, `KvEntry`,
+`Puller` it hands out), the only place that imports nats-py, and `EmbeddedServer`, which starts
+a process: those load on first use, so `import events.models` costs no networking import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from events.acks import Ack, Decision, Nak, Outcome, Term, settle
-from events.bus import Bus, Delivery, KvEntry, Puller
 from events.codec import decode, encode
 from events.envelope import CloudEvent, utc_now_iso
 from events.errors import BusError, BusUnavailable, ConveyorError, MalformedEvent, ServerError
@@ -37,9 +45,21 @@ from events.models import (
     TaskStarted,
     TimerFired,
 )
-from events.server import EmbeddedServer, find_nats_server
 from events.tasks import TaskDeclaration, Tracer, current_tracer, tracing
 from events.topology import Topology
+
+if TYPE_CHECKING:
+    from events.bus import Bus, Delivery, KvEntry, Puller
+    from events.server import EmbeddedServer, find_nats_server
+
+_LAZY = {
+    "Bus": "events.bus",
+    "Delivery": "events.bus",
+    "KvEntry": "events.bus",
+    "Puller": "events.bus",
+    "EmbeddedServer": "events.server",
+    "find_nats_server": "events.server",
+}
 
 __all__ = [
     "DATA_MODELS",
@@ -102,3 +122,12 @@ __all__ = [
     "tracing",
     "utc_now_iso",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'events' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

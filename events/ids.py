@@ -8,7 +8,10 @@ import re
 import time
 import zlib
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")  # \Z: `$` would accept a trailing "\n"
+# One NATS subject token: run ids, queue and task names. The pattern alone is for schemas
+# (OpenAPI, JSON Schema); Python matches anchor it with \Z (`$` accepts a trailing "\n").
+TOKEN_PATTERN = r"[A-Za-z0-9_-]{1,128}"
+_TOKEN = re.compile(rf"^{TOKEN_PATTERN}\Z")
 
 
 def new_run_id() -> str:

@@ -1,74 +1,52 @@
-"""The control plane: workflow specs and the Python DSL, the pure machine, the store, the engine."""
+"""Conveyor's control plane. What users import from here:
 
-from orchestrator.dsl import (
-    Cond,
-    Ref,
-    Workflow,
-    sleep,
-    subworkflow,
-    wait_for_event,
-    when,
-    workflow,
-)
-from orchestrator.engine import Engine
+    from orchestrator import workflow, when, sleep, wait_for_event, subworkflow   # the DSL
+    from orchestrator import Client                                            # trigger, wait
+
+and the errors those raise. Everything else (the core, the runtime, the triggers, the HTTP API,
+the CLI) lives in sub-packages and may move between releases.
+
+Importing the DSL loads no networking: `Client` (which needs nats-py) is loaded on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from events.errors import BusError, BusUnavailable, ConveyorError
+from orchestrator.dsl import Workflow, sleep, subworkflow, wait_for_event, when, workflow
 from orchestrator.errors import (
-    EventRejected,
     InvalidInput,
     SpecError,
-    StoreError,
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
-from orchestrator.machine import advance, start_run
-from orchestrator.registry import Registry
-from orchestrator.rules import backoff_delay
-from orchestrator.service import ApiService
-from orchestrator.spec import (
-    CompiledSpec,
-    Condition,
-    MapSpec,
-    NodeSpec,
-    RetryPolicy,
-    WorkflowSpec,
-    compile_spec,
-    validate_spec,
-)
-from orchestrator.state import NodeState, RunState, Transition
-from orchestrator.status import run_status
-from orchestrator.store import Store
+
+if TYPE_CHECKING:
+    from orchestrator.client import Client
 
 __all__ = [
-    "ApiService",
-    "CompiledSpec",
-    "Cond",
-    "Condition",
-    "Engine",
-    "EventRejected",
+    "BusError",
+    "BusUnavailable",
+    "Client",
+    "ConveyorError",
     "InvalidInput",
-    "MapSpec",
-    "NodeSpec",
-    "NodeState",
-    "Ref",
-    "Registry",
-    "RetryPolicy",
-    "RunState",
     "SpecError",
-    "Store",
-    "StoreError",
-    "Transition",
     "UnknownWorkflow",
     "Workflow",
     "WorkflowDefinitionError",
-    "WorkflowSpec",
-    "advance",
-    "backoff_delay",
-    "compile_spec",
-    "run_status",
     "sleep",
-    "start_run",
     "subworkflow",
-    "validate_spec",
     "wait_for_event",
     "when",
     "workflow",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the client (and with it nats-py) only when someone asks for it.
+    if name == "Client":
+        from orchestrator.client import Client
+
+        return Client
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

@@ -35,9 +35,10 @@ from events.models import (
 )
 from events.topology import Topology
 from events.tracing import new_traceparent
+from orchestrator.core.rules import input_problems
+from orchestrator.core.statuses import RUN_TERMINAL
 from orchestrator.errors import InvalidInput
-from orchestrator.registry import Registry
-from orchestrator.state import RUN_TERMINAL
+from orchestrator.runtime.registry import Registry
 
 SOURCE = "conveyor/client"
 _TERMINAL_TYPES = {RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED}
@@ -71,15 +72,11 @@ class Client:
         """Start a run; returns its id. UnknownWorkflow / InvalidInput before anything is sent."""
         spec = await self.registry.get(workflow, version)
         payload = dict(input or {})
-        if spec.input_validator is not None:
-            problems = [
-                f"input{''.join(f'.{p}' for p in err.path)}: {err.message}"
-                for err in spec.input_validator.iter_errors(
-                    _with_defaults(spec.spec.input_schema, payload)
-                )
-            ]
-            if problems:
-                raise InvalidInput(workflow, problems)
+        # The machine's own check (on a copy: the run stores the input as given, and the
+        # machine fills the defaults in when it starts the run).
+        problems = input_problems(spec, dict(payload))
+        if problems:
+            raise InvalidInput(workflow, problems)
         if run_id is not None and not is_token(run_id):
             raise InvalidInput(workflow, [f"run id {run_id!r} must be 1-128 of [A-Za-z0-9_-]"])
         if run_id is None:
@@ -192,14 +189,6 @@ class Client:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-
-
-def _with_defaults(schema: dict[str, Any] | None, payload: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(payload)
-    for name, prop in ((schema or {}).get("properties") or {}).items():
-        if isinstance(prop, dict) and "default" in prop:
-            merged.setdefault(name, prop["default"])
-    return merged
 
 
 __all__ = ["Client"]

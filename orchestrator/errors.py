@@ -3,10 +3,13 @@
 events.errors.ConveyorError
 ├── SpecError                 a workflow spec is invalid; `problems` lists each with its place
 ├── WorkflowDefinitionError   the @workflow DSL was used in a way it cannot trace
+│   └── ModuleLoadError       a user module cannot be loaded (a syntax error): file, line
 ├── UnknownWorkflow           no workflow (or version) registered under that name
 ├── InvalidInput              a run's input does not fit the workflow's parameters
 ├── EventRejected             an event is well-formed but breaks the contract for its run
 │                             (unknown run or node); parked on the DLQ, never applied
+├── IllegalTransition         the machine tried a status move its graph does not have: a bug
+├── ConfigError               a setting or secret is missing or invalid (found at start-up)
 └── StoreError                the sqlite store failed (a transient fault: the batch is retried)
 """
 
@@ -25,6 +28,18 @@ class SpecError(ConveyorError):
 
 class WorkflowDefinitionError(ConveyorError):
     """Raised while tracing a @workflow body: says what was done and what to use instead."""
+
+
+class ModuleLoadError(WorkflowDefinitionError):
+    """A module of workflows and tasks cannot be loaded: `path` and `line` say where, `detail`
+    what is wrong there. A WorkflowDefinitionError, so that every surface treats it as one."""
+
+    def __init__(self, path: str, line: int | None, detail: str) -> None:
+        self.path = path
+        self.line = line
+        self.detail = detail
+        where = path if line is None else f"{path}, line {line}"
+        super().__init__(f"{where}: {detail}")
 
 
 class UnknownWorkflow(ConveyorError):
@@ -53,3 +68,12 @@ class EventRejected(ConveyorError):
 
 class StoreError(ConveyorError):
     pass
+
+
+class IllegalTransition(ConveyorError):
+    """A status move the graph of `core/statuses.py` does not have, or an (event, status) pair
+    the machine's tables do not cover: a programming error, never a business outcome."""
+
+
+class ConfigError(ConveyorError):
+    """A setting or a secret that is missing or invalid; says which and where it was read."""

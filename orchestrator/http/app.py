@@ -22,13 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from events.errors import BusError, BusUnavailable
 from orchestrator.client import Client
 from orchestrator.errors import InvalidInput, StoreError, UnknownWorkflow
-from orchestrator.store import Store
+from orchestrator.runtime.queries import BadCursor, Queries
+from orchestrator.runtime.store import Store
 
 from .auth import require_token
 from .context import AppContext
 from .live import Live
 from .models import Problem
-from .queries import BadCursor, Queries
 from .routes_live import router as live_router
 from .routes_runs import router as runs_router
 from .routes_workflows import router as workflows_router

@@ -11,9 +11,10 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrator.cron import next_instants
-from orchestrator.registry import Registry
-from orchestrator.spec import CompiledSpec, NodeSpec, Notify, WorkflowSpec
+from orchestrator.core.compiler import CompiledSpec
+from orchestrator.core.cron import next_instants
+from orchestrator.core.spec import NodeSpec, Notify, WorkflowSpec
+from orchestrator.runtime.registry import Registry
 
 from .models import Dag, DagEdge, DagNode, NotifyInfo, ScheduleInfo
 

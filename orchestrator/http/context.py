@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from orchestrator.client import Client
-from orchestrator.registry import Registry
-from orchestrator.store import Store
+from orchestrator.runtime.queries import Queries
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.store import Store
 
 from .live import Live
-from .queries import Queries
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """The API's request and response bodies (pydantic), which is what `/openapi.json` documents.
 
-Run and node shapes follow `orchestrator.status.run_status` — what `conveyor status --json`
+Run and node shapes follow `orchestrator.core.status.run_status` — what `conveyor status --json`
 prints — so a script can switch between the CLI and the API without rewriting its parsing.
 Models of values that come from the store accept extra fields (`extra="allow"`): the store is
 written by the engine, which may add fields before the API learns to name them, and a read

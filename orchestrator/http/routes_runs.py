@@ -6,7 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, status
 
-from orchestrator.state import CANCELLED, FAILED, RUN_TERMINAL, NodeState
+from events.ids import TOKEN_PATTERN
+from orchestrator.core.expressions import NODE_ID_PATTERN
+from orchestrator.core.rules import retry_refusal
+from orchestrator.core.state import NODE_KEY_PATTERN, NodeState
+from orchestrator.core.statuses import RUN_TERMINAL, RunStatus
+from orchestrator.runtime.queries import RunFilter
 
 from .context import AppContext, context
 from .models import (
@@ -20,14 +25,13 @@ from .models import (
     RunDetail,
     RunPage,
 )
-from .queries import RunFilter
 
 router = APIRouter(tags=["runs"], responses={422: {"model": Problem}})
 
-RUN_ID = r"^[A-Za-z0-9_-]{1,128}$"
-NODE_ID = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
-NODE_KEY = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}(\[[0-9]{1,9}\])?$"
-STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+# The id rules of the core, anchored for OpenAPI (ECMA regex: `$`, not `\Z`).
+RUN_ID = f"^{TOKEN_PATTERN}$"
+NODE_ID = f"^{NODE_ID_PATTERN}$"
+NODE_KEY = f"^{NODE_KEY_PATTERN}$"
 
 RunId = Annotated[str, Path(pattern=RUN_ID, description="A run id.")]
 Ctx = Annotated[AppContext, Depends(context)]
@@ -41,8 +45,8 @@ def _filters(
         str | None, Query(max_length=64, description="Only runs of this workflow.")
     ] = None,
     status: Annotated[
-        list[str] | None,
-        Query(description=f"Only runs in these statuses (repeatable): {', '.join(STATUSES)}."),
+        list[RunStatus] | None,
+        Query(description="Only runs in these statuses (repeatable)."),
     ] = None,
     created_after: Annotated[
         float | None, Query(description="Created at or after (unix seconds).")
@@ -190,15 +194,9 @@ async def retry_run(
 ) -> Accepted:
     """Resume a failed or cancelled run from the nodes that did not succeed (same run id)."""
     header = await _existing(ctx, run_id)
-    if header["status"] not in (FAILED, CANCELLED):
-        raise HTTPException(
-            409, f"run {run_id!r} is {header['status']}: only a failed or cancelled run retries"
-        )
-    error = header.get("error") or {}
-    if error.get("type") == "InvalidInput":
-        raise HTTPException(
-            409, f"run {run_id!r} failed on its input: retrying cannot help, trigger a new run"
-        )
+    refusal = retry_refusal(header["status"], header.get("error"))
+    if refusal is not None:
+        raise HTTPException(409, f"run {run_id!r} cannot be retried: {refusal}")
     reason = (request.reason if request else None) or "retried from the API"
     await ctx.client.retry(run_id, reason)
     return Accepted(run_id=run_id, action="retry", url=f"/api/runs/{run_id}")

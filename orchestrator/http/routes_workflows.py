@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
 
 from events.ids import is_token
-from orchestrator.spec import CompiledSpec
+from orchestrator.core.compiler import CompiledSpec
 
 from .catalog import dag_of, notify_of, redacted_spec, schedules_of, versions_of
 from .context import AppContext, context

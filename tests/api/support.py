@@ -18,7 +18,7 @@ import pytest_asyncio
 from events import EmbeddedServer, Topology
 from events.testing import eventually
 from orchestrator.http import ApiServer, create_app
-from orchestrator.store import Store
+from orchestrator.runtime.store import Store
 from tests.api import flows
 from tests.integration.harness import Harness
 

@@ -14,9 +14,9 @@ import pytest
 
 from events.models import LogLine
 from events.testing import eventually
-from orchestrator import Registry
 from orchestrator.http import ApiServer, create_app
-from orchestrator.http.queries import Queries
+from orchestrator.runtime.queries import Queries
+from orchestrator.runtime.registry import Registry
 from tests.api import flows
 from tests.api.support import ApiEnv, SseReader, serving
 

@@ -13,11 +13,11 @@ from events.models import (
     RunFailed,
     TaskCompleted,
 )
+from orchestrator.core.compiler import compile_spec
 from orchestrator.http.catalog import dag_of, notify_of, redacted_spec
 from orchestrator.http.live import summarise
 from orchestrator.http.logs import node_matches
-from orchestrator.http.queries import BadCursor, decode_cursor, encode_cursor
-from orchestrator.spec import compile_spec
+from orchestrator.runtime.queries import BadCursor, decode_cursor, encode_cursor
 from tests.api import flows
 
 

@@ -14,8 +14,8 @@ import pytest
 from playwright.async_api import Page, expect
 
 from events.models import LogLine
-from orchestrator.state import Attempt, NodeState, RunState
-from orchestrator.store import Batch, Store
+from orchestrator.core.state import Attempt, NodeState, RunState
+from orchestrator.runtime.store import Batch, Store
 from tests.api import flows
 from tests.api.support import TOKEN, ApiEnv, serving
 from tests.browser.support import shoot, sign_in

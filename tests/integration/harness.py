@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from events import Bus, EmbeddedServer, Topology
-from orchestrator import ApiService, Engine, Registry, Store, Workflow
+from orchestrator import Workflow
 from orchestrator.client import Client
-from orchestrator.router import Router
-from orchestrator.scheduler import Scheduler
+from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.service import ApiService
+from orchestrator.runtime.store import Store
+from orchestrator.triggers.router import Router
+from orchestrator.triggers.scheduler import Scheduler
 from workers import Task, Worker
 
 FLOWS = str(Path(__file__).with_name("flows.py"))

@@ -7,7 +7,7 @@ import socket
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.metrics import engine_registry, serve_metrics
+from orchestrator.runtime.metrics import engine_registry, serve_metrics
 from tests.integration import flows
 from tests.integration.harness import Harness
 from tests.integration.test_runs import ALL_TASKS

@@ -20,7 +20,7 @@ import pytest
 from events.acks import Outcome
 from events.testing import eventually
 from orchestrator import workflow
-from orchestrator.loader import load_module
+from orchestrator.dsl.loader import load_module
 from tests.integration.harness import Harness
 from workers import task
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from events.testing import eventually
-from orchestrator import run_status
-from orchestrator.store import Store
+from orchestrator.core.status import run_status
+from orchestrator.runtime.store import Store
 from tests.integration import flows
 from tests.integration.harness import Harness
 from tests.integration.test_runs import start

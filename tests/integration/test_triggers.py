@@ -9,7 +9,7 @@ from typing import Any
 from events import RUN_REQUESTED, CloudEvent
 from events.testing import eventually
 from orchestrator import SpecError
-from orchestrator.scheduler import schedule_run_id
+from orchestrator.triggers.scheduler import schedule_run_id
 from tests.integration import trigger_flows as flows
 from tests.integration.harness import Harness
 

@@ -27,9 +27,9 @@ from events import Bus, EmbeddedServer, Topology
 from events.testing import eventually, unique_namespace
 from orchestrator import workflow
 from orchestrator.http.server import ApiServer
-from orchestrator.webhooks import HooksConfig, create_gateway
-from orchestrator.webhooks.notifier import Notifier
-from orchestrator.webhooks.signatures import standard_signature, verify_standard
+from orchestrator.triggers.webhooks import HooksConfig, create_gateway
+from orchestrator.triggers.webhooks.notifier import Notifier
+from orchestrator.triggers.webhooks.signatures import standard_signature, verify_standard
 from tests.integration import trigger_flows as flows
 from tests.integration.harness import Harness
 

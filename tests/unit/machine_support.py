@@ -15,17 +15,10 @@ from events.models import (
     TaskStarted,
     TimerFired,
 )
-from orchestrator.machine import start_run
-from orchestrator.spec import CompiledSpec, compile_spec
-from orchestrator.state import (
-    CancelTimer,
-    Command,
-    Dispatch,
-    Emit,
-    RunState,
-    StartTimer,
-    Transition,
-)
+from orchestrator.core.commands import CancelTimer, Command, Dispatch, Emit, StartTimer
+from orchestrator.core.compiler import CompiledSpec, compile_spec
+from orchestrator.core.machine import start_run
+from orchestrator.core.state import RunState, Transition
 
 RUN = "run-1"
 NOW = 1_000.0

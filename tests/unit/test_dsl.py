@@ -8,14 +8,21 @@ have) are part of what is tested: input schemas must resolve them.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Annotated, Any
 
 import pydantic
 import pytest
 
 from orchestrator import Workflow, WorkflowDefinitionError, when, workflow
-from orchestrator.expressions import Scope, evaluate
-from orchestrator.spec import NodeSpec, compile_spec
+from orchestrator.core.compiler import compile_spec
+from orchestrator.core.expressions import Scope, evaluate
+from orchestrator.core.spec import NodeSpec
+from orchestrator.dsl.loader import load_module
+from orchestrator.errors import ModuleLoadError
 from workers import task
 
 
@@ -652,3 +659,119 @@ def test_map_outside_a_workflow_binds_like_inside() -> None:
 
     # Inside a workflow `scale.map(items, factor=3)` maps over `x`; called directly, the same.
     assert scale.map([1, 2], factor=3) == [3, 6]
+
+
+def test_every_problem_of_a_traced_spec_is_in_the_definition_error():
+    bad_queue = extract.with_options(queue="not a token")
+    other_queue = publish.with_options(queue="q*")
+
+    def flow():
+        return other_queue(bad_queue(1))
+
+    message = trace_error(flow)
+    assert "node 'extract': queue 'not a token'" in message
+    assert "node 'publish': queue 'q*'" in message
+
+
+# ---- loading a module of workflows -----------------------------------------------------------
+
+FLOWS = """
+from orchestrator import workflow
+from workers import task
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@workflow
+def twice(x: int = 1):
+    return double(double(x))
+"""
+
+
+def test_loading_a_file_collects_its_workflows_and_tasks(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(FLOWS)
+    loaded = load_module(str(tmp_path / "flows.py"))
+    assert list(loaded.workflows) == ["twice"]
+    assert list(loaded.tasks) == ["double"]
+    assert [n.id for n in loaded.workflows["twice"].spec.nodes] == ["double", "double_2"]
+
+
+def test_a_module_with_a_syntax_error_names_the_file_and_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "flows.py"
+    text = FLOWS + "\n\ndef broken(:\n    pass\n"
+    path.write_text(text)
+    line = text.splitlines().index("def broken(:") + 1
+    before = list(sys.path)
+    with pytest.raises(ModuleLoadError) as info:
+        load_module(str(path))
+    error = info.value
+    assert isinstance(error, WorkflowDefinitionError)  # the CLI's exit 2
+    assert (error.path, error.line) == (str(path), line)
+    assert str(error).startswith(f"{path}, line {line}: syntax error: ")
+    assert "def broken(:" in str(error)
+    assert "Traceback" not in str(error)
+    assert sys.path == before
+    assert "conveyor_user_flows" not in sys.modules  # no half-loaded module stays behind
+
+
+def test_a_syntax_error_names_the_file_as_the_user_gave_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "flows.py").write_text("def broken(:\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModuleLoadError, match=r"^flows\.py, line 1: syntax error: "):
+        load_module("flows.py")
+
+
+def test_a_syntax_error_in_a_module_it_imports_names_that_module(tmp_path: Path) -> None:
+    (tmp_path / "helpers.py").write_text("x = 1\n  y = 2\n")
+    (tmp_path / "flows.py").write_text("import helpers\n" + FLOWS)
+    with pytest.raises(ModuleLoadError) as info:
+        load_module(str(tmp_path / "flows.py"))
+    assert (info.value.path, info.value.line) == (str(tmp_path / "helpers.py"), 2)
+    assert "syntax error: unexpected indent" in str(info.value)
+    sys.modules.pop("helpers", None)
+
+
+def test_a_dotted_module_with_a_syntax_error_names_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "badflows_pkg").mkdir()
+    (tmp_path / "badflows_pkg" / "__init__.py").write_text("")
+    (tmp_path / "badflows_pkg" / "flows.py").write_text("return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleLoadError) as info:
+        load_module("badflows_pkg.flows")
+    assert info.value.path == str(tmp_path / "badflows_pkg" / "flows.py")
+    assert info.value.line == 1
+    assert "'return' outside function" in str(info.value)
+    sys.modules.pop("badflows_pkg", None)
+
+
+# ---- the DSL does no I/O ---------------------------------------------------------------------
+
+
+def test_the_dsl_modules_import_nothing_that_does_io() -> None:
+    """The DSL's own imports, in a fresh interpreter. The package `__init__`s are bypassed: what
+    they import is their own contract, pinned where they are made lazy."""
+    probe = textwrap.dedent(
+        """
+        import sys, types
+        for name in ("orchestrator", "events", "workers"):
+            package = types.ModuleType(name)
+            package.__path__ = [name]
+            sys.modules[name] = package
+        from orchestrator.dsl import workflow, when, sleep, wait_for_event, subworkflow
+        import orchestrator.dsl.loader
+        io = {"nats", "aiosqlite", "structlog", "prometheus_client", "rich", "sqlite3"}
+        print(sorted({m.split(".")[0] for m in sys.modules} & io))
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.expressions import (
+from orchestrator.core.expressions import (
     DictT,
     ExpressionError,
     ListT,

@@ -18,22 +18,13 @@ from events.models import (
     TASK_CANCEL_REQUESTED,
     TimerFired,
 )
+from orchestrator.core.compiler import CompiledSpec
+from orchestrator.core.machine import DEADLINE_GRACE_S, RunEvent, advance
+from orchestrator.core.rules import backoff_delay
+from orchestrator.core.spec import RetryPolicy
+from orchestrator.core.state import RunState, Transition
+from orchestrator.core.statuses import NodeStatus, RunStatus
 from orchestrator.errors import EventRejected
-from orchestrator.machine import DEADLINE_GRACE_S, RunEvent, advance
-from orchestrator.rules import backoff_delay
-from orchestrator.spec import CompiledSpec, RetryPolicy
-from orchestrator.state import (
-    CANCELLED,
-    DISPATCHED,
-    FAILED,
-    RETRYING,
-    RUNNING,
-    SKIPPED,
-    SUCCEEDED,
-    WAITING,
-    RunState,
-    Transition,
-)
 from tests.unit.machine_support import (
     NOW,
     RUN,
@@ -68,7 +59,7 @@ def test_start_dispatches_only_root_nodes_with_inputs_from_run_input() -> None:
     run = run_of(out)
 
     assert out.created and out.applied
-    assert run.status == RUNNING
+    assert run.status == RunStatus.RUNNING
     by_key = {d.node_key: d for d in dispatches(out)}
     assert sorted(by_key) == ["a", "c"]
     assert by_key["a"].input == {"n": 7, "fixed": 3}
@@ -76,10 +67,10 @@ def test_start_dispatches_only_root_nodes_with_inputs_from_run_input() -> None:
     assert by_key["c"].input == {"who": "ada"}
     assert by_key["c"].queue == "gpu"
     assert {k: n.status for k, n in run.nodes.items()} == {
-        "a": DISPATCHED,
-        "b": WAITING,
-        "c": DISPATCHED,
-        "d": WAITING,
+        "a": NodeStatus.DISPATCHED,
+        "b": NodeStatus.WAITING,
+        "c": NodeStatus.DISPATCHED,
+        "d": NodeStatus.WAITING,
     }
 
 
@@ -112,7 +103,7 @@ def test_invalid_input_fails_the_run_at_once_naming_the_field(
     out = start(spec, run_input)
     run = run_of(out)
 
-    assert run.status == FAILED
+    assert run.status == RunStatus.FAILED
     assert run.error is not None
     assert run.error["type"] == "InvalidInput"
     assert run.error["retryable"] is False
@@ -139,7 +130,7 @@ def test_linear_chain_advances_on_completion_and_succeeds_with_output() -> None:
     out = advance(spec, run, completed("a", {"v": 10}), NOW + 1)
     assert dispatched_keys(out) == ["b"]
     assert dispatches(out)[0].input == {"v": 10}
-    assert run.status == RUNNING
+    assert run.status == RunStatus.RUNNING
 
     out = advance(spec, run, completed("b", [1, 2]), NOW + 2)
     assert dispatched_keys(out) == ["c"]
@@ -147,7 +138,7 @@ def test_linear_chain_advances_on_completion_and_succeeds_with_output() -> None:
 
     out = advance(spec, run, completed("c", "done"), NOW + 3)
     assert dispatches(out) == []
-    assert run.status == SUCCEEDED
+    assert run.status == RunStatus.SUCCEEDED
     assert run.finished_at == NOW + 3
     assert run.output == {"final": "done", "first": 10, "n": 1}
     [emitted] = emits(out, RUN_SUCCEEDED)
@@ -171,14 +162,14 @@ def test_parallel_branches_run_together_and_the_join_waits_for_both() -> None:
 
     out = advance(spec, run, completed("c", "C"), NOW)
     assert dispatches(out) == []
-    assert run.nodes["d"].status == WAITING
+    assert run.nodes["d"].status == NodeStatus.WAITING
 
     out = advance(spec, run, completed("b", "B"), NOW)
     assert dispatched_keys(out) == ["d"]
     assert dispatches(out)[0].input == {"pair": ["B", "C"]}
 
     advance(spec, run, completed("d", "joined"), NOW)
-    assert (run.status, run.output) == (SUCCEEDED, "joined")
+    assert (run.status, run.output) == (RunStatus.SUCCEEDED, "joined")
 
 
 # ---- retries --------------------------------------------------------------------------------
@@ -200,8 +191,8 @@ def test_retryable_failure_waits_on_a_retry_timer_with_jittered_backoff() -> Non
 
     out = advance(spec, run, failed("a"), NOW + 5)
 
-    assert run.nodes["a"].status == RETRYING
-    assert run.status == RUNNING
+    assert run.nodes["a"].status == NodeStatus.RETRYING
+    assert run.status == RunStatus.RUNNING
     assert dispatches(out) == []
     [timer] = timers(out)
     assert (timer.kind, timer.node_key, timer.attempt) == ("retry", "a", 1)
@@ -209,7 +200,7 @@ def test_retryable_failure_waits_on_a_retry_timer_with_jittered_backoff() -> Non
     assert timer.due_at == NOW + 5 + delay
     assert 2.0 * 0.8 <= delay <= 2.0 * 1.2
     assert run.nodes["a"].attempts[0].error is not None
-    assert run.nodes["a"].attempts[0].status == FAILED
+    assert run.nodes["a"].attempts[0].status == NodeStatus.FAILED
 
     # The second failure backs off from the multiplied base (2 * 3 = 6 s).
     advance(spec, run, fired(timer), NOW + 10)
@@ -243,11 +234,11 @@ def test_retry_timer_dispatches_the_next_attempt_with_the_same_input() -> None:
 
     [dispatch] = dispatches(out)
     assert (dispatch.node_key, dispatch.attempt, dispatch.input) == ("a", 2, {"n": 4})
-    assert run.nodes["a"].status == DISPATCHED
+    assert run.nodes["a"].status == NodeStatus.DISPATCHED
     assert [a.attempt for a in run.nodes["a"].attempts] == [1, 2]
 
     advance(spec, run, completed("a", "ok", attempt=2), NOW + 4)
-    assert (run.status, run.output) == (SUCCEEDED, "ok")
+    assert (run.status, run.output) == (RunStatus.SUCCEEDED, "ok")
 
 
 def test_exhausted_attempts_fail_the_run_with_the_node_error() -> None:
@@ -259,8 +250,8 @@ def test_exhausted_attempts_fail_the_run_with_the_node_error() -> None:
     out = advance(spec, run, failed("a", attempt=2, message="second"), NOW + 1)
 
     assert timers(out) == []
-    assert run.status == FAILED
-    assert run.nodes["a"].status == FAILED
+    assert run.status == RunStatus.FAILED
+    assert run.nodes["a"].status == NodeStatus.FAILED
     assert run.error is not None
     assert (run.error["type"], run.error["message"], run.error["node_id"]) == (
         "ValueError",
@@ -287,7 +278,7 @@ def test_non_retryable_failure_fails_at_once(policy: dict[str, Any], event: RunE
     out = advance(spec, run, event, NOW)
 
     assert timers(out) == []
-    assert run.status == FAILED
+    assert run.status == RunStatus.FAILED
     assert run.nodes["a"].attempt == 1
     assert run.error is not None and run.error["node_id"] == "a"
 
@@ -309,7 +300,7 @@ def test_started_attempt_with_a_timeout_gets_a_deadline_timer() -> None:
     [timer] = timers(out)
     assert (timer.kind, timer.node_key, timer.attempt) == ("deadline", "a", 1)
     assert timer.due_at == NOW + 2 + 30 + DEADLINE_GRACE_S
-    assert run.nodes["a"].status == RUNNING
+    assert run.nodes["a"].status == NodeStatus.RUNNING
 
 
 def test_started_attempt_without_a_timeout_gets_no_timer() -> None:
@@ -330,7 +321,7 @@ def test_deadline_fails_the_running_attempt_and_follows_the_retry_policy() -> No
     error = run.nodes["a"].attempts[0].error
     assert error is not None
     assert (error["type"], error["retryable"]) == ("TimeoutError", True)
-    assert run.nodes["a"].status == RETRYING
+    assert run.nodes["a"].status == NodeStatus.RETRYING
     [retry] = timers(out, "retry")
     assert retry.attempt == 1
 
@@ -342,7 +333,7 @@ def test_deadline_on_the_last_attempt_fails_the_run() -> None:
 
     out = advance(spec, run, fired(deadline), NOW + 31)
 
-    assert run.status == FAILED
+    assert run.status == RunStatus.FAILED
     assert run.error is not None
     assert (run.error["type"], run.error["node_id"]) == ("TimeoutError", "a")
     assert len(emits(out, TASK_CANCEL_REQUESTED)) == 1
@@ -356,7 +347,7 @@ def test_completion_cancels_the_deadline_timer() -> None:
     out = advance(spec, run, completed("a", 1), NOW + 1)
 
     assert cancelled_timers(out) == [deadline.timer_id]
-    assert run.status == SUCCEEDED
+    assert run.status == RunStatus.SUCCEEDED
 
 
 # ---- stale and duplicate events -------------------------------------------------------------
@@ -383,7 +374,7 @@ def _finished() -> tuple[CompiledSpec, RunState]:
     run = run_of(start(spec))
     advance(spec, run, started("a"), NOW)
     advance(spec, run, completed("a", "x"), NOW)
-    assert run.status == SUCCEEDED
+    assert run.status == RunStatus.SUCCEEDED
     return spec, run
 
 
@@ -471,13 +462,13 @@ def test_cancel_mid_run_stops_in_flight_work_and_ignores_later_results() -> None
 
     out = advance(spec, run, cancel("user asked"), NOW + 1)
 
-    assert run.status == CANCELLED
+    assert run.status == RunStatus.CANCELLED
     assert run.finished_at == NOW + 1
     assert {k: n.status for k, n in run.nodes.items()} == {
-        "a": CANCELLED,
-        "b": CANCELLED,
-        "c": SUCCEEDED,
-        "d": CANCELLED,
+        "a": NodeStatus.CANCELLED,
+        "b": NodeStatus.CANCELLED,
+        "c": NodeStatus.SUCCEEDED,
+        "d": NodeStatus.CANCELLED,
     }
     requests = emits(out, TASK_CANCEL_REQUESTED)
     assert [(e.data.node_id, e.data.attempt) for e in requests] == [("a", 1)]  # type: ignore[attr-defined]
@@ -524,7 +515,7 @@ def test_map_fans_out_one_child_per_element_with_the_item_bound() -> None:
     assert [d.input for d in dispatches(out)] == [
         {"scale": 2, "tag": t["tag"], "x": t} for t in ITEMS
     ]
-    assert run.nodes["m"].status == RUNNING
+    assert run.nodes["m"].status == NodeStatus.RUNNING
     assert run.nodes["m"].children == 3
     assert [run.nodes[f"m[{i}]"].index for i in range(3)] == [0, 1, 2]
 
@@ -536,23 +527,23 @@ def test_map_parent_succeeds_with_ordered_outputs_and_feeds_the_fan_in() -> None
     for index in (2, 0):
         out = advance(spec, run, completed(f"m[{index}]", index * 10), NOW)
         assert dispatches(out) == []
-        assert run.nodes["m"].status == RUNNING
+        assert run.nodes["m"].status == NodeStatus.RUNNING
 
     out = advance(spec, run, completed("m[1]", 10), NOW)
-    assert run.nodes["m"].status == SUCCEEDED
+    assert run.nodes["m"].status == NodeStatus.SUCCEEDED
     assert run.nodes["m"].output == [0, 10, 20]
     [dispatch] = dispatches(out)
     assert (dispatch.node_key, dispatch.input) == ("total", {"values": [0, 10, 20]})
 
     advance(spec, run, completed("total", 30), NOW)
-    assert (run.status, run.output) == (SUCCEEDED, {"values": [0, 10, 20], "total": 30})
+    assert (run.status, run.output) == (RunStatus.SUCCEEDED, {"values": [0, 10, 20], "total": 30})
 
 
 def test_map_over_an_empty_list_succeeds_with_an_empty_list() -> None:
     out = start(map_spec(), {"items": [], "scale": 1})
     run = run_of(out)
 
-    assert run.nodes["m"].status == SUCCEEDED
+    assert run.nodes["m"].status == NodeStatus.SUCCEEDED
     assert run.nodes["m"].output == []
     assert [(d.node_key, d.input) for d in dispatches(out)] == [("total", {"values": []})]
 
@@ -562,8 +553,8 @@ def test_map_over_a_non_list_fails_the_node_with_a_non_retryable_expression_erro
     out = start(spec, {"items": {"not": "a list"}, "scale": 1})
     run = run_of(out)
 
-    assert run.status == FAILED
-    assert run.nodes["m"].status == FAILED
+    assert run.status == RunStatus.FAILED
+    assert run.nodes["m"].status == NodeStatus.FAILED
     assert run.error is not None
     assert (run.error["type"], run.error["retryable"], run.error["node_id"]) == (
         "ExpressionError",
@@ -580,7 +571,7 @@ def test_map_element_whose_input_cannot_be_evaluated_leaves_no_children() -> Non
     out = start(map_spec(), {"items": [*ITEMS[:2], {}], "scale": 1})
     run = run_of(out)
 
-    assert run.status == FAILED
+    assert run.status == RunStatus.FAILED
     assert run.error is not None and run.error["type"] == "ExpressionError"
     assert sorted(run.nodes) == ["m", "total"]
     assert dispatches(out) == []
@@ -597,11 +588,11 @@ def test_a_run_failing_in_the_pass_that_dispatched_withdraws_those_dispatches() 
     out = start(spec, {})
     run = run_of(out)
 
-    assert run.status == FAILED
+    assert run.status == RunStatus.FAILED
     assert run.error is not None and run.error["node_id"] == "b"
     assert dispatches(out) == []
     assert emits(out, TASK_CANCEL_REQUESTED) == []
-    assert run.nodes["a"].status == CANCELLED
+    assert run.nodes["a"].status == NodeStatus.CANCELLED
 
 
 def test_a_mapped_child_failing_for_good_fails_the_run_and_cancels_siblings() -> None:
@@ -612,14 +603,14 @@ def test_a_mapped_child_failing_for_good_fails_the_run_and_cancels_siblings() ->
 
     out = advance(spec, run, failed("m[1]", retryable=False, message="bad row"), NOW)
 
-    assert run.status == FAILED
+    assert run.status == RunStatus.FAILED
     assert run.error is not None
     assert (run.error["node_id"], run.error["message"]) == ("m[1]", "bad row")
-    assert run.nodes["m"].status == FAILED
+    assert run.nodes["m"].status == NodeStatus.FAILED
     assert run.nodes["m"].error == run.error
-    assert run.nodes["m[0]"].status == SUCCEEDED
-    assert run.nodes["m[2]"].status == CANCELLED
-    assert run.nodes["total"].status == CANCELLED
+    assert run.nodes["m[0]"].status == NodeStatus.SUCCEEDED
+    assert run.nodes["m[2]"].status == NodeStatus.CANCELLED
+    assert run.nodes["total"].status == NodeStatus.CANCELLED
     assert cancelled_timers(out) == [retry.timer_id]
     _assert_changes_nothing(spec, run, fired(retry))
 
@@ -669,8 +660,8 @@ def test_when_condition_runs_or_skips_the_node(
     out = advance(spec, run, completed("score", value), NOW)
 
     assert dispatched_keys(out) == (["publish"] if runs else [])
-    assert run.nodes["publish"].status == (DISPATCHED if runs else SKIPPED)
-    assert run.status == (RUNNING if runs else SUCCEEDED)
+    assert run.nodes["publish"].status == (NodeStatus.DISPATCHED if runs else NodeStatus.SKIPPED)
+    assert run.status == (RunStatus.RUNNING if runs else RunStatus.SUCCEEDED)
 
 
 def test_a_condition_that_cannot_compare_fails_the_node() -> None:
@@ -678,7 +669,7 @@ def test_a_condition_that_cannot_compare_fails_the_node() -> None:
     spec = spec_of([{"id": "a", "task": "t", "when": when}])
     run = run_of(start(spec, {"v": "text"}))
 
-    assert run.status == FAILED
+    assert run.status == RunStatus.FAILED
     assert run.error is not None
     assert (run.error["type"], run.error["node_id"]) == ("ExpressionError", "a")
 
@@ -696,11 +687,11 @@ def test_skipped_propagates_to_dependents_and_the_output_sees_none() -> None:
     run = run_of(out)
 
     assert dispatched_keys(out) == ["side"]
-    assert run.nodes["gate"].status == SKIPPED
-    assert run.nodes["after"].status == SKIPPED
+    assert run.nodes["gate"].status == NodeStatus.SKIPPED
+    assert run.nodes["after"].status == NodeStatus.SKIPPED
 
     advance(spec, run, completed("side", "s"), NOW)
-    assert run.status == SUCCEEDED
+    assert run.status == RunStatus.SUCCEEDED
     assert run.output == {"gate": None, "after": None, "side": "s"}
 
 
@@ -716,8 +707,8 @@ def test_an_output_path_into_a_skipped_node_gives_none() -> None:
 
     advance(spec, run, completed("work", {"ok": False}), NOW)
 
-    assert run.nodes["publish"].status == SKIPPED
-    assert run.status == SUCCEEDED
+    assert run.nodes["publish"].status == NodeStatus.SKIPPED
+    assert run.status == RunStatus.SUCCEEDED
     assert run.output == {"url": None, "first": [None, False]}
 
 
@@ -727,7 +718,7 @@ def test_an_output_path_that_does_not_resolve_fails_the_run() -> None:
 
     out = advance(spec, run, completed("work", {"ok": True}), NOW)
 
-    assert run.status == FAILED
+    assert run.status == RunStatus.FAILED
     assert run.error is not None
     assert run.error["type"] == "ExpressionError"
     assert "missing" in run.error["message"]
@@ -809,19 +800,19 @@ def test_retrying_a_failed_mapped_run_redispatches_only_what_did_not_succeed() -
     run = run_of(start(spec, {"items": ITEMS, "scale": 1}))
     advance(spec, run, completed("m[0]", 0), NOW)
     advance(spec, run, failed("m[1]", retryable=False, message="bad row"), NOW)
-    assert run.status == FAILED
+    assert run.status == RunStatus.FAILED
 
     out = advance(spec, run, RunRetryRequested(run_id=RUN), NOW + 1)
 
-    assert run.status == RUNNING and run.error is None
+    assert run.status == RunStatus.RUNNING and run.error is None
     # m[0] keeps its output; m[1] (failed) and m[2] (cancelled) run again as new attempts.
     assert sorted((d.node_key, d.attempt) for d in dispatches(out)) == [("m[1]", 2), ("m[2]", 2)]
-    assert run.nodes["m"].status == RUNNING
-    assert run.nodes["total"].status == WAITING
+    assert run.nodes["m"].status == NodeStatus.RUNNING
+    assert run.nodes["total"].status == NodeStatus.WAITING
     # The retry budget starts again: attempt 2 may itself be retried once (max_attempts=2).
     [timer] = timers(advance(spec, run, failed("m[1]", attempt=2), NOW + 2), kind="retry")
     assert timer.attempt == 2
-    assert run.status == RUNNING
+    assert run.status == RunStatus.RUNNING
 
 
 def test_retry_of_a_running_or_succeeded_run_changes_nothing() -> None:

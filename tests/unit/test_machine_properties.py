@@ -26,18 +26,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from events.models import RunRequested, TaskCompleted
-from orchestrator.machine import RunEvent, advance, start_run
-from orchestrator.spec import CompiledSpec, compile_spec
-from orchestrator.state import (
-    FAILED,
-    RUN_TERMINAL,
-    SUCCEEDED,
-    CancelTimer,
-    Dispatch,
-    RunState,
-    StartTimer,
-    Transition,
-)
+from orchestrator.core.commands import CancelTimer, Dispatch, StartTimer
+from orchestrator.core.compiler import CompiledSpec, compile_spec
+from orchestrator.core.machine import RunEvent, advance, start_run
+from orchestrator.core.state import RunState, Transition
+from orchestrator.core.statuses import RUN_TERMINAL, NodeStatus, RunStatus
 from tests.unit.machine_support import completed, failed, fired, started, summary
 
 RUN = "run-1"
@@ -223,7 +216,7 @@ def _final(sim: Sim) -> dict[str, Any]:
     failing node are compared then."""
     assert sim.run is not None
     full = summary(sim.run)
-    if sim.run.status != FAILED:
+    if sim.run.status != RunStatus.FAILED:
         return full
     assert sim.run.error is not None
     failing = sim.run.error["node_id"]
@@ -280,7 +273,7 @@ def test_any_real_delivery_order_reaches_the_in_order_final_state(
     event(f"retried: {any(attempt > 1 for _, attempt in sim.dispatched)}")
     event(f"mapped children: {sum('[' in key for key in sim.run.nodes)}")
     assert _final(sim) == _final(reference)
-    if sim.run.status == SUCCEEDED:
+    if sim.run.status == RunStatus.SUCCEEDED:
         assert sorted(sim.dispatched) == sorted(reference.dispatched)
 
 
@@ -289,7 +282,7 @@ def test_the_simulator_covers_what_the_property_claims() -> None:
     scenario = Scenario(DIAMOND_MAP, {"n": 2, "items": [5, 6]}, {"src": 1, "fan[1]": 2, "right": 0})
     sim = in_order(scenario)
     assert sim.run is not None
-    assert sim.run.status == SUCCEEDED
+    assert sim.run.status == RunStatus.SUCCEEDED
     assert ("src", 2) in sim.dispatched and ("fan[1]", 3) in sim.dispatched
     assert len(sim.late) == 3  # src#1, fan[1]#1 and fan[1]#2 each have a late completion
     assert sim.run.nodes["fan"].output == [
@@ -297,4 +290,4 @@ def test_the_simulator_covers_what_the_property_claims() -> None:
         _output("fan[1]", 3, sim.run.nodes["fan[1]"].input),
     ]
     assert sim.run.output["join"] == sim.run.nodes["join"].output
-    assert sim.run.nodes["gate"].status == SUCCEEDED
+    assert sim.run.nodes["gate"].status == NodeStatus.SUCCEEDED

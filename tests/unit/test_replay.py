@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from events.models import DATA_MODELS, RUN_REQUESTED, RunRequested
-from orchestrator.machine import advance, start_run
-from orchestrator.spec import CompiledSpec, compile_spec
-from orchestrator.state import RUN_TERMINAL, RunState
+from orchestrator.core.compiler import CompiledSpec, compile_spec
+from orchestrator.core.machine import advance, start_run
+from orchestrator.core.state import RunState
+from orchestrator.core.statuses import RUN_TERMINAL
 from tests.unit.machine_support import describe, summary
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))

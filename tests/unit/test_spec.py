@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.compiler import CompiledSpec, compile_spec, validate_spec
+from orchestrator.core.spec import WorkflowSpec
 from orchestrator.errors import SpecError
-from orchestrator.spec import CompiledSpec, WorkflowSpec, compile_spec, validate_spec
 
 
 def node(node_id: str, **fields: Any) -> dict[str, Any]:
@@ -384,3 +385,71 @@ def test_item_in_the_condition_of_a_mapped_node_is_refused() -> None:
     }
     with pytest.raises(SpecError, match=r"node 'm': when cannot use \$\.item"):
         compile_spec(spec)
+
+
+# ---- problems pydantic finds do not hide the others -------------------------------------------
+
+
+def test_a_node_pydantic_refuses_does_not_hide_the_problems_elsewhere():
+    data = spec(node("a", retires=3), node("b", depends_on=["zzz"]), name="9lives")
+    assert problems(data) == [
+        "node 'a': unknown option 'retires'",
+        "name '9lives' must start with a letter and hold only letters, digits, '_' or '-'",
+        "node 'b': refers to unknown node 'zzz'",
+    ]
+
+
+def test_a_refused_node_still_exists_for_references_and_counts_in_the_id_checks():
+    data = spec(
+        node("a", timeout_s=0),
+        node("b", depends_on=["r"], inputs={"x": "$.nodes.r.y"}),
+        node("r", retires=2),
+        node("a"),
+        node("1x", retires=1),
+        output="$.nodes.r",
+    )
+    found = problems(data)
+    assert found[:3] == [
+        "node 'a': timeout_s: Input should be greater than 0",
+        "node 'r': unknown option 'retires'",
+        "node '1x': unknown option 'retires'",
+    ]
+    assert sorted(found[3:]) == [
+        "node '1x': id must start with a letter or '_' and hold only letters, digits, '_' or '-' "
+        "(at most 64)",
+        "node 'a': duplicate id (node ids must be unique)",
+    ]
+
+
+def test_a_refused_top_level_field_does_not_hide_the_problems_of_the_nodes():
+    data = spec(node("a", depends_on=["zzz"]), schedules=[{"cron": "* * * * *", "catchup": 1}])
+    found = problems(data)
+    assert len(found) == 2, found
+    assert found[0].startswith("schedules.0.catchup: Input should be 'none', 'latest' or 'all'")
+    assert found[1] == "node 'a': refers to unknown node 'zzz'"
+
+
+def test_a_refused_name_is_reported_once_and_the_nodes_are_still_checked():
+    with pytest.raises(SpecError) as info:
+        compile_spec({"name": 5, "nodes": [node("a", queue="a b")]})
+    assert info.value.workflow == "5"
+    assert info.value.problems == [
+        "name: Input should be a valid string",
+        "node 'a': queue 'a b' must hold only letters, digits, '_', '-'",
+    ]
+
+
+def test_when_no_node_can_be_read_the_rest_is_still_checked():
+    data = spec(node("a", retires=3), input_schema={"type": "nope"}, output="$.nodes.b")
+    found = problems(data)
+    assert found[0] == "node 'a': unknown option 'retires'"
+    assert found[1].startswith("input_schema is not a valid JSON Schema")
+    assert found[2] == "output: refers to unknown node 'b'"
+    assert len(found) == 3
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), True, "soon", [1]])
+def test_sleep_seconds_must_be_a_number_at_least_zero_or_an_expression(bad):
+    assert only_problem(spec({"id": "s", "sleep": {"seconds": bad}})) == (
+        f"node 's': sleep.seconds must be a number >= 0 or an expression, got {bad!r}"
+    )

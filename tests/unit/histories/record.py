@@ -27,9 +27,10 @@ from events.models import (
     TimerFired,
     WireModel,
 )
-from orchestrator.machine import advance, start_run
-from orchestrator.spec import compile_spec
-from orchestrator.state import RunState, StartTimer
+from orchestrator.core.commands import StartTimer
+from orchestrator.core.compiler import compile_spec
+from orchestrator.core.machine import advance, start_run
+from orchestrator.core.state import RunState
 from tests.unit.machine_support import describe, summary
 
 HERE = Path(__file__).parent

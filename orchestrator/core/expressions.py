@@ -21,7 +21,8 @@ from typing import Any
 
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(-?\d+)\]|\[\"([^\"]*)\"\]")
 # Anchored with \Z: `$` also matches before a trailing "\n", which would end up in subjects.
-NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}\Z")
+NODE_ID_PATTERN = r"[A-Za-z_][A-Za-z0-9_-]{0,63}"
+NODE_ID = re.compile(rf"^{NODE_ID_PATTERN}\Z")
 
 Path = tuple[str | int, ...]
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import aiosqlite
 
-from orchestrator.state import NodeState, RunState
-from orchestrator.status import MAX_LISTED_FAILURES, run_status
-from orchestrator.store import Store
+from orchestrator.core.state import NodeState, RunState
+from orchestrator.core.status import MAX_LISTED_FAILURES, run_status
+from orchestrator.runtime.store import Store
 
 
 class BadCursor(ValueError):

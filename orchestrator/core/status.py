@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from orchestrator.state import RunState
+from orchestrator.core.state import RunState
 
 MAX_LISTED_FAILURES = 20
 # A status answer travels in one NATS message (1 MiB at most): big values are summarised.

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from orchestrator.core.state import NodeState, RunState
 from orchestrator.errors import StoreError
-from orchestrator.state import NodeState, RunState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -15,7 +15,7 @@ import zoneinfo
 
 from croniter import croniter
 
-from orchestrator.spec import Schedule
+from orchestrator.core.spec import Schedule
 
 # How late an instant may be and still count as "due now" rather than "missed".
 ON_TIME_S = 5.0

@@ -11,29 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from events.models import WireModel
-
-# Run statuses
-PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-    "pending",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
-RUN_TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-
-# Node statuses: waiting -> dispatched -> running -> succeeded | failed | (retrying -> dispatched)
-# A mapped parent is "running" while its children run. skipped: condition false / upstream skipped.
-WAITING, DISPATCHED, RETRYING, SKIPPED = "waiting", "dispatched", "retrying", "skipped"
-IN_FLIGHT = frozenset({DISPATCHED, RUNNING})
-NODE_TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
+from orchestrator.core.commands import Command
+from orchestrator.core.expressions import NODE_ID_PATTERN
+from orchestrator.core.statuses import NodeStatus, RunStatus
 
 
 @dataclass(slots=True)
 class Attempt:
     attempt: int
-    status: str
+    status: NodeStatus
     dispatched_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -53,14 +39,14 @@ class Attempt:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Attempt:
-        return cls(**d)
+        return cls(**{**d, "status": NodeStatus(d["status"])})
 
 
 @dataclass(slots=True)
 class NodeState:
     key: str  # the node id, or "<id>[<index>]" for a child of a mapped node
     node_id: str
-    status: str = WAITING
+    status: NodeStatus = NodeStatus.WAITING
     attempt: int = 0
     attempts: list[Attempt] = field(default_factory=list)
     input: Any = None
@@ -91,6 +77,7 @@ class NodeState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NodeState:
         d = dict(d)
+        d["status"] = NodeStatus(d["status"])
         d["attempts"] = [Attempt.from_dict(a) for a in d.get("attempts", [])]
         return cls(**d)
 
@@ -100,7 +87,7 @@ class RunState:
     run_id: str
     workflow: str
     version: int
-    status: str
+    status: RunStatus
     input: dict[str, Any]
     created_at: float
     updated_at: float
@@ -142,84 +129,15 @@ class RunState:
         order = header.get("node_order", [])
         ordered = {k: by_key.pop(k) for k in order if k in by_key}
         ordered.update(sorted(by_key.items(), key=lambda kv: (kv[1].node_id, kv[1].index or 0)))
-        return cls(**header, nodes=ordered)
+        return cls(**{**header, "status": RunStatus(header["status"])}, nodes=ordered)
+
+
+# A node id, or `<id>[<index>]` for a child of a mapped node (for schemas: unanchored).
+NODE_KEY_PATTERN = NODE_ID_PATTERN + r"(\[[0-9]{1,9}\])?"
 
 
 def child_key(node_id: str, index: int) -> str:
     return f"{node_id}[{index}]"
-
-
-# ---- commands: what a transition asks the shell to do ---------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    run_id: str
-    node_key: str
-    attempt: int
-    task: str
-    queue: str
-    input: Any
-    timeout_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class StartTimer:
-    timer_id: str
-    due_at: float
-    run_id: str
-    kind: str  # "retry" | "deadline"
-    node_key: str
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTimer:
-    timer_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """Publish an event about the run (run.succeeded, task.cancel-requested, ...)."""
-
-    event_type: str
-    run_id: str
-    data: WireModel
-    key: str  # makes the event id deterministic: derived from (run, type, key)
-
-
-@dataclass(frozen=True, slots=True)
-class StartChild:
-    """Start `workflow` as a child run (`child_run_id` is derived from the parent attempt)."""
-
-    run_id: str
-    node_key: str
-    attempt: int
-    workflow: str
-    version: int | None
-    input: Any
-    child_run_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class StartWait:
-    """Remember that (run, node, attempt) waits for an ingested event of `type` whose
-    attributes equal `match`."""
-
-    run_id: str
-    node_key: str
-    attempt: int
-    type: str
-    match: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class CancelWait:
-    run_id: str
-    node_key: str
-
-
-Command = Dispatch | StartTimer | CancelTimer | Emit | StartChild | StartWait | CancelWait
 
 
 @dataclass(slots=True)

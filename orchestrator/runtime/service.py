@@ -15,8 +15,8 @@ import json
 from typing import Any
 
 from events.bus import Bus
-from orchestrator.status import run_status
-from orchestrator.store import Store
+from orchestrator.core.status import run_status
+from orchestrator.runtime.store import Store
 
 
 class ApiService:

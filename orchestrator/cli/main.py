@@ -26,9 +26,10 @@ from events.errors import BusError, ConveyorError, ServerError
 from events.logs import configure_logging
 from events.server import EmbeddedServer
 from events.topology import Topology
+from orchestrator.cli.progress import Progress, summary
 from orchestrator.client import Client
+from orchestrator.core.rules import retry_refusal
 from orchestrator.errors import InvalidInput, SpecError, UnknownWorkflow, WorkflowDefinitionError
-from orchestrator.progress import Progress, summary
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 DEFAULT_HOME = Path(".conveyor")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 async def cmd_dev(args: argparse.Namespace) -> int:
-    from orchestrator.loader import load_module
+    from orchestrator.dsl.loader import load_module
 
     loaded = load_module(args.module)  # fail on a bad module before starting anything
     if not loaded.workflows and not loaded.tasks:
@@ -120,10 +121,10 @@ class _Components:
         self.tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> _Components:
-        from orchestrator.engine import Engine
-        from orchestrator.registry import Registry
-        from orchestrator.service import ApiService
-        from orchestrator.store import Store
+        from orchestrator.runtime.engine import Engine
+        from orchestrator.runtime.registry import Registry
+        from orchestrator.runtime.service import ApiService
+        from orchestrator.runtime.store import Store
         from workers.runtime import Worker
 
         self.engine_bus = await Bus.connect(self.url, self.topology, name="conveyor-orchestrator")
@@ -162,7 +163,7 @@ class _Components:
         self.gateway: Any = None
         if getattr(self.args, "hooks", None):
             from orchestrator.http.server import ApiServer
-            from orchestrator.webhooks import create_gateway, load_hooks
+            from orchestrator.triggers.webhooks import create_gateway, load_hooks
 
             gateway_app = create_gateway(self.engine_bus, load_hooks(self.args.hooks))
             self.gateway = await ApiServer(gateway_app, "127.0.0.1", self.args.webhook_port).start()
@@ -191,9 +192,9 @@ class _Components:
 
 async def _start_side_components(bus: Bus, store: Any, partition: int) -> list[Any]:
     """The trigger router (every partition) and the cron scheduler (partition 0 only)."""
-    from orchestrator.router import Router
-    from orchestrator.scheduler import Scheduler
-    from orchestrator.webhooks.notifier import Notifier
+    from orchestrator.triggers.router import Router
+    from orchestrator.triggers.scheduler import Scheduler
+    from orchestrator.triggers.webhooks.notifier import Notifier
 
     router = Router(bus, store, partition=partition)
     await router.start()
@@ -204,9 +205,9 @@ async def _start_side_components(bus: Bus, store: Any, partition: int) -> list[A
 
 
 async def cmd_orchestrator(args: argparse.Namespace) -> int:
-    from orchestrator.engine import Engine
-    from orchestrator.service import ApiService
-    from orchestrator.store import Store
+    from orchestrator.runtime.engine import Engine
+    from orchestrator.runtime.service import ApiService
+    from orchestrator.runtime.store import Store
 
     bus = await Bus.connect(
         args.nats, Topology.from_env(args.namespace), name="conveyor-orchestrator"
@@ -218,7 +219,7 @@ async def cmd_orchestrator(args: argparse.Namespace) -> int:
     await api.start()
     gauges = asyncio.create_task(_refresh_forever(engine))
     if args.metrics_port:
-        from orchestrator.metrics import engine_registry, serve_metrics
+        from orchestrator.runtime.metrics import engine_registry, serve_metrics
 
         serve_metrics(engine_registry(engine), args.metrics_port, args.metrics_host)
     side = await _start_side_components(bus, store, args.partition)
@@ -253,8 +254,8 @@ async def _refresh_forever(engine: Any) -> None:
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from orchestrator.loader import load_module
-    from orchestrator.registry import Registry
+    from orchestrator.dsl.loader import load_module
+    from orchestrator.runtime.registry import Registry
     from workers.runtime import Worker
 
     loaded = load_module(args.module)
@@ -273,7 +274,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         grace_s=args.grace,
     )
     if args.metrics_port:
-        from orchestrator.metrics import serve_metrics
+        from orchestrator.runtime.metrics import serve_metrics
         from workers.metrics import worker_registry
 
         serve_metrics(worker_registry(worker), args.metrics_port, args.metrics_host)
@@ -296,7 +297,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def cmd_register(args: argparse.Namespace) -> int:
-    from orchestrator.registry import Registry
+    from orchestrator.runtime.registry import Registry
 
     specs = _specs_from_file(args.file)
     async with _bus(args) as bus:
@@ -363,7 +364,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         f"run {status['run_id']} · {status['workflow']} v{status['version']} · {status['status']}"
     )
     for name, node in status["nodes"].items():
-        from orchestrator.progress import _node_text
+        from orchestrator.cli.progress import _node_text
 
         print(f"  {name}: {_node_text(node)}")
         if node.get("error"):
@@ -386,13 +387,9 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 async def cmd_retry(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         status = await _existing_run(client, args.run_id)
-        if status["status"] not in ("failed", "cancelled"):
-            print(
-                f"error: run {args.run_id} is {status['status']}; only a failed or cancelled "
-                "run can be retried",
-                file=sys.stderr,
-            )
-            return 2
+        refusal = retry_refusal(status["status"], status.get("error"))
+        if refusal is not None:
+            raise UsageError(f"run {args.run_id} cannot be retried: {refusal}")
         await client.retry(args.run_id)
         if not args.wait:
             print(f"retry requested for {args.run_id}")
@@ -463,7 +460,7 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 
 
 async def cmd_workflows(args: argparse.Namespace) -> int:
-    from orchestrator.registry import Registry
+    from orchestrator.runtime.registry import Registry
 
     async with _bus(args) as bus:
         registry = Registry(bus)
@@ -489,8 +486,8 @@ async def cmd_workflows(args: argparse.Namespace) -> int:
 
 
 async def cmd_projection(args: argparse.Namespace) -> int:
-    from orchestrator.engine import Engine
-    from orchestrator.store import Store
+    from orchestrator.runtime.engine import Engine
+    from orchestrator.runtime.store import Store
 
     topology = Topology.from_env(args.namespace)
     bus = await Bus.connect(args.nats, topology, name="conveyor-projection")
@@ -555,8 +552,8 @@ def _pair(text: str) -> tuple[str, str]:
 async def cmd_schedules(args: argparse.Namespace) -> int:
     import time as _time
 
-    from orchestrator.cron import iso, next_instants
-    from orchestrator.registry import Registry
+    from orchestrator.core.cron import iso, next_instants
+    from orchestrator.runtime.registry import Registry
 
     async with _bus(args) as bus:
         registry = Registry(bus)
@@ -596,9 +593,9 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
 
 async def cmd_api(args: argparse.Namespace) -> int:
     """The HTTP API + dashboard, over its own read-side projection (own durable consumer)."""
-    from orchestrator.engine import Engine
     from orchestrator.http import ApiServer, create_app
-    from orchestrator.store import Store
+    from orchestrator.runtime.engine import Engine
+    from orchestrator.runtime.store import Store
 
     token = args.token or os.environ.get("CONVEYOR_API_TOKEN")
     if not token and not args.dev:
@@ -626,7 +623,7 @@ async def cmd_api(args: argparse.Namespace) -> int:
 
 async def cmd_webhooks(args: argparse.Namespace) -> int:
     from orchestrator.http.server import ApiServer
-    from orchestrator.webhooks import create_gateway, load_hooks
+    from orchestrator.triggers.webhooks import create_gateway, load_hooks
 
     config = load_hooks(args.hooks)
     bus = await Bus.connect(args.nats, Topology.from_env(args.namespace), name="conveyor-webhooks")
@@ -701,8 +698,8 @@ def _json_input(text: str | None) -> dict[str, Any]:
 
 
 def _specs_from_file(path: str) -> list[Any]:
-    from orchestrator.loader import load_module
-    from orchestrator.spec import validate_spec
+    from orchestrator.core.compiler import validate_spec
+    from orchestrator.dsl.loader import load_module
 
     if path.endswith(".py"):
         loaded = load_module(path)
@@ -885,7 +882,3 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     return parser
-
-
-if __name__ == "__main__":
-    main()

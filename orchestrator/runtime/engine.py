@@ -54,24 +54,23 @@ from events.models import (
 )
 from events.topology import ORCHESTRATOR_INPUTS
 from events.tracing import child_traceparent, is_traceparent, new_traceparent
-from orchestrator.errors import EventRejected, SpecError, StoreError, UnknownWorkflow
-from orchestrator.machine import advance, start_run
-from orchestrator.metrics import EngineMetrics
-from orchestrator.registry import Registry
-from orchestrator.state import (
-    RUN_TERMINAL,
+from orchestrator.core.commands import (
     CancelTimer,
     CancelWait,
     Command,
     Dispatch,
     Emit,
-    RunState,
     StartChild,
     StartTimer,
     StartWait,
-    Transition,
 )
-from orchestrator.store import Batch, OutboxRow, Store, Wait
+from orchestrator.core.machine import advance, start_run
+from orchestrator.core.state import RunState, Transition
+from orchestrator.core.statuses import RUN_TERMINAL
+from orchestrator.errors import EventRejected, SpecError, StoreError, UnknownWorkflow
+from orchestrator.runtime.metrics import EngineMetrics
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.store import Batch, OutboxRow, Store, Wait
 
 log = structlog.get_logger("conveyor.engine")
 SOURCE = "conveyor/orchestrator"

@@ -28,10 +28,10 @@ from events.codec import decode
 from events.envelope import CloudEvent
 from events.errors import BusError, MalformedEvent
 from events.models import WEBHOOK_ATTEMPTED, WebhookAttempted
+from orchestrator.core.spec import Notify
 from orchestrator.errors import UnknownWorkflow
-from orchestrator.registry import Registry
-from orchestrator.spec import Notify
-from orchestrator.webhooks.signatures import standard_signature
+from orchestrator.runtime.registry import Registry
+from orchestrator.triggers.webhooks.signatures import standard_signature
 
 log = structlog.get_logger("conveyor.notifier")
 SOURCE = "conveyor/notifier"

@@ -31,10 +31,10 @@ from events.codec import decode
 from events.envelope import CloudEvent
 from events.errors import BusError, BusUnavailable, MalformedEvent
 from orchestrator.errors import SpecError
-from orchestrator.registry import Registry
-from orchestrator.router import TriggerIndex
-from orchestrator.webhooks.config import Hook, HooksConfig
-from orchestrator.webhooks.signatures import (
+from orchestrator.runtime.registry import Registry
+from orchestrator.triggers.router import TriggerIndex
+from orchestrator.triggers.webhooks.config import Hook, HooksConfig
+from orchestrator.triggers.webhooks.signatures import (
     SignatureError,
     verify_bearer,
     verify_github,

@@ -26,10 +26,11 @@ from events.models import (
     TimerFired,
     WireModel,
 )
-from orchestrator.state import Dispatch, Emit, Transition
+from orchestrator.core.commands import Dispatch, Emit
+from orchestrator.core.state import Transition
 
 if TYPE_CHECKING:
-    from orchestrator.engine import Engine
+    from orchestrator.runtime.engine import Engine
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _RUN_OUTCOMES = {RUN_SUCCEEDED: "succeeded", RUN_FAILED: "failed", RUN_CANCELLED: "cancelled"}

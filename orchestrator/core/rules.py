@@ -1,19 +1,26 @@
-"""The machine's pure rules that need no run state: retry backoff and jitter, conditions, input
-validation against the workflow's schema, instants, and the ids of timers and child runs."""
+"""The machine's pure rules that need no run state: retry backoff and jitter, which runs can be
+retried, conditions, input validation against the workflow's schema, instants, and the ids of
+timers and child runs.
+
+Each rule has this one home: the HTTP API, the CLI and the client ask these functions rather
+than restating them (a restated copy drifts: the CLI once retried runs the machine refused).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from events.ids import derived_id
 from events.models import ErrorInfo
-from orchestrator.expressions import DictT, ExpressionError, ListT, Literal, Ref, Template
-from orchestrator.spec import CompiledSpec, Condition, RetryPolicy
-from orchestrator.state import NodeState
+from orchestrator.core.compiler import CompiledSpec
+from orchestrator.core.expressions import DictT, ExpressionError, ListT, Literal, Ref, Template
+from orchestrator.core.spec import Condition, RetryPolicy
+from orchestrator.core.state import NodeState
+from orchestrator.core.statuses import RunStatus
 
 
 def backoff_delay(policy: RetryPolicy, run_id: str, node_key: str, attempt: int) -> float:
@@ -81,17 +88,38 @@ def expression_error(exc: ExpressionError, node: str | None) -> ErrorInfo:
 
 
 def input_problems(spec: CompiledSpec, run_input: dict[str, Any]) -> list[str]:
+    """What is wrong with a run's input, one line per problem (`input.items[0]: ...`), in the
+    order of the input's paths. Fills the schema's defaults into `run_input` (the machine keeps
+    the filled input as the run's; the client validates a copy)."""
     schema = spec.spec.input_schema
     if schema is None or spec.input_validator is None:
         return []
-    for name, prop in (schema.get("properties") or {}).items():
+    properties = schema.get("properties") or {}
+    for name, prop in properties.items():
         if isinstance(prop, dict) and "default" in prop and name not in run_input:
             run_input[name] = prop["default"]
     problems = []
     for err in sorted(spec.input_validator.iter_errors(run_input), key=lambda e: list(e.path)):
         where = "input" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.path)
+        if err.validator == "additionalProperties" and not err.path:
+            for key in sorted(set(run_input) - set(properties)):
+                takes = ", ".join(properties) or "no parameters"
+                problems.append(
+                    f"input.{key}: workflow {spec.name!r} has no parameter {key!r} "
+                    f"(it takes: {takes})"
+                )
+            continue
         problems.append(f"{where}: {err.message}")
     return problems
+
+
+def retry_refusal(status: str, error: Mapping[str, Any] | None) -> str | None:
+    """Why a run in `status` (ended with `error`) cannot be retried, or None when it can."""
+    if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        return f"it is {status}; only a failed or cancelled run can be retried"
+    if error and error.get("type") == "InvalidInput":
+        return "it failed on its input, which a retry would not change; trigger a new run"
+    return None
 
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {

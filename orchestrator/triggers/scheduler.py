@@ -24,10 +24,10 @@ from events.errors import BusError
 from events.ids import derived_id
 from events.models import RUN_REQUESTED, RunRequested
 from events.tracing import new_traceparent
-from orchestrator.cron import iso, to_fire
-from orchestrator.registry import Registry
-from orchestrator.spec import WorkflowSpec
-from orchestrator.store import Store
+from orchestrator.core.cron import iso, to_fire
+from orchestrator.core.spec import WorkflowSpec
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.store import Store
 
 log = structlog.get_logger("conveyor.scheduler")
 SOURCE = "conveyor/scheduler"

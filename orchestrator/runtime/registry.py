@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from events.bus import Bus
+from orchestrator.core.compiler import CompiledSpec, compile_spec
+from orchestrator.core.spec import WorkflowSpec
 from orchestrator.errors import SpecError, UnknownWorkflow
-from orchestrator.spec import CompiledSpec, WorkflowSpec, compile_spec
 
 
 def spec_digest(spec: WorkflowSpec) -> str:

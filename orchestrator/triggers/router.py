@@ -40,9 +40,9 @@ from events.models import (
     RunRequested,
     WaitMatched,
 )
-from orchestrator.registry import Registry
-from orchestrator.spec import WorkflowSpec
-from orchestrator.store import Store
+from orchestrator.core.spec import WorkflowSpec
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.store import Store
 
 log = structlog.get_logger("conveyor.router")
 SOURCE = "conveyor/router"

@@ -1,0 +1,5 @@
+"""`conveyor`: the command line (see `main.py`)."""
+
+from orchestrator.cli.main import main
+
+__all__ = ["main"]
