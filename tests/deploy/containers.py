@@ -243,6 +243,15 @@ class Stack:
         # file's own healthcheck on demand instead.
         return podman("healthcheck", "run", self.container(service), check=False).returncode == 0
 
+    def wait_healthy(self, service: str, timeout: float) -> None:
+        wait_for(
+            f"{service} healthy",
+            lambda: True if self.healthy(service) else None,
+            timeout=timeout,
+            every=1,
+            explain=lambda: f"{service} logs:\n{self.logs(service)}",
+        )
+
     def logs(self, service: str, tail: int = 40) -> str:
         result = podman("logs", "--tail", str(tail), self.container(service), check=False)
         return result.stdout + result.stderr

@@ -85,13 +85,7 @@ def stack(timings: Timings) -> Iterator[Stack]:
         with timings.measure("compose up"):
             stack.compose("up", "-d")
             for service in LONG_RUNNING:
-                wait_for(
-                    f"{service} healthy",
-                    lambda s=service: True if stack.healthy(s) else None,
-                    timeout=180,
-                    every=1,
-                    explain=lambda s=service: f"{s} logs:\n{stack.logs(s)}",
-                )
+                stack.wait_healthy(service, timeout=180)
         yield stack
     finally:
         with timings.measure("teardown"):
