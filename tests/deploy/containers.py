@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "compose.yaml"
@@ -194,6 +196,7 @@ class Stack:
     api_token: str = "test-api-token"
     hook_token: str = "test-hook-token"
     killed: list[str] = field(default_factory=list)  # NATS server names killed by a test
+    kube_pods: list[str] = field(default_factory=list)  # pods started by `podman kube play`
 
     def compose_env(self) -> dict[str, str]:
         return {
@@ -230,10 +233,26 @@ class Stack:
         """Everything this project created, by name; each step tolerates what is already gone."""
         for service in SERVICES:
             podman("rm", "--force", "--time", "0", self.container(service), check=False)
-        podman("pod", "rm", "--force", f"pod_{self.project}", check=False)
+        for pod in [*self.kube_pods, f"pod_{self.project}"]:
+            podman("pod", "rm", "--force", pod, check=False)
         podman("network", "rm", "--force", f"{self.project}_default", check=False)
         for volume in VOLUMES:
             podman("volume", "rm", "--force", f"{self.project}_{volume}", check=False)
+
+    def kube_play(self, manifests: list[dict[str, Any]], workdir: Path) -> list[str]:
+        """Run Kubernetes manifests (ConfigMaps, Deployments) with `podman kube play` on the
+        compose network; returns the containers started, named <deployment>-pod-0-<container>."""
+        path = workdir / "kube-play.yaml"
+        path.write_text(yaml.safe_dump_all(manifests))
+        containers = []
+        for manifest in manifests:
+            if manifest["kind"] == "Deployment":
+                pod = f"{manifest['metadata']['name']}-pod-0"
+                self.kube_pods.append(pod)
+                spec = manifest["spec"]["template"]["spec"]
+                containers += [f"{pod}-{c['name']}" for c in spec["containers"]]
+        podman("kube", "play", "--network", f"{self.project}_default", str(path))
+        return containers
 
     def state(self, service: str) -> str:
         return self.inspect(service, "{{.State.Status}}")

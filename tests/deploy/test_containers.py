@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from events.topology import Topology
 
+from . import chart
 from .containers import (
     NATS_NODES,
     ROOT,
@@ -241,3 +243,59 @@ def test_a_waiting_run_finishes_when_the_worker_scales_from_zero(
         lambda: True if stack.consumer_lag(TOPOLOGY.tasks_stream, consumer, alive) == 0 else None,
         timeout=30,
     )
+
+
+def test_the_charts_worker_deployment_serves_tasks_under_podman_kube_play(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Kubernetes cannot run here, but podman runs a Deployment: the chart's settings ConfigMap
+    and worker Deployment, rendered by helm and played on the compose network, serve a run
+    alone (the compose worker is stopped): args, env, read-only root and /tmp as rendered."""
+    values = tmp_path / "kube-play-values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "image": {"repository": "localhost/conveyor", "tag": stack.project},
+                "nats": {"url": "nats://nats1:4222,nats://nats2:4222,nats://nats3:4222"},
+                "api": {"dev": True},
+                "workers": {
+                    "keda": {"enabled": False, "pollingInterval": 15, "cooldownPeriod": 300},
+                    "pools": [
+                        {
+                            "name": "receipts",
+                            "image": {
+                                "repository": "localhost/conveyor-example-worker",
+                                "tag": stack.project,
+                                "pullPolicy": "Never",
+                            },
+                            "module": "/app/flows.py",
+                            "queues": [{"name": "default", "tasks": ["price", "receipt_line"]}],
+                            "concurrency": 4,
+                            "minReplicas": 1,
+                            "maxReplicas": 1,
+                            "lagThreshold": 5,
+                            "graceSeconds": 10,
+                        }
+                    ],
+                },
+            }
+        )
+    )
+    rendered = chart.template(values)
+    playable = [
+        m
+        for m in rendered
+        if m["kind"] == "ConfigMap"
+        or (m["kind"] == "Deployment" and m["metadata"]["name"].endswith("-worker-receipts"))
+    ]
+    stack.remove("worker", grace=40)
+    [container] = stack.kube_play(playable, tmp_path)
+    user, read_only = podman(
+        "inspect", "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}", container
+    ).stdout.split()
+    assert (user, read_only) == ("10001:10001", "true")
+    status = run_workflow(stack)
+    assert status["status"] == "succeeded" and status["output"] == RECEIPT, status
+    workers = {a["worker"] for node in status["nodes"].values() for a in node["attempt_history"]}
+    pod = container.removesuffix("-worker")
+    assert workers and all(w.startswith(pod) for w in workers), workers
