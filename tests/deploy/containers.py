@@ -312,6 +312,22 @@ class Stack:
                     return str(leader)
         return None
 
+    def consumers(self, stream: str, nodes: list[str]) -> list[tuple[str, str, int, int, str]]:
+        """(node asked, consumer, pending, ack pending, leader) of every consumer of a stream."""
+        return [
+            (
+                node,
+                entry["name"],
+                entry["num_pending"],
+                entry["num_ack_pending"],
+                (entry.get("cluster") or {}).get("leader", "?"),
+            )
+            for node in nodes
+            for detail in self.streams(node)
+            if detail["name"] == stream
+            for entry in detail.get("consumer_detail") or []
+        ]
+
     def consumer_lag(self, stream: str, consumer: str, nodes: list[str]) -> int | None:
         """num_pending + num_ack_pending as the consumer's leader reports it (what KEDA reads)."""
         for node in nodes:
