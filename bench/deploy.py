@@ -2,9 +2,11 @@
 
     nats-server -js                                   (events.EmbeddedServer, temp store)
     python -m orchestrator.cli orchestrator --db ...  (one)
-    python -m orchestrator.cli worker bench/flows.py  (N, --concurrency 64 each)
+    python -m orchestrator.cli worker bench/flows.py  (N, each with `worker_args`)
 
-with `CONVEYOR_NATS_URL` / `CONVEYOR_NAMESPACE` in their environment. The orchestrator can be
+with `CONVEYOR_NATS_URL` / `CONVEYOR_NAMESPACE` in their environment and otherwise the CLI's
+default settings: what a user who follows the README gets. `TUNED` is the one variant with
+settings of its own (reported beside the defaults, labelled). The orchestrator can be
 killed with SIGKILL and started again on the same store (the recovery workload), and its
 memory read from /proc (VmHWM, the peak resident set, can be reset between measurements).
 """
@@ -26,16 +28,33 @@ from typing import Any
 
 from bench.flows import CHAIN_ENV
 from events import EmbeddedServer, Topology
-from events.errors import BusUnavailable
+from events.errors import BusUnavailable, TopologyMissing
 from orchestrator.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = Path(__file__).with_name("flows.py")
 NAMESPACE = "bench"
-WORKFLOWS = ("bench_chain", "bench_fanout", "bench_small", "bench_one")
-WORKER_CONCURRENCY = 64
+WORKFLOWS = ("bench_chain", "bench_fanout", "bench_small", "bench_one", "bench_w2")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """How Conveyor's processes are started: `workers` worker processes with `worker_args`."""
+
+    name: str
+    label: str
+    workers: int = 1
+    worker_args: tuple[str, ...] = ()
+
+
+DEFAULTS = Variant("conveyor-defaults", "Conveyor, CLI defaults (1 worker)")
+# The settings of the README's earlier figures: a worker that takes 64 tasks at a time.
+TUNED = Variant(
+    "conveyor-tuned", "Conveyor, tuned (1 worker, --concurrency 64)", 1, ("--concurrency", "64")
+)
+VARIANTS = {v.name: v for v in (DEFAULTS, TUNED)}
 
 
 class Deployment:
@@ -46,12 +65,14 @@ class Deployment:
         workdir: Path,
         *,
         workers: int = 1,
-        chain_length: int = 100,
+        worker_args: tuple[str, ...] = (),
+        chain_length: int = 50,
         db: Path | None = None,
         server: EmbeddedServer | None = None,
     ) -> None:
         self.workdir = workdir
         self.workers = workers
+        self.worker_args = worker_args
         self.chain_length = chain_length
         self.db = db or workdir / "conveyor.db"
         # A server handed in is shared (and stopped by its owner); otherwise ours.
@@ -79,15 +100,11 @@ class Deployment:
     async def start(self) -> Client:
         """Start everything, wait until it serves; returns a connected client."""
         if self._own_server:
-            await asyncio.to_thread(self.server.start)
+            self.server.start()  # on the loop thread: the server dies with it (PDEATHSIG)
         self.spawn_orchestrator()
         for index in range(self.workers):
             self._spawn(
-                f"worker-{index}",
-                "worker",
-                str(FLOWS.relative_to(ROOT)),
-                "--concurrency",
-                str(WORKER_CONCURRENCY),
+                f"worker-{index}", "worker", str(FLOWS.relative_to(ROOT)), *self.worker_args
             )
         self.client = await Client.connect(self.url, Topology(namespace=NAMESPACE))
         await self.wait_ready()
@@ -103,15 +120,7 @@ class Deployment:
     def _spawn(self, name: str, command: str, *args: str) -> subprocess.Popen[bytes]:
         with open(self.workdir / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "orchestrator.cli",
-                    "--log-level",
-                    "info" if command == "orchestrator" else "warning",
-                    command,
-                    *args,
-                ],
+                [sys.executable, "-m", "orchestrator.cli", command, *args],
                 cwd=ROOT,
                 env=self.env(),
                 stdout=log,
@@ -156,15 +165,17 @@ class Deployment:
         deadline = time.monotonic() + timeout
         while True:
             self.check_alive()
-            registered = [await self.client.registry.latest_version(n) for n in WORKFLOWS]
+            try:
+                registered = [await self.client.registry.latest_version(n) for n in WORKFLOWS]
+            except TopologyMissing:  # the orchestrator has not created the topology yet
+                registered = [None]
             try:
                 await self.client.status("bench-readiness-probe")  # None once the API serves
                 serving = True
             except BusUnavailable:
                 serving = False
             if serving and None not in registered:
-                # Every worker process has its consumer (they start after registering).
-                await asyncio.sleep(0.3 + 0.1 * self.workers)
+                await self._probe_run(deadline - time.monotonic())
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -172,6 +183,17 @@ class Deployment:
                     f"workflow versions: {registered})\n{self.logs()}"
                 )
             await asyncio.sleep(0.05)
+
+    async def _probe_run(self, timeout: float) -> None:
+        """One run of `bench_one` to its end: the orchestrator dispatches and a worker serves."""
+        assert self.client is not None
+        run_id = await self.client.trigger("bench_one", {"start": 0})
+        try:
+            final = await self.client.wait(run_id, timeout=max(timeout, 1.0))
+        except TimeoutError:
+            raise TimeoutError(f"probe run {run_id} did not end in time\n{self.logs()}") from None
+        if final["status"] != "succeeded":
+            raise RuntimeError(f"probe run {run_id} ended {final['status']}\n{self.logs()}")
 
     def kill_orchestrator(self) -> None:
         proc = self.processes["orchestrator"]

@@ -4,6 +4,7 @@
     bench_fanout   a no-op mapped over the run's `items`, then one task that sums the outputs
     bench_small    a linear chain of 3 no-op tasks (many small runs: runs/s, the growth seed)
     bench_one      one no-op task (run start latency)
+    bench_w2       W2: a producer of `n` items, a no-op mapped over them, then the sum
 
 The chain is traced once at import, so its length comes from the environment
 (`CONVEYOR_BENCH_CHAIN`, set by `bench.foundation` and `bench`; default 50) and the worker that
@@ -32,6 +33,11 @@ def total(values: list[int]) -> int:
     return sum(values)
 
 
+@task
+def produce(n: int) -> list[int]:
+    return list(range(n))
+
+
 @workflow
 def bench_chain(start: int = 0) -> int:
     value = start
@@ -56,3 +62,8 @@ def bench_small(start: int = 0) -> int:
 @workflow
 def bench_one(start: int = 0) -> int:
     return noop(start)
+
+
+@workflow
+def bench_w2(n: int) -> int:
+    return total(noop.map(produce(n)))

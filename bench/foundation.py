@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.foundation [--out bench/results/foundation.json]
 
 Starts an embedded nats-server (temp store) and Conveyor as users deploy it — one
-`python -m orchestrator.cli orchestrator` process and one `... worker bench/flows.py
---concurrency 64` process — then measures, in the same run and on the same server:
+`python -m orchestrator.cli orchestrator` process and one `... worker bench/flows.py` process,
+at the CLI's default settings — then measures, in the same run and on the same server:
 
 - chain: a linear chain of N no-op tasks (warm-up once, then R runs). Per run, the wall time
   from just before `trigger` to the run's final status (its orchestrator-applied `finished_at`)
@@ -35,12 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bench import floor
-from bench.deploy import NAMESPACE, WORKER_CONCURRENCY, Deployment
+from bench.deploy import NAMESPACE, Deployment
+from bench.stats import percentile
 from events import find_nats_server
 from orchestrator.client import Client
 
@@ -49,16 +50,6 @@ FANOUT_WARMUP = 100
 
 
 # ---- statistics ------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), linear interpolation between closest ranks."""
-    if not values:
-        raise ValueError("percentile of no values")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def _ms(seconds: float) -> float:
@@ -282,7 +273,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "fanout_runs": fanout_repeat,
             "floor_round_trips": args.floor_n,
             "floor_tput_messages": tput,
-            "worker_concurrency": WORKER_CONCURRENCY,
+            "worker_settings": "the CLI's defaults",
             "layout": "nats-server, orchestrator and worker: separate OS processes on one host",
         },
     }

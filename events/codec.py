@@ -58,6 +58,12 @@ def encode(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     return headers, event.data
 
 
+def header_block_size(headers: Mapping[str, str]) -> int:
+    """Bytes the headers take on the wire (`NATS/1.0` line, `Name: value` lines, blank line):
+    the server's max payload counts them together with the body."""
+    return 12 + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 2
+
+
 def decode(headers: Mapping[str, str] | None, body: bytes) -> CloudEvent:
     """Parse a message in binary or structured mode; MalformedEvent says what is wrong."""
     lowered = {k.lower(): str(v) for k, v in (headers or {}).items()}
@@ -87,6 +93,16 @@ def _decode_structured(body: bytes) -> CloudEvent:
         raise MalformedEvent(f"structured CloudEvent body is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise MalformedEvent("structured CloudEvent body must be a JSON object")
+    data, content_type = _structured_data(document)
+    attributes = {name: document.pop(name, None) for name in _CORE}
+    for name, value in attributes.items():
+        if value is not None and not isinstance(value, str):
+            raise MalformedEvent(f"attribute {name!r} must be a string, got {type(value).__name__}")
+    return _build(attributes, _structured_extensions(document), content_type, data)
+
+
+def _structured_data(document: dict[str, Any]) -> tuple[bytes, str | None]:
+    """The data (as bytes) and its content type, taken out of a structured event."""
     content_type = document.pop("datacontenttype", None)
     if content_type is not None and not isinstance(content_type, str):
         raise MalformedEvent(
@@ -94,22 +110,19 @@ def _decode_structured(body: bytes) -> CloudEvent:
         )
     if "data_base64" in document:
         try:
-            data = base64.b64decode(document.pop("data_base64"), validate=True)
+            return base64.b64decode(document.pop("data_base64"), validate=True), content_type
         except (ValueError, TypeError) as exc:
             raise MalformedEvent(f"data_base64 is not valid base64: {exc}") from None
-    elif "data" in document:
-        value = document.pop("data")
-        if isinstance(value, str) and content_type and not _JSON_TYPE.match(content_type):
-            data = value.encode()  # text data (e.g. text/plain) is carried as a JSON string
-        else:
-            data = json.dumps(value, separators=(",", ":")).encode()
-        content_type = content_type or "application/json"
-    else:
-        data = b""
-    attributes = {name: document.pop(name, None) for name in _CORE}
-    for name, value in attributes.items():
-        if value is not None and not isinstance(value, str):
-            raise MalformedEvent(f"attribute {name!r} must be a string, got {type(value).__name__}")
+    if "data" not in document:
+        return b"", content_type
+    value = document.pop("data")
+    if isinstance(value, str) and content_type and not _JSON_TYPE.match(content_type):
+        return value.encode(), content_type  # text data (text/plain) travels as a JSON string
+    return json.dumps(value, separators=(",", ":")).encode(), content_type or "application/json"
+
+
+def _structured_extensions(document: dict[str, Any]) -> dict[str, str]:
+    """What is left of a structured event: its extensions, in their canonical string form."""
     extensions = {}
     for name, value in document.items():
         if value is None:
@@ -119,7 +132,7 @@ def _decode_structured(body: bytes) -> CloudEvent:
         if not isinstance(value, str | int):
             raise MalformedEvent(f"extension {name!r} must be a string, integer or boolean")
         extensions[name] = str(value)
-    return _build(attributes, extensions, content_type, data)
+    return extensions
 
 
 def _build(

@@ -4,7 +4,10 @@
     ├── MalformedEvent                 bytes off the bus (or HTTP) that are not a valid CloudEvent,
     │                                  or whose data does not fit the model of its type
     ├── BusError                       the broker misbehaved or could not be reached
-    │   └── BusUnavailable             no connection / no stream answered (retry later)
+    │   ├── BusUnavailable             no connection / no stream answered (retry later)
+    │   ├── BusClosed                  the connection is closed for good: end the process
+    │   ├── MessageTooLarge            headers + body over the server's max payload (not sent)
+    │   └── TopologyMissing            a stream, bucket or store this process needs is absent
     └── ServerError                    the embedded nats-server could not be started
 
 Foreign exceptions (nats-py, pydantic) are translated here, at the boundary, so callers
@@ -32,6 +35,22 @@ class BusError(ConveyorError):
 
 class BusUnavailable(BusError):
     """The broker (or the stream behind a subject) did not answer in time."""
+
+
+class BusClosed(BusError):
+    """The connection to NATS is closed and will not come back (the server closed it, or it
+    was closed on purpose): nothing can be retried on it. A process that sees this exits
+    non-zero so that its supervisor starts a fresh one."""
+
+
+class MessageTooLarge(BusError):
+    """Headers and body together are over the server's max payload. Refused before sending:
+    the server would answer such a message by closing the connection."""
+
+
+class TopologyMissing(BusError):
+    """A stream, bucket or object store this process needs does not exist (yet): the topology
+    is created by `conveyor topology apply` (or the orchestrator, on a single node)."""
 
 
 class ServerError(ConveyorError):

@@ -41,11 +41,7 @@ def check_filter(spec: Any, where: str = "filter") -> None:
             f"{where}: unknown filter dialect {dialect!r} (use one of: {', '.join(DIALECTS)})"
         )
     if dialect in ("exact", "prefix", "suffix"):
-        if not isinstance(body, Mapping) or not body:
-            raise FilterError(f"{where}.{dialect}: expected an object of attribute -> string")
-        for name, value in body.items():
-            if not isinstance(value, str):
-                raise FilterError(f"{where}.{dialect}.{name}: value must be a string")
+        _check_attributes(body, f"{where}.{dialect}")
     elif dialect in ("all", "any"):
         if not isinstance(body, list) or not body:
             raise FilterError(f"{where}.{dialect}: expected a non-empty list of filters")
@@ -53,6 +49,14 @@ def check_filter(spec: Any, where: str = "filter") -> None:
             check_filter(child, f"{where}.{dialect}[{index}]")
     else:
         check_filter(body, f"{where}.not")
+
+
+def _check_attributes(body: Any, where: str) -> None:
+    if not isinstance(body, Mapping) or not body:
+        raise FilterError(f"{where}: expected an object of attribute -> string")
+    for name, value in body.items():
+        if not isinstance(value, str):
+            raise FilterError(f"{where}.{name}: value must be a string")
 
 
 def attribute(event: CloudEvent, name: str) -> str | None:

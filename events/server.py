@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from types import TracebackType
 from events.errors import ServerError
 
 _READY_TIMEOUT_S = 15.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def find_nats_server() -> str:
@@ -46,7 +48,10 @@ def find_nats_server() -> str:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now. SO_REUSEADDR, as servers set it: a port
+    whose last connections linger in TIME_WAIT (a server just stopped) is free to listen on."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -55,7 +60,11 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 class EmbeddedServer:
-    """`nats-server -js` on 127.0.0.1. Use as a (sync or async) context manager, or start/stop."""
+    """`nats-server -js` on 127.0.0.1. Use as a (sync or async) context manager, or start/stop.
+
+    The server is tied to the thread that starts it: on Linux it is killed when that thread
+    ends, even by kill -9 of the whole process. Start it from a thread that lives as long as
+    you need the server (the main thread; not a short-lived executor thread)."""
 
     def __init__(
         self,
@@ -63,8 +72,10 @@ class EmbeddedServer:
         port: int | None = None,
         host: str = "127.0.0.1",
         extra_args: tuple[str, ...] = (),
+        jetstream: bool = True,
     ) -> None:
         self.host = host
+        self.jetstream = jetstream
         self.requested_port = port
         self.extra_args = extra_args
         self._owned_tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -91,7 +102,7 @@ class EmbeddedServer:
         log_path = self.store_dir / "nats-server.log"
         args = [
             find_nats_server(),
-            "-js",
+            *(["-js"] if self.jetstream else []),
             "-a",
             self.host,
             "-p",
@@ -105,7 +116,11 @@ class EmbeddedServer:
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
         )
         try:
             self.port = self._wait_ready(ports_dir, log_path)
@@ -168,13 +183,25 @@ class EmbeddedServer:
         self.stop()
 
     async def __aenter__(self) -> EmbeddedServer:
-        await asyncio.to_thread(self.start)
-        return self
+        return self.start()  # on this thread: see the class docstring
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGKILL it when the thread that started it dies
+    (`PR_SET_PDEATHSIG`), so a `conveyor dev` killed with -9 leaves no nats-server holding its
+    port. Elsewhere (macOS) there is no such call; a clean exit still stops the server."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _client_port(ports: dict[str, object]) -> int | None:

@@ -48,7 +48,7 @@ def topology() -> Topology:
 @pytest_asyncio.fixture
 async def bus(nats_server: EmbeddedServer, topology: Topology) -> AsyncIterator[Bus]:
     connected = await Bus.connect(nats_server.url, topology, name="test")
-    await connected.ensure_topology()
+    await connected.apply_topology()
     try:
         yield connected
     finally:

@@ -58,6 +58,7 @@ class StreamPlan:
     work_queue: bool
     max_age_s: float
     duplicate_window_s: float
+    replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,9 @@ class Topology:
     event_max_age_s: float = 7 * 24 * 3600.0
     log_max_age_s: float = 7 * 24 * 3600.0
     dlq_max_age_s: float = 30 * 24 * 3600.0
+    # Copies of every stream, the KV bucket and the object store: 1 on one server, 3 on a
+    # 3-node cluster (one node may then be lost without losing or stalling anything).
+    replicas: int = 1
 
     def __post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace):
@@ -83,6 +87,8 @@ class Topology:
             )
         if self.partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {self.partitions}")
+        if not 1 <= self.replicas <= 5:
+            raise ValueError(f"replicas must be 1-5 (JetStream's limit), got {self.replicas}")
 
     @classmethod
     def from_env(cls, namespace: str | None = None) -> Topology:
@@ -108,6 +114,7 @@ class Topology:
             task_max_deliveries=number(
                 "CONVEYOR_TASK_MAX_DELIVERIES", int, defaults.task_max_deliveries
             ),
+            replicas=number("CONVEYOR_REPLICAS", int, defaults.replicas),
         )
 
     # ---- names -------------------------------------------------------------------------
@@ -170,6 +177,15 @@ class Topology:
     def queue_consumer(self, queue: str) -> str:
         return f"queue-{queue}"
 
+    def task_consumer(self, queue: str, task: str) -> str:
+        """The durable consumer shared by every worker that serves `task` on `queue` (what KEDA
+        scales a worker pool on). Queue and task names are subject tokens ([A-Za-z0-9_-]), so
+        ':' separates them unambiguously."""
+        for what, name in (("queue", queue), ("task", task)):
+            if not is_token(name):
+                raise ValueError(f"{what} name {name!r} is not subject-safe ([A-Za-z0-9_-])")
+        return f"task:{queue}:{task}"
+
     # ---- subjects ----------------------------------------------------------------------
     def partition(self, run_id: str) -> int:
         return partition_of(run_id, self.partitions)
@@ -204,13 +220,15 @@ class Topology:
 
     # ---- streams -----------------------------------------------------------------------
     def streams(self) -> tuple[StreamPlan, ...]:
-        ns, window = self.namespace, self.duplicate_window_s
+        ns, window, r = self.namespace, self.duplicate_window_s, self.replicas
         return (
-            StreamPlan(self.events_stream, (f"{ns}.evt.>",), False, self.event_max_age_s, window),
-            StreamPlan(self.tasks_stream, (f"{ns}.task.>",), True, 0.0, window),
-            StreamPlan(self.logs_stream, (f"{ns}.log.>",), False, self.log_max_age_s, 120.0),
-            StreamPlan(self.dlq_stream, (f"{ns}.dlq.>",), False, self.dlq_max_age_s, window),
             StreamPlan(
-                self.ingest_stream, (f"{ns}.ingest.>",), False, self.event_max_age_s, window
+                self.events_stream, (f"{ns}.evt.>",), False, self.event_max_age_s, window, r
+            ),
+            StreamPlan(self.tasks_stream, (f"{ns}.task.>",), True, 0.0, window, r),
+            StreamPlan(self.logs_stream, (f"{ns}.log.>",), False, self.log_max_age_s, 120.0, r),
+            StreamPlan(self.dlq_stream, (f"{ns}.dlq.>",), False, self.dlq_max_age_s, window, r),
+            StreamPlan(
+                self.ingest_stream, (f"{ns}.ingest.>",), False, self.event_max_age_s, window, r
             ),
         )

@@ -33,6 +33,7 @@ from events.models import (
     RunRequested,
     RunRetryRequested,
 )
+from events.settings import NatsSettings
 from events.topology import Topology
 from events.tracing import new_traceparent
 from orchestrator.core.rules import input_problems
@@ -51,9 +52,14 @@ class Client:
         self.registry = Registry(bus)
 
     @classmethod
-    async def connect(cls, url: str, topology: Topology | None = None) -> Client:
-        bus = await Bus.connect(url, topology or Topology.from_env(), name="conveyor-client")
-        await bus.ensure_topology()
+    async def connect(
+        cls, nats: NatsSettings | str | None = None, topology: Topology | None = None
+    ) -> Client:
+        """Connect to NATS (`nats`: settings, a URL or a seed list; default: the
+        `CONVEYOR_NATS_*` environment). The client never creates streams: the orchestrator (or
+        `conveyor topology apply`) does."""
+        settings = nats if isinstance(nats, NatsSettings) else NatsSettings.from_env(servers=nats)
+        bus = await Bus.connect(settings, topology or Topology.from_env(), name="conveyor-client")
         return cls(bus)
 
     async def close(self) -> None:

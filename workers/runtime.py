@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import os
 import socket
-import threading
 import time
-import traceback
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +28,12 @@ import pydantic
 import structlog
 
 from events.acks import Outcome
-from events.bus import Bus, Delivery
+from events.bus import Bus, Delivery, settle_quietly
 from events.codec import decode
+from events.consuming import Fetcher
+from events.dlq import park
 from events.envelope import CloudEvent
-from events.errors import BusError, MalformedEvent
+from events.errors import BusClosed, BusError, MalformedEvent
 from events.models import (
     INLINE_LIMIT_BYTES,
     TASK_COMPLETED,
@@ -48,8 +46,8 @@ from events.models import (
     TaskFailed,
     TaskStarted,
 )
-from workers.context import TaskContext, _current
-from workers.errors import NonRetryableError
+from workers.attempt import Executor, perform, refusal
+from workers.context import TaskContext
 from workers.logcapture import LogCapture
 from workers.metrics import task_seconds_histogram
 from workers.task import Task
@@ -102,15 +100,14 @@ class Worker:
         self._stopping = asyncio.Event()
         self._inflight: dict[tuple[str, str, int], _InFlight] = {}
         self._jobs: set[asyncio.Task[None]] = set()
-        self._threads = ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="conveyor-task"
-        )
+        self._executor = Executor(concurrency)
         self._logs = LogCapture(bus) if capture_logs else None
-        self._sync_running = 0
-        self._sync_lock = threading.Lock()
         self.completed = 0
         self.failed = 0
         self.task_seconds = task_seconds_histogram()
+        self._fetchers: list[Fetcher] = []
+        self._cancel_sub: Any = None
+        self._heartbeats: asyncio.Task[None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -126,18 +123,18 @@ class Worker:
 
     def stuck_threads(self) -> int:
         """Sync tasks still running in threads after the drain (Python cannot interrupt them)."""
-        return self._sync_running
+        return self._executor.busy_threads
 
-    async def run(self, *, burst: bool = False) -> None:
-        """Serve until `stop()`; with `burst=True`, return once the queues are empty and idle."""
-        pullers = [
-            await self.bus.queue_puller(q, max_ack_pending=max(1000, self.concurrency))
-            for q in self.queues
-        ]
-        cancel_sub = await self.bus.subscribe(
+    # ---- lifecycle (start, run, stop, drain: the supervisor's protocol) ----------------------
+    async def start(self) -> None:
+        """Bind the queues' consumers, listen for cancellations, start heartbeating."""
+        for queue in self.queues:
+            puller = await self.bus.queue_puller(queue, max_ack_pending=max(1000, self.concurrency))
+            self._fetchers.append(Fetcher(puller, f"worker/{queue}"))
+        self._cancel_sub = await self.bus.subscribe(
             self.topology.cancel_subject_filter(), self._on_cancel
         )
-        heartbeats = asyncio.create_task(self._heartbeat_loop())
+        self._heartbeats = asyncio.create_task(self._heartbeat_loop())
         if self._logs is not None:
             self._logs.install()
         log.info(
@@ -147,41 +144,48 @@ class Worker:
             tasks=sorted(self.tasks),
             concurrency=self.concurrency,
         )
-        try:
-            await asyncio.gather(
-                *(self._fetch_loop(p, q, burst) for p, q in zip(pullers, self.queues, strict=True))
-            )
-            await self._drain()
-        finally:
-            heartbeats.cancel()
-            with contextlib.suppress(Exception):
-                await cancel_sub.unsubscribe()
-            for p in pullers:
-                await p.close()
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            if self._logs is not None:
-                await self._logs.uninstall()
-            log.info(
-                "worker stopped", worker=self.name, completed=self.completed, failed=self.failed
-            )
 
-    async def _fetch_loop(self, puller: Any, queue: str, burst: bool) -> None:
+    async def run(self, *, burst: bool = False) -> None:
+        """Take tasks until `stop()` (then `drain()` finishes what is in flight); with
+        `burst=True`, return once the queues are empty and idle, drained."""
+        if not self._fetchers:
+            await self.start()
+        async with asyncio.TaskGroup() as group:
+            for fetcher, queue in zip(self._fetchers, self.queues, strict=True):
+                group.create_task(self._fetch_loop(fetcher, queue, burst))
+        if burst:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Finish in-flight tasks within the grace period, hand the rest back, let go of
+        everything `start()` took."""
+        await self._drain()
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+            self._heartbeats = None
+        if self._cancel_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._cancel_sub.unsubscribe()
+            self._cancel_sub = None
+        for fetcher in self._fetchers:
+            await fetcher.close()
+        self._fetchers.clear()
+        self._executor.shutdown()
+        if self._logs is not None:
+            await self._logs.uninstall()
+        log.info("worker stopped", worker=self.name, completed=self.completed, failed=self.failed)
+
+    async def _fetch_loop(self, fetcher: Fetcher, queue: str, burst: bool) -> None:
         while await self._acquire_slot():
             # Long-poll for one task, then take what else is already there (up to the free
             # slots) with a short second fetch. A single batched long-poll shared by several
             # worker processes can hold messages it already has until its timeout (~1 s from
             # dispatch to start, bench/repro_fetch_stall.py); this shape does not.
-            try:
-                deliveries = await puller.fetch(1, timeout=1.0)
-                free = self._free_slots()
-                if deliveries and free > 0:
-                    with contextlib.suppress(BusError):  # keep the one already in hand
-                        deliveries += await puller.fetch(min(free, 255), timeout=0.002)
-            except BusError as exc:
-                self._slots.release()
-                log.warning("fetch failed; retrying", queue=queue, error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
+            deliveries = await fetcher.fetch(1, timeout=1.0)
+            free = self._free_slots()
+            if deliveries and free > 0:
+                # Keep the one already in hand whatever happens to this second fetch.
+                deliveries += await fetcher.fetch(min(free, 255), timeout=0.002)
             if not deliveries:
                 self._slots.release()
                 if burst and not self._jobs:
@@ -284,35 +288,18 @@ class Worker:
     async def _execute(
         self, dispatched: TaskDispatched, delivery: Delivery, item: _InFlight, bound: Any
     ) -> Outcome:
-        limit = self.topology.task_max_deliveries
-        if delivery.num_delivered > limit:
-            await self._publish_failure(
-                dispatched,
-                ErrorInfo(
-                    type="WorkerLost",
-                    message=f"task {dispatched.task!r} was delivered {delivery.num_delivered - 1} "
-                    f"times and every worker that took it died or went silent before finishing "
-                    f"(crash, kill -9, out of memory?); giving up on this attempt after {limit}",
-                    retryable=True,
-                ),
-            )
-            bound.error(
-                "task keeps killing its workers; attempt failed", deliveries=delivery.num_delivered
-            )
+        refused = refusal(
+            dispatched,
+            delivery.num_delivered,
+            self.topology.task_max_deliveries,
+            self.tasks,
+            self.name,
+        )
+        if refused is not None:
+            await self._publish_failure(dispatched, refused)
+            bound.error("attempt refused", error_type=refused.type, error=refused.message)
             return Outcome.GAVE_UP
-        task = self.tasks.get(dispatched.task)
-        if task is None:
-            await self._publish_failure(
-                dispatched,
-                ErrorInfo(
-                    type="UnknownTask",
-                    message=f"worker {self.name} serves queue {dispatched.queue!r} but has no task "
-                    f"named {dispatched.task!r} (it has: {', '.join(sorted(self.tasks))})",
-                    retryable=True,
-                ),
-            )
-            return Outcome.GAVE_UP
-
+        task = self.tasks[dispatched.task]
         # task.started is sent without waiting for its ack: the task starts at once, and the
         # ack is awaited before the result is published (the orchestrator copes with a result
         # that arrives without a start anyway).
@@ -330,51 +317,36 @@ class Worker:
         )
         item.job = asyncio.current_task()
         started = time.monotonic()
-        error = None
-        output_ref: str | None = None
-        try:
-            output = await self._call(task, dispatched, delivery)
-        except asyncio.CancelledError:
-            raise
-        except _InvalidInput as exc:
-            error = ErrorInfo(
-                type="InputValidationError", message=str(exc), retryable=False, details=exc.problems
-            )
-        except TimeoutError:
-            error = ErrorInfo(
-                type="TimeoutError",
-                message=f"task {task.name!r} did not finish within its "
-                f"{dispatched.timeout}s timeout",
-                retryable=True,
-            )
-        except Exception as exc:  # the task's own failure: report it, typed
-            error = _error_info(exc, task)
-        if error is None:
-            try:
-                payload = task.serialise_output(output)
-                encoded = _ANY.dump_json(payload)
-            except Exception as exc:
-                error = ErrorInfo(
-                    type="OutputSerialisationError",
-                    retryable=False,
-                    message=f"output of {task.name!r} cannot be serialised: {exc}",
-                )
-            else:
-                if len(encoded) > INLINE_LIMIT_BYTES:
-                    # Over the inline limit: the output goes by claim check (object store).
-                    output_ref = await self.bus.put_artifact(encoded)
-                    payload = None
+        raw_input = dispatched.input
+        if dispatched.input_ref is not None:
+            raw_input = json.loads(await self.bus.get_artifact(dispatched.input_ref))
+        context = TaskContext(
+            dispatched.run_id,
+            dispatched.node_id,
+            dispatched.attempt,
+            task.name,
+            self.name,
+            delivery.num_delivered,
+            item.trace,
+            self._logs,
+        )
+        result = await perform(task, dispatched, raw_input, self._executor, context)
         elapsed = round(time.monotonic() - started, 4)
         self.task_seconds.labels(task=task.name).observe(elapsed)
         with contextlib.suppress(BusError):  # a lost start changes nothing that matters
             await started_acked()
-        if error is not None:
-            await self._publish_failure(dispatched, error)
+        if result.error is not None:
+            await self._publish_failure(dispatched, result.error)
             self.failed += 1
+            error = result.error
             bound.warning(
                 "task failed", error_type=error.type, error=error.message, seconds=elapsed
             )
             return Outcome.DONE
+        output, output_ref = result.output, None
+        if len(result.encoded) > INLINE_LIMIT_BYTES:
+            # Over the inline limit: the output goes by claim check (object store).
+            output, output_ref = None, await self.bus.put_artifact(result.encoded)
         await self._publish(
             TASK_COMPLETED,
             dispatched,
@@ -384,60 +356,13 @@ class Worker:
                 node_id=dispatched.node_id,
                 attempt=dispatched.attempt,
                 worker=self.name,
-                output=payload,
+                output=output,
                 output_ref=output_ref,
             ),
         )
         self.completed += 1
         bound.debug("task completed", seconds=elapsed)
         return Outcome.DONE
-
-    async def _call(
-        self, task: Task[Any, Any], dispatched: TaskDispatched, delivery: Delivery
-    ) -> Any:
-        raw_input = dispatched.input
-        if dispatched.input_ref is not None:
-            raw_input = json.loads(await self.bus.get_artifact(dispatched.input_ref))
-        try:
-            kwargs = task.validate_input(raw_input)
-        except pydantic.ValidationError as exc:
-            raise _InvalidInput(task.name, exc) from None
-        token = _current.set(
-            TaskContext(
-                dispatched.run_id,
-                dispatched.node_id,
-                dispatched.attempt,
-                task.name,
-                self.name,
-                delivery.num_delivered,
-                self._trace(dispatched),
-                self._logs,
-            )
-        )
-        try:
-            if task.is_async:
-                coro = task.fn(**kwargs)
-            else:
-                loop = asyncio.get_running_loop()
-                context = contextvars.copy_context()  # so current() works in the thread too
-                coro = loop.run_in_executor(
-                    self._threads, lambda: context.run(self._run_sync, task.fn, kwargs)
-                )
-            if dispatched.timeout is None:
-                return await coro
-            return await asyncio.wait_for(coro, dispatched.timeout)
-        finally:
-            # Lines the worker itself logs about this attempt are not the task's own output.
-            _current.reset(token)
-
-    def _run_sync(self, fn: Any, kwargs: dict[str, Any]) -> Any:
-        with self._sync_lock:
-            self._sync_running += 1
-        try:
-            return fn(**kwargs)
-        finally:
-            with self._sync_lock:
-                self._sync_running -= 1
 
     def _trace(self, dispatched: TaskDispatched) -> str | None:
         item = self._inflight.get((dispatched.run_id, dispatched.node_id, dispatched.attempt))
@@ -482,39 +407,15 @@ class Worker:
         return None
 
     async def _park(self, delivery: Delivery, reason: str) -> None:
-        headers = dict(delivery.headers)
-        headers["Conveyor-Dlq-Reason"] = reason[:500].encode("ascii", "replace").decode()
-        headers["Conveyor-Dlq-Subject"] = delivery.subject
-        headers.pop("Nats-Msg-Id", None)
         try:
-            await self.bus.publish_raw(self.topology.dlq_subject("worker"), headers, delivery.data)
+            await park(self.bus, delivery, "worker", reason)
+        except BusClosed:
+            raise
         except BusError:
-            await delivery.settle(Outcome.TRANSIENT)
+            await settle_quietly(delivery, Outcome.TRANSIENT)
             return
-        log.error(
-            "malformed task message parked on the DLQ", reason=reason, subject=delivery.subject
-        )
-        await delivery.settle(Outcome.PARKED)
+        await settle_quietly(delivery, Outcome.PARKED)
 
 
 def _extensions(run_id: str, trace: str | None) -> dict[str, str]:
     return {"runid": run_id, "traceparent": trace} if trace else {"runid": run_id}
-
-
-class _InvalidInput(Exception):
-    def __init__(self, task: str, exc: pydantic.ValidationError) -> None:
-        self.problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or '<input>'}: {e['msg']}" for e in exc.errors()
-        ]
-        super().__init__(f"input of task {task!r} is invalid: " + "; ".join(self.problems))
-
-
-def _error_info(exc: BaseException, task: Task[Any, Any]) -> ErrorInfo:
-    name = type(exc).__name__
-    non_retryable = task.declaration.defaults.get("non_retryable") or ()
-    return ErrorInfo(
-        type=name,
-        message=str(exc) or name,
-        traceback="".join(traceback.format_exception(exc)),
-        retryable=not isinstance(exc, NonRetryableError) and name not in non_retryable,
-    )

@@ -27,7 +27,7 @@ _STYLE = {
 }
 
 
-def _node_text(node: dict[str, Any]) -> str:
+def node_text(node: dict[str, Any]) -> str:
     text = str(node["status"])
     children = node.get("children")
     if children:
@@ -68,7 +68,7 @@ class Progress:
             self._live.update(self._table(status))
             return
         for name, node in status["nodes"].items():
-            text = _node_text(node)
+            text = node_text(node)
             if self._seen.get(name) != text:
                 self._seen[name] = text
                 self._line(f"  {name}: {text}")
@@ -87,7 +87,7 @@ class Progress:
         table.add_column("node")
         table.add_column("state")
         for name, node in (status or {}).get("nodes", {}).items():
-            table.add_row(name, f"[{_STYLE.get(node['status'], '')}]{_node_text(node)}[/]")
+            table.add_row(name, f"[{_STYLE.get(node['status'], '')}]{node_text(node)}[/]")
         return table
 
 

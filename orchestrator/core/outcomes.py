@@ -201,32 +201,29 @@ class RunOutcomes(abc.ABC):
             if node.status in NODE_TERMINAL:
                 continue
             if node.status in IN_FLIGHT and node.children is None:
-                kind = self.compiled(node).kind
-                if kind == "task" and (node.key, node.attempt) not in withdrawn:
-                    self.emit_cancel(node, reason)
-                elif kind == "workflow":
-                    child = child_run_id(self.run.run_id, node.key, node.attempt)
-                    self.out.commands.append(
-                        Emit(
-                            RUN_CANCEL_REQUESTED,
-                            child,
-                            RunCancelRequested(run_id=child, reason=reason),
-                            "cancel",
-                        )
-                    )
-                elif kind == "wait_for":
-                    self.out.commands.append(CancelWait(self.run.run_id, node.key))
-                elif kind == "sleep":
-                    self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "sleep")))
-                if node.attempts[-1].started_at is not None and self.deadline_s(node):
-                    self.out.commands.append(
-                        CancelTimer(timer_id(self.run.run_id, node, "deadline"))
-                    )
-                node.attempts[-1].status = NodeStatus.CANCELLED
-                node.attempts[-1].finished_at = self.now
+                self.call_off(node, reason, dispatched=(node.key, node.attempt) not in withdrawn)
             elif node.status == NodeStatus.RETRYING:
                 self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "retry")))
             self.move_node(node, NodeStatus.CANCELLED)
+
+    def call_off(self, node: NodeState, reason: str, *, dispatched: bool) -> None:
+        """Stop the attempt a node has out: ask the worker (or the child run) to stop, forget
+        its wait or its timers, and close the attempt as cancelled."""
+        kind = self.compiled(node).kind
+        if kind == "task" and dispatched:
+            self.emit_cancel(node, reason)
+        elif kind == "workflow":
+            child = child_run_id(self.run.run_id, node.key, node.attempt)
+            request = RunCancelRequested(run_id=child, reason=reason)
+            self.out.commands.append(Emit(RUN_CANCEL_REQUESTED, child, request, "cancel"))
+        elif kind == "wait_for":
+            self.out.commands.append(CancelWait(self.run.run_id, node.key))
+        elif kind == "sleep":
+            self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "sleep")))
+        if node.attempts[-1].started_at is not None and self.deadline_s(node):
+            self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "deadline")))
+        node.attempts[-1].status = NodeStatus.CANCELLED
+        node.attempts[-1].finished_at = self.now
 
     def emit_cancel(self, node: NodeState, reason: str) -> None:
         self.emit(

@@ -27,7 +27,7 @@ from events.models import (
     WireModel,
 )
 from orchestrator.core.commands import Dispatch, Emit
-from orchestrator.core.state import Transition
+from orchestrator.core.state import NodeState, Transition
 
 if TYPE_CHECKING:
     from orchestrator.runtime.engine import Engine
@@ -78,12 +78,16 @@ class EngineMetrics:
             self.tasks["timed_out"] += 1
         elif isinstance(data, TaskStarted) and transition.run is not None:
             self.tasks["started"] += 1
-            node = transition.run.nodes.get(data.node_id)
-            if node is not None and node.attempts and node.attempts[-1].started_at is not None:
-                attempt = node.attempts[-1]
-                self.dispatch_to_start_seconds.observe(
-                    max(0.0, attempt.started_at - attempt.dispatched_at)  # type: ignore[operator]
-                )
+            self._observe_start(transition.run.nodes.get(data.node_id))
+
+    def _observe_start(self, node: NodeState | None) -> None:
+        if node is None or not node.attempts:
+            return
+        attempt = node.attempts[-1]
+        if attempt.started_at is not None:
+            self.dispatch_to_start_seconds.observe(
+                max(0.0, attempt.started_at - attempt.dispatched_at)
+            )
 
 
 class _EngineCollector(Collector):

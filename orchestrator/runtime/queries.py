@@ -180,8 +180,17 @@ class Queries:
 
     async def run_detail_full(self, run_id: str) -> dict[str, Any] | None:
         """The reference: every row loaded and summarised in Python."""
-        run = await self.store.read_run(run_id)
+        run = await self.read_run(run_id)
         return run_status(run) if run is not None else None
+
+    async def read_run(self, run_id: str) -> RunState | None:
+        """The whole run, every node and mapped child loaded (for replays and comparisons)."""
+        header = await self.run_header(run_id)
+        if header is None:
+            return None
+        async with self.db.execute("SELECT data FROM nodes WHERE run_id = ?", (run_id,)) as rows:
+            nodes = [NodeState.from_dict(json.loads(r[0])) async for r in rows]
+        return RunState.from_parts(header, nodes)
 
     async def child_counts(self, run_id: str, node_id: str) -> Counter[str]:
         """Children of a mapped node by status."""

@@ -10,12 +10,13 @@ event subjects (`<ns>.evt.*.*.*.<run_id>`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import Any
 
 from events.bus import Bus
-from orchestrator.core.status import run_status
+from orchestrator.runtime.queries import Queries, RunFilter
 from orchestrator.runtime.store import Store
 
 
@@ -23,8 +24,21 @@ class ApiService:
     def __init__(self, bus: Bus, store: Store, partition: int = 0) -> None:
         self.bus = bus
         self.store = store
+        self.queries = Queries(store)
         self.partition = partition
+        self.name = f"status-api-p{partition}"
         self._subs: list[Any] = []
+        self._stopped = asyncio.Event()
+
+    # ---- lifecycle (runtime.supervisor.Component) -----------------------------------------
+    async def run(self) -> None:
+        await self._stopped.wait()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def drain(self) -> None:
+        await self.close()
 
     async def start(self) -> None:
         topo = self.bus.topology
@@ -35,7 +49,7 @@ class ApiService:
             await self.bus.serve(topo.api_subject("runs", self.partition), self._runs)
         )
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         for sub in self._subs:
             with contextlib.suppress(Exception):  # the connection may already be closed
                 await sub.unsubscribe()
@@ -49,10 +63,12 @@ class ApiService:
                 raise TypeError("run_id must be a string")
         except (ValueError, KeyError, TypeError) as exc:
             return _reply(ok=False, error=f'bad request: expected {{"run_id": "..."}} ({exc})')
-        run = await self.store.read_run(run_id)
-        if run is None:
+        # The detail without loading a big run's mapped children (counted by sqlite): a status
+        # request must not stall the engine's loop on a 100,000-child run.
+        detail = await self.queries.run_detail(run_id)
+        if detail is None:
             return _reply(ok=False, error=f"no run {run_id!r}", not_found=True)
-        return _reply(ok=True, run=run_status(run))
+        return _reply(ok=True, run=detail)
 
     async def _runs(self, payload: bytes) -> bytes:
         try:
@@ -60,7 +76,9 @@ class ApiService:
             limit = int(request.get("limit", 50))
         except (ValueError, TypeError, AttributeError) as exc:
             return _reply(ok=False, error=f"bad request: {exc}")
-        runs = await self.store.list_runs(request.get("workflow"), request.get("status"), limit)
+        status = request.get("status")
+        filters = RunFilter(request.get("workflow"), (status,) if status else ())
+        runs, _ = await self.queries.list_runs(filters, limit=max(1, min(limit, 1000)))
         return _reply(ok=True, runs=runs)
 
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
+from orchestrator.core.outbox import Batch, OutboxRow, Wait
 from orchestrator.core.state import NodeState, RunState
 from orchestrator.errors import StoreError
 
@@ -83,55 +83,6 @@ _PRAGMAS = (
     "PRAGMA cache_size=-65536",
     "PRAGMA busy_timeout=5000",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: str
-    subject: str
-    headers: dict[str, str]
-    body: bytes
-    due_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """A node waiting for an ingested event of `type` whose attributes equal `match`."""
-
-    run_id: str
-    node_key: str
-    attempt: int
-    type: str
-    match: dict[str, str]
-
-
-@dataclass(slots=True)
-class Batch:
-    """Everything one fetched batch changes, written in one transaction."""
-
-    runs: dict[str, RunState] = field(default_factory=dict)
-    changed_nodes: dict[str, set[str]] = field(default_factory=dict)
-    processed: list[str] = field(default_factory=list)
-    outbox: dict[str, OutboxRow] = field(default_factory=dict)
-    outbox_deleted: list[str] = field(default_factory=list)
-    waits: dict[tuple[str, str], Wait | None] = field(default_factory=dict)  # None: remove
-    # Claim-checked payloads to put in the object store before the commit (not in sqlite).
-    artifacts: dict[str, bytes] = field(default_factory=dict)
-
-    def stage_run(self, run: RunState, changed: Iterable[str]) -> None:
-        self.runs[run.run_id] = run
-        self.changed_nodes.setdefault(run.run_id, set()).update(changed)
-
-    def add_outbox(self, row: OutboxRow) -> None:
-        self.outbox[row.id] = row
-
-    def cancel_outbox(self, row_id: str) -> None:
-        # A timer started and cancelled within one batch never reaches the table.
-        if self.outbox.pop(row_id, None) is None:
-            self.outbox_deleted.append(row_id)
-
-    def __bool__(self) -> bool:
-        return bool(self.runs or self.processed or self.outbox or self.outbox_deleted or self.waits)
 
 
 def _dumps(value: Any) -> str:
@@ -230,45 +181,12 @@ class Store:
         )
         return [r[0] for r in rows]
 
-    # ---- the API's side (committed state only) -----------------------------------------
+    # ---- the read side (committed state only) -----------------------------------------------
     @property
     def reader(self) -> aiosqlite.Connection:
-        """A read-only view of the last committed state (for query modules)."""
+        """A read-only view of the last committed state: every read goes through
+        `runtime.queries.Queries`, the one place that knows the read-side SQL."""
         return self._reader
-
-    async def read_run(self, run_id: str) -> RunState | None:
-        async with self._reader.execute(
-            "SELECT header FROM runs WHERE run_id = ?", (run_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            return None
-        async with self._reader.execute(
-            "SELECT data FROM nodes WHERE run_id = ?", (run_id,)
-        ) as cursor:
-            nodes = [NodeState.from_dict(json.loads(r[0])) async for r in cursor]
-        return RunState.from_parts(json.loads(row[0]), nodes)
-
-    async def list_runs(
-        self, workflow: str | None = None, status: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        clauses, args = [], []
-        if workflow:
-            clauses.append("workflow = ?")
-            args.append(workflow)
-        if status:
-            clauses.append("status = ?")
-            args.append(status)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        async with self._reader.execute(
-            f"SELECT header FROM runs {where} ORDER BY created_at DESC LIMIT ?", (*args, limit)
-        ) as cursor:
-            return [json.loads(r[0]) async for r in cursor]
-
-    async def count_runs(self) -> int:
-        async with self._reader.execute("SELECT COUNT(*) FROM runs") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
 
 
 # ---- the writer connection's statements --------------------------------------------------------

@@ -28,10 +28,12 @@ from typing import Any
 import structlog
 
 from events.acks import Outcome
-from events.bus import Bus, Delivery, Puller
+from events.bus import Bus, Delivery, settle_quietly
 from events.codec import decode
+from events.consuming import Fetcher
+from events.dlq import park
 from events.envelope import CloudEvent
-from events.errors import BusError, MalformedEvent
+from events.errors import BusClosed, BusError, MalformedEvent
 from events.filters import attribute, matches
 from events.ids import derived_id
 from events.models import (
@@ -115,46 +117,60 @@ class Router:
         self.triggers = TriggerIndex(self.registry, clock)
         self.triggered = 0
         self.woken = 0
-        self._pullers: list[Puller] = []
+        self.name = f"router-p{partition}"
+        self._fetchers: list[Fetcher] = []
         self._stopping = asyncio.Event()
 
+    # ---- lifecycle (runtime.supervisor.Component) -----------------------------------------
     async def start(self) -> None:
-        self._pullers = [
-            await self.bus.router_puller(self.partition, "ingest"),
-            await self.bus.router_puller(self.partition, "outcomes"),
-        ]
+        for source in ("ingest", "outcomes"):
+            puller = await self.bus.router_puller(self.partition, source)
+            self._fetchers.append(Fetcher(puller, f"{self.name}/{source}"))
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
-        if not self._pullers:
+        """Until stopped. A store that fails (a full disk) or a closed connection ends it, and
+        with it the process: a process without its router would accept triggers it never
+        starts."""
+        if not self._fetchers:
             await self.start()
-        await asyncio.gather(*(self._loop(p) for p in self._pullers))
-        for puller in self._pullers:
-            await puller.close()
+        async with asyncio.TaskGroup() as group:
+            for fetcher in self._fetchers:
+                group.create_task(self._loop(fetcher))
 
-    async def _loop(self, puller: Puller) -> None:
+    async def drain(self) -> None:
+        for fetcher in self._fetchers:
+            await fetcher.close()
+        self._fetchers.clear()
+
+    async def _loop(self, fetcher: Fetcher) -> None:
         while not self._stopping.is_set():
-            try:
-                deliveries = await puller.fetch(64, timeout=1.0)
-                for delivery in deliveries:
+            for delivery in await fetcher.fetch(64, timeout=1.0):
+                try:
                     await self.handle(delivery)
-            except BusError as exc:
-                log.warning("router step failed; retrying", error=str(exc))
-                await asyncio.sleep(0.5)
+                except BusClosed:
+                    raise
+                except BusError as exc:  # handle() handed the event back: it comes again
+                    log.warning("router could not handle an event; retrying", error=str(exc))
 
     async def handle(self, delivery: Delivery) -> None:
         try:
             event = decode(delivery.headers, delivery.data)
         except MalformedEvent as exc:
-            await self._park(delivery, exc.reason)
+            try:
+                await park(self.bus, delivery, "router", exc.reason)
+            except BusError:
+                await settle_quietly(delivery, Outcome.TRANSIENT)
+                raise
+            await delivery.settle(Outcome.PARKED)
             return
         try:
             await self._trigger(event)
             await self._wake(event)
         except BusError:
-            await delivery.settle(Outcome.TRANSIENT)
+            await settle_quietly(delivery, Outcome.TRANSIENT)
             raise
         await delivery.settle(Outcome.DONE)
 
@@ -193,12 +209,3 @@ class Router:
             )
             await self.bus.publish(self.topology.event_subject(WAIT_MATCHED, wait.run_id), out)
             self.woken += 1
-
-    async def _park(self, delivery: Delivery, reason: str) -> None:
-        headers = {k: v for k, v in delivery.headers.items() if k != "Nats-Msg-Id"}
-        headers["Conveyor-Dlq-Reason"] = reason[:1000].encode("ascii", "replace").decode()
-        headers["Conveyor-Dlq-Subject"] = delivery.subject
-        headers["Nats-Msg-Id"] = f"dlq:router:{delivery.subject}:{delivery.stream_seq}"
-        await self.bus.publish_raw(self.topology.dlq_subject("router"), headers, delivery.data)
-        await delivery.settle(Outcome.PARKED)
-        log.warning("ingested event parked on the DLQ", reason=reason)

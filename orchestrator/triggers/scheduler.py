@@ -20,7 +20,7 @@ import structlog
 
 from events.bus import Bus
 from events.envelope import CloudEvent
-from events.errors import BusError
+from events.errors import BusClosed, BusError
 from events.ids import derived_id
 from events.models import RUN_REQUESTED, RunRequested
 from events.tracing import new_traceparent
@@ -52,15 +52,28 @@ class Scheduler:
         self.clock = clock
         self.interval_s = interval_s
         self.fired = 0
+        self.name = "scheduler"
         self._stopping = asyncio.Event()
+
+    # ---- lifecycle (runtime.supervisor.Component) -----------------------------------------
+    async def start(self) -> None:
+        pass
 
     def stop(self) -> None:
         self._stopping.set()
 
+    async def drain(self) -> None:
+        pass
+
     async def run(self) -> None:
+        """Tick until stopped. The broker being briefly away skips a tick (the cursors make the
+        next one catch up); a store that fails or a closed connection ends the scheduler, and
+        with it the process, rather than leaving it running without schedules."""
         while not self._stopping.is_set():
             try:
                 await self.tick(self.clock())
+            except BusClosed:
+                raise
             except BusError as exc:
                 log.warning("scheduler tick failed; retrying", error=str(exc))
             with contextlib.suppress(TimeoutError):  # the tick interval, or a stop

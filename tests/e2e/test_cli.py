@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from events.envelope import CloudEvent
+from events.models import RUN_REQUESTED, RunRequested
 from events.testing import eventually
 from tests.integration import flows
 from tests.integration.harness import FLOWS, Harness
@@ -426,3 +428,41 @@ async def test_dev_serves_the_webhook_gateway_and_stops_cleanly_on_sigterm(tmp_p
         if dev.stderr:
             dev.stderr.close()
     assert code == 0, stderr
+
+
+async def test_retry_of_a_run_that_failed_on_its_input_exits_2_at_once(harness: Harness) -> None:
+    """The machine never retries such a run; the CLI used to publish the retry and wait forever."""
+    await started(harness, flows.chain)
+    # A requester that skips the client's checks (any NATS client may): the machine fails it.
+    run_id = "bad-input-run"
+    request = RunRequested(workflow="chain", input={"start": "abc"}, run_id=run_id)
+    event = CloudEvent.create(RUN_REQUESTED, "tests", request, extensions={"runid": run_id})
+    await harness.client.bus.publish(harness.topology.event_subject(RUN_REQUESTED, run_id), event)
+    final = await harness.client.wait(run_id, timeout=30)
+    assert final["error"]["type"] == "InvalidInput"
+    result = await conveyor(harness, "retry", run_id, "--wait", timeout=30)
+    assert result.returncode == 2
+    assert f"run {run_id} cannot be retried: it failed on its input" in result.stderr
+
+
+async def test_cancel_of_a_finished_run_exits_2(harness: Harness) -> None:
+    await started(harness, flows.chain)
+    run_id = await harness.client.trigger("chain", {"start": 1})
+    await harness.client.wait(run_id, timeout=30)
+    result = await conveyor(harness, "cancel", run_id)
+    assert result.returncode == 2
+    assert "already succeeded: nothing to cancel" in result.stderr
+
+
+async def test_replay_folds_a_live_runs_events_to_the_stored_state(harness: Harness) -> None:
+    await started(harness, flows.retry_then_succeed)
+    run_id = await harness.client.trigger("retry_then_succeed", {"succeed_on": 2})
+    await harness.client.wait(run_id, timeout=30)
+    result = await conveyor(harness, "replay", run_id)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the run equals the stored state" in result.stdout
+    assert "-> timer retry flaky#1" in result.stdout  # the failed first attempt's backoff
+    assert "-> dispatch flaky#2" in result.stdout
+    report = json.loads((await conveyor(harness, "replay", run_id, "--json")).stdout)
+    assert report["equal"] is True and report["differences"] == []
+    assert report["steps"][0]["type"] == RUN_REQUESTED

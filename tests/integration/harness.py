@@ -12,17 +12,18 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
-from events import Bus, EmbeddedServer, Topology
-from orchestrator import Workflow
+from events import EmbeddedServer, Topology
+from events.settings import NatsSettings
+from orchestrator import Workflow, roles
 from orchestrator.client import Client
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.registry import Registry
-from orchestrator.runtime.service import ApiService
 from orchestrator.runtime.store import Store
+from orchestrator.runtime.supervisor import Supervisor
 from orchestrator.triggers.router import Router
 from orchestrator.triggers.scheduler import Scheduler
 from workers import Task, Worker
@@ -31,54 +32,69 @@ FLOWS = str(Path(__file__).with_name("flows.py"))
 
 
 class Harness:
+    """Processes built by the composition root (`orchestrator.roles`), as users run them, each
+    under its own supervisor (no signal handling: the test is in charge)."""
+
     def __init__(self, server: EmbeddedServer, topology: Topology, workdir: Path) -> None:
         self.server = server
         self.topology = topology
         self.workdir = workdir
         self.db = workdir / "conveyor.db"
-        self._tasks: list[asyncio.Task[None]] = []
-        self._closers: list[Any] = []
         self.engine: Engine | None = None
-        self._running: dict[Engine, asyncio.Task[None]] = {}
+        self._served: list[tuple[roles.Process, Supervisor, asyncio.Task[int]]] = []
+        self._by_component: dict[int, int] = {}
         self.processes: list[subprocess.Popen[bytes]] = []
         self.client: Client
+
+    def common(self) -> roles.Common:
+        return roles.Common(nats=NatsSettings(servers=(self.server.url,)), topology=self.topology)
 
     async def open(self) -> Harness:
         os.environ["CONVEYOR_TEST_DIR"] = str(self.workdir)
         self.client = await Client.connect(self.server.url, self.topology)
-        self._closers.append(self.client.close)
+        await self.client.bus.apply_topology()  # what `conveyor topology apply` does
         return self
 
+    @contextlib.asynccontextmanager
+    async def _process(self, *owned: object) -> AsyncIterator[roles.Process]:
+        """A process to build; served once built (closed again if building it failed)."""
+        process = roles.Process(self.common(), handle_signals=False)
+        await process.__aenter__()
+        try:
+            yield process
+            supervisor = process.build_supervisor()
+            await supervisor.start()
+        except BaseException:
+            await process.__aexit__(None, None, None)
+            raise
+        self._served.append((process, supervisor, asyncio.create_task(supervisor.serve())))
+
+    def _owns(self, component: object) -> None:
+        self._by_component[id(component)] = len(self._served) - 1
+
     async def start_orchestrator(self, **engine_options: Any) -> Engine:
-        bus = await Bus.connect(self.server.url, self.topology, name="test-orchestrator")
-        store = await Store.open(self.db)
-        engine = Engine(bus, store, **engine_options)
-        await engine.start()
-        api = ApiService(bus, store)
-        await api.start()
-        self._tasks.append(asyncio.create_task(engine.run()))
-        self._closers += [store.close, bus.close, api.stop]
+        """An engine with its status API (triggers started apart: `start_router`)."""
+        async with self._process() as process:
+            engine = await roles.orchestrator(
+                process, db=self.db, topology="check", triggers=False, **engine_options
+            )
+        self._owns(engine)
         self.engine = engine
-        self._engine_task = self._tasks[-1]
         return engine
 
     async def start_projection(self, db: Path) -> tuple[Engine, Store]:
-        bus = await Bus.connect(self.server.url, self.topology, name="test-projection")
-        store = await Store.open(db)
-        projection = Engine(bus, store, projection=True)
-        await projection.start()
-        self._tasks.append(asyncio.create_task(projection.run()))
-        self._running[projection] = self._tasks[-1]
-        self._closers += [store.close, bus.close, projection.stop]
-        return projection, store
+        async with self._process() as process:
+            projection = await roles.projection(process, db=db)
+        self._owns(projection)
+        return projection, projection.store
 
     async def start_router(self) -> Router:
-        """The trigger router on the orchestrator's store (start the orchestrator first)."""
+        """The trigger router, on the orchestrator's store file (start the orchestrator first)."""
         assert self.engine is not None, "start the orchestrator first"
-        router = Router(self.engine.bus, self.engine.store)
-        await router.start()
-        self._tasks.append(asyncio.create_task(router.run()))
-        self._closers.append(router.stop)
+        async with self._process() as process:
+            bus = await process.connect("router")
+            router = Router(bus, await process.open_store(self.db))
+            process.add(router)
         return router
 
     def scheduler(self, clock: Any) -> Scheduler:
@@ -87,15 +103,19 @@ class Harness:
         return Scheduler(self.engine.bus, self.engine.store, clock=clock)
 
     async def stop_engine(self, engine: Engine) -> None:
-        engine.stop()
-        await asyncio.wait_for(self._running[engine], timeout=10)
+        await self._stop(self._by_component[id(engine)])
+
+    async def _stop(self, index: int) -> int:
+        process, supervisor, task = self._served[index]
+        supervisor.stop()
+        try:
+            return await asyncio.wait_for(task, timeout=60)
+        finally:
+            await process.__aexit__(None, None, None)
 
     async def start_worker(self, tasks: Iterable[Task[Any, Any]], **options: Any) -> Worker:
-        bus = await Bus.connect(self.server.url, self.topology, name="test-worker")
-        worker = Worker(bus, tasks, **options)
-        self._tasks.append(asyncio.create_task(worker.run()))
-        self._closers.append(bus.close)
-        self._closers.append(worker.stop)
+        async with self._process() as process:
+            worker = await roles.worker(process, tasks, **options)
         return worker
 
     async def register(self, *workflows: Workflow) -> None:
@@ -162,19 +182,11 @@ class Harness:
                 await asyncio.to_thread(proc.wait, 15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for closer in reversed(self._closers):
-            if callable(closer) and not asyncio.iscoroutinefunction(closer):
-                closer()
-        if self.engine is not None:
-            self.engine.stop()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
-        for task in self._tasks:
-            task.cancel()
-        for closer in reversed(self._closers):
-            if asyncio.iscoroutinefunction(closer):
-                with contextlib.suppress(Exception):
-                    await closer()
+        for index in reversed(range(len(self._served))):
+            with contextlib.suppress(Exception):  # a process that failed still closes
+                await self._stop(index)
+        self._served.clear()
+        await self.client.close()
 
 
 def executions(workdir: Path) -> list[str]:

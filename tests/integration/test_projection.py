@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from events.testing import eventually
 from orchestrator.core.status import run_status
+from orchestrator.runtime.queries import Queries
 from orchestrator.runtime.store import Store
 from tests.integration import flows
 from tests.integration.harness import Harness
@@ -26,7 +27,7 @@ def _comparable(status: dict[str, object]) -> dict[str, object]:
 
 
 async def _projected(store: Store, run_id: str, status: str) -> dict[str, object] | None:
-    run = await store.read_run(run_id)
+    run = await Queries(store).read_run(run_id)
     return run_status(run) if run is not None and run.status == status else None
 
 

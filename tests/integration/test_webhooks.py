@@ -213,7 +213,7 @@ async def test_bad_deliveries_are_refused_and_publish_nothing(
 async def test_jetstream_unreachable_is_a_503(tmp_path: Any) -> None:
     server = EmbeddedServer(store_dir=tmp_path / "nats").start()
     bus = await Bus.connect(server.url, Topology(namespace=unique_namespace("gw")))
-    await bus.ensure_topology()
+    await bus.apply_topology()
     app = create_gateway(bus, HOOKS)
     try:
         async with ApiServer(app, port=0) as api, httpx.AsyncClient(base_url=api.url) as client:
@@ -281,6 +281,7 @@ async def test_outbound_webhooks_are_signed_retried_and_recorded(harness: Harnes
         finally:
             notifier.stop()
             await asyncio.wait_for(task, 10)
+            await notifier.drain()
 
     good = [n for n in notes if n["url"].startswith(good_server.url)]
     assert [(n["attempt"], n["status_code"], n["delivered"]) for n in good] == [

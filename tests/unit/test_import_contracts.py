@@ -126,10 +126,13 @@ def test_the_core_imports_only_the_core_and_the_contract() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-def test_events_has_one_module_that_imports_nats() -> None:
+def test_only_the_bus_imports_nats() -> None:
+    """STYLE: one place imports the client library; everything else goes through `Bus`."""
     importers = [
         path.relative_to(ROOT).as_posix()
-        for path in _package_files("events")
+        for package in ("events", "orchestrator", "workers")
+        for path in _package_files(package)
         if any(name.split(".")[0] == "nats" for name in _imports(path))
     ]
-    assert importers == ["events/bus.py"]
+    assert importers
+    assert [p for p in importers if not p.startswith("events/bus/")] == []

@@ -19,14 +19,14 @@ Secrets are read from the environment (`env:NAME`) so they never sit in a file o
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.errors import SpecError
+from orchestrator.errors import ConfigError, SpecError
+from orchestrator.triggers.webhooks.secrets import resolve_secret
 
 
 class HookAuth(BaseModel):
@@ -38,13 +38,10 @@ class HookAuth(BaseModel):
     def resolved(self, value: str | None, hook: str) -> str:
         if value is None:
             raise SpecError(hook, [f"auth kind {self.kind!r} needs its secret/token"])
-        if value.startswith("env:"):
-            name = value[4:]
-            found = os.environ.get(name)
-            if not found:
-                raise SpecError(hook, [f"environment variable {name} (the hook's secret) is empty"])
-            return found
-        return value
+        try:
+            return resolve_secret(value, f"the secret of hook {hook!r}")
+        except ConfigError as exc:
+            raise SpecError(hook, [str(exc)]) from None
 
 
 class Hook(BaseModel):

@@ -23,14 +23,16 @@ import httpx
 import structlog
 
 from events.acks import Outcome
-from events.bus import Bus, Delivery, Puller
+from events.bus import Bus, Delivery, keep_alive
 from events.codec import decode
+from events.consuming import Fetcher
 from events.envelope import CloudEvent
 from events.errors import BusError, MalformedEvent
 from events.models import WEBHOOK_ATTEMPTED, WebhookAttempted
 from orchestrator.core.spec import Notify
-from orchestrator.errors import UnknownWorkflow
+from orchestrator.errors import ConfigError, UnknownWorkflow
 from orchestrator.runtime.registry import Registry
+from orchestrator.triggers.webhooks.secrets import resolve_secret
 from orchestrator.triggers.webhooks.signatures import standard_signature
 
 log = structlog.get_logger("conveyor.notifier")
@@ -59,34 +61,46 @@ class Notifier:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self._client = client or httpx.AsyncClient(follow_redirects=False)
-        self._puller: Puller | None = None
+        self.name = f"notifier-p{partition}"
+        self._fetcher: Fetcher | None = None
         self._stopping = asyncio.Event()
         self._jobs: set[asyncio.Task[None]] = set()
 
+    # ---- lifecycle (runtime.supervisor.Component) -----------------------------------------
     async def start(self) -> None:
-        self._puller = await self.bus.notifier_puller(self.partition)
+        """Refuse to start while a registered workflow names a secret the environment does not
+        hold: its webhooks would otherwise go out unsigned, or not at all, without a word."""
+        problems = []
+        for spec in await self.registry.specs():
+            for target in spec.notify:
+                if target.secret is not None:
+                    try:
+                        _secret(target, spec.name)
+                    except ConfigError as exc:
+                        problems.append(str(exc))
+        if problems:
+            raise ConfigError("; ".join(problems))
+        self._fetcher = Fetcher(await self.bus.notifier_puller(self.partition), self.name)
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
-        if self._puller is None:
+        if self._fetcher is None:
             await self.start()
-        assert self._puller is not None
+        assert self._fetcher is not None
         while not self._stopping.is_set():
-            try:
-                deliveries = await self._puller.fetch(32, timeout=1.0)
-            except BusError as exc:
-                log.warning("notifier fetch failed; retrying", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for delivery in deliveries:
+            for delivery in await self._fetcher.fetch(32, timeout=1.0):
                 job = asyncio.create_task(self.handle(delivery))
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
+
+    async def drain(self) -> None:
         for job in list(self._jobs):
             job.cancel()  # unacked: redelivered to the next notifier
-        await self._puller.close()
+        if self._fetcher is not None:
+            await self._fetcher.close()
+            self._fetcher = None
         await self._client.aclose()
 
     async def handle(self, delivery: Delivery) -> None:
@@ -101,7 +115,7 @@ class Notifier:
             return
         targets = [n for n in spec.notify if outcome in n.on]
         if targets:
-            heartbeat = asyncio.create_task(_keep_alive(delivery))
+            heartbeat = asyncio.create_task(keep_alive([delivery], 20.0))
             try:
                 await asyncio.gather(*(self.deliver(event, data["run_id"], n) for n in targets))
             finally:
@@ -111,7 +125,13 @@ class Notifier:
     async def deliver(self, event: CloudEvent, run_id: str, target: Notify) -> None:
         body = json.dumps(_structured(event), separators=(",", ":")).encode()
         webhook_id = f"{event.id}:{target.url}"
-        secret = _secret(target.secret)
+        try:
+            secret = _secret(target, str(event.subject or "?"))
+        except ConfigError as exc:
+            # Never sent unsigned: the attempt is recorded as failed, with the reason.
+            log.error("webhook not sent: its secret is missing", url=target.url, error=str(exc))
+            await self._record(run_id, event, target, 1, False, True, None, str(exc))
+            return
         for attempt in range(1, target.max_attempts + 1):
             timestamp = int(time.time())
             headers = {
@@ -176,20 +196,10 @@ class Notifier:
             await self.bus.publish(self.topology.event_subject(WEBHOOK_ATTEMPTED, run_id), out)
 
 
-async def _keep_alive(delivery: Delivery) -> None:
-    while True:
-        await asyncio.sleep(20)
-        await delivery.in_progress()
-
-
-def _secret(value: str | None) -> str | None:
-    if value is None:
+def _secret(target: Notify, workflow: str) -> str | None:
+    if target.secret is None:
         return None
-    if value.startswith("env:"):
-        import os
-
-        return os.environ.get(value[4:]) or None
-    return value
+    return resolve_secret(target.secret, f"the notify secret of workflow {workflow!r}")
 
 
 def _structured(event: CloudEvent) -> dict[str, Any]:

@@ -1,0 +1,223 @@
+"""The JetStream topology: created or updated by one process (`apply_topology`: `conveyor
+topology apply`, or the orchestrator on a single server), only checked by every other one
+(`check_topology`), so that processes of two versions never fight over a stream's config and a
+CLI never creates streams during a leader election. Plus inspection (stream and consumer
+state) for the CLI, the API's gauges and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from events.bus.pulling import Delivery
+from events.bus.storage import Storage
+from events.errors import BusError, TopologyMissing
+from events.topology import StreamPlan
+
+_KV_HISTORY = 16
+
+
+class Admin(Storage):
+    async def apply_topology(self) -> list[str]:
+        """Create every stream, the KV bucket and the object store, or update them to this
+        topology's config (replicas, limits); returns what was created or changed."""
+        changed = []
+        for plan in self.topology.streams():
+            if await self._apply_stream(plan):
+                changed.append(plan.name)
+        if await self._apply_kv(self.topology.workflows_bucket):
+            changed.append(self.topology.workflows_bucket)
+        if await self._apply_object_store(self.topology.artifacts_bucket):
+            changed.append(self.topology.artifacts_bucket)
+        return changed
+
+    async def check_topology(self, timeout_s: float = 30.0) -> None:
+        """Wait until every stream, the KV bucket and the object store exist (a cluster may still
+        be electing leaders, or `topology apply` may still be running); TopologyMissing after
+        `timeout_s`, naming what is missing."""
+        deadline = time.monotonic() + timeout_s
+        pause = 0.25
+        while True:
+            missing = await self.missing_topology()
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise TopologyMissing(
+                    f"JetStream has no {', '.join(missing)} after {timeout_s:g}s: create the "
+                    "topology with `conveyor topology apply` (the orchestrator does it itself "
+                    "on a single server), and check the namespace (CONVEYOR_NAMESPACE)"
+                )
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(2.0, pause * 2)
+
+    async def missing_topology(self) -> list[str]:
+        """The streams and buckets of this topology that JetStream does not have (or cannot
+        answer for right now)."""
+        missing = []
+        for plan in self.topology.streams():
+            if not await self._exists(plan.name):
+                missing.append(f"stream {plan.name}")
+        for bucket, stream in (
+            (self.topology.workflows_bucket, f"KV_{self.topology.workflows_bucket}"),
+            (self.topology.artifacts_bucket, f"OBJ_{self.topology.artifacts_bucket}"),
+        ):
+            if not await self._exists(stream):
+                missing.append(f"bucket {bucket}")
+        return missing
+
+    async def _exists(self, stream: str) -> bool:
+        try:
+            await self.js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            return False
+        except nats.errors.Error as exc:
+            if self.nc.is_closed:
+                raise self._closed_error(f"cannot look up stream {stream}", exc) from exc
+            return False  # no JetStream (yet), or no leader: same answer, ask again
+        return True
+
+    async def _apply_stream(self, plan: StreamPlan) -> bool:
+        config = api.StreamConfig(
+            name=plan.name,
+            subjects=list(plan.subjects),
+            retention=api.RetentionPolicy.WORK_QUEUE
+            if plan.work_queue
+            else api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            max_age=plan.max_age_s,
+            duplicate_window=plan.duplicate_window_s,
+            num_replicas=plan.replicas,
+            allow_msg_ttl=None,
+        )
+        try:
+            try:
+                info = await self.js.stream_info(plan.name)
+            except nats.js.errors.NotFoundError:
+                await self.js.add_stream(config)
+                return True
+            current = info.config
+            if (
+                list(current.subjects or []) == list(plan.subjects)
+                and (current.num_replicas or 1) == plan.replicas
+                and (current.max_age or 0) == plan.max_age_s
+                and (current.duplicate_window or 0) == plan.duplicate_window_s
+            ):
+                return False
+            await self.js.update_stream(config)
+            return True
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot create stream {plan.name}", exc) from exc
+
+    async def _apply_kv(self, bucket: str) -> bool:
+        config = api.KeyValueConfig(
+            bucket=bucket, history=_KV_HISTORY, replicas=self.topology.replicas
+        )
+        try:
+            try:
+                info = await self.js.stream_info(f"KV_{bucket}")
+            except nats.js.errors.NotFoundError:
+                await self.js.create_key_value(config)
+                return True
+            if (info.config.num_replicas or 1) == self.topology.replicas:
+                return False
+            # A KV bucket is a stream: its replicas change like any stream's.
+            await self.js.update_stream(
+                api.StreamConfig.from_response(
+                    {**info.config.as_dict(), "num_replicas": self.topology.replicas}
+                )
+            )
+            return True
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot create bucket {bucket}", exc) from exc
+
+    async def _apply_object_store(self, bucket: str) -> bool:
+        try:
+            try:
+                info = await self.js.stream_info(f"OBJ_{bucket}")
+            except nats.js.errors.NotFoundError:
+                await self.js.create_object_store(
+                    bucket,
+                    config=api.ObjectStoreConfig(
+                        bucket=bucket, storage=api.StorageType.FILE, replicas=self.topology.replicas
+                    ),
+                )
+                return True
+            if (info.config.num_replicas or 1) == self.topology.replicas:
+                return False
+            await self.js.update_stream(
+                api.StreamConfig.from_response(
+                    {**info.config.as_dict(), "num_replicas": self.topology.replicas}
+                )
+            )
+            return True
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot create object store {bucket}", exc) from exc
+
+    # ---- inspection (tests, CLI, gauges) ------------------------------------------------
+    async def stream_messages(self, stream: str, subject: str | None = None) -> list[Delivery]:
+        """Every message currently in `stream` (optionally one subject), oldest first."""
+        out: list[Delivery] = []
+        try:
+            info = await self.js.stream_info(stream)
+        except nats.errors.Error as exc:
+            raise BusError(f"no stream {stream}: {exc}") from exc
+        if not info.state.messages:
+            return out
+        first, last = max(1, info.state.first_seq), info.state.last_seq
+        for seq in range(first, last + 1):
+            try:
+                raw = await self.js.get_msg(stream, seq=seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            if subject is not None and raw.subject != subject:
+                continue
+            out.append(
+                Delivery(
+                    raw.subject or "",
+                    {k: str(v) for k, v in (raw.headers or {}).items()},
+                    raw.data or b"",
+                    1,
+                    seq,
+                    None,
+                    stream=stream,
+                )
+            )
+        return out
+
+    async def stream_replicas(self, stream: str) -> tuple[int, str | None]:
+        """(replicas, current leader's server name) of a stream."""
+        try:
+            info = await self.js.stream_info(stream)
+        except nats.errors.Error as exc:
+            raise BusError(f"no stream {stream}: {exc}") from exc
+        leader = info.cluster.leader if info.cluster is not None else None
+        return int(info.config.num_replicas or 1), leader
+
+    async def queues(self) -> list[str]:
+        """The queues that have a worker consumer."""
+        prefix = "queue-"
+        try:
+            infos = await self.js.consumers_info(self.topology.tasks_stream)
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot list consumers: {exc}") from exc
+        names = [i.name or "" for i in infos]
+        return sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
+
+    async def stream_size(self, stream: str) -> int:
+        try:
+            info = await self.js.stream_info(stream)
+        except nats.errors.Error as exc:
+            raise BusError(f"no stream {stream}: {exc}") from exc
+        return int(info.state.messages)
+
+    async def pending(self, stream: str, durable: str) -> int:
+        """Messages not yet delivered plus delivered but unacked: the consumer's backlog."""
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except nats.errors.Error as exc:
+            raise BusError(f"no consumer {durable} on {stream}: {exc}") from exc
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)

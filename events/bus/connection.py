@@ -1,0 +1,281 @@
+"""The connection itself: connect (a seed list, credentials, TLS), watch for a close that is for
+good, publish (durable, pipelined, core), request/reply and plain subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+
+from events.codec import encode, header_block_size
+from events.envelope import CloudEvent
+from events.errors import BusClosed, BusError, BusUnavailable, MessageTooLarge
+from events.settings import NatsSettings, SettingsError
+from events.topology import Topology
+
+PublishItem = tuple[str, Mapping[str, str], bytes]
+log = structlog.get_logger("conveyor.bus")
+
+
+class _CloseWatch:
+    """Set when the connection is closed; knows whether we closed it ourselves."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.closing = False
+        self.nc: Client | None = None
+
+    async def on_closed(self) -> None:  # nats-py's closed_cb
+        if not self.closing:
+            error = self.nc.last_error if self.nc is not None else None
+            log.error("the NATS connection was closed for good", error=str(error))
+        self.closed.set()
+
+
+class Connection:
+    """A connection to NATS bound to one `Topology`."""
+
+    def __init__(self, nc: Client, topology: Topology, watch: _CloseWatch | None = None) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=5.0)
+        self.topology = topology
+        self._watch = watch or _CloseWatch()
+        self._watch.nc = nc
+
+    @staticmethod
+    async def _connect(
+        settings: NatsSettings | str, name: str, connect_timeout_s: float
+    ) -> tuple[Client, _CloseWatch]:
+        """Connect, failing with BusUnavailable after `connect_timeout_s`; once connected, the
+        client reconnects forever (a server restart is an outage, not an exit)."""
+        if isinstance(settings, str):
+            settings = NatsSettings.from_env(servers=settings)
+        try:
+            options = settings.connect_options()
+        except SettingsError as exc:
+            raise BusUnavailable(str(exc)) from exc
+        watch = _CloseWatch()
+        try:
+            nc = await nats.connect(
+                **options,
+                name=name,
+                connect_timeout=2,
+                # Finite for the first connection, so a wrong URL fails fast...
+                max_reconnect_attempts=max(1, int(connect_timeout_s / 0.5)),
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=_quiet,
+                disconnected_cb=_noop,
+                closed_cb=watch.on_closed,
+            )
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise BusUnavailable(f"cannot connect to NATS at {settings.url}: {detail}") from exc
+        # ...and unlimited afterwards. nats-py reads this option at each reconnect.
+        nc.options["max_reconnect_attempts"] = -1
+        return nc, watch
+
+    @property
+    def is_closed(self) -> bool:
+        return self._watch.closed.is_set() or self.nc.is_closed
+
+    async def wait_closed(self) -> None:
+        """Until the connection is closed: by `close()` (returns), or for good by the server or
+        the client (raises BusClosed) — a protocol error such as a message over the server's
+        payload limit ends a nats-py connection without a reconnect."""
+        await self._watch.closed.wait()
+        if not self._watch.closing:
+            raise BusClosed(
+                f"the NATS connection closed: {self.nc.last_error or 'no reason given'}"
+            )
+
+    async def close(self) -> None:
+        self._watch.closing = True
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        self._watch.closed.set()
+
+    @property
+    def max_payload(self) -> int:
+        """The server's limit for one message (headers and body together)."""
+        return int(self.nc.max_payload)
+
+    def _check_size(self, subject: str, headers: Mapping[str, str], body: bytes) -> None:
+        size = header_block_size(headers) + len(body)
+        if size > self.max_payload:
+            raise MessageTooLarge(
+                f"message for {subject} is {size} bytes with its headers, over the server's "
+                f"max payload of {self.max_payload}"
+            )
+
+    def _closed_error(self, what: str, exc: BaseException) -> BusError:
+        if isinstance(exc, nats.errors.ConnectionClosedError) or self.nc.is_closed:
+            return BusClosed(f"{what}: the NATS connection is closed")
+        return BusError(f"{what}: {exc}")
+
+    # ---- publish -----------------------------------------------------------------------
+    async def publish(self, subject: str, event: CloudEvent, timeout: float = 5.0) -> bool:
+        """Publish durably; returns True when JetStream dropped it as a duplicate."""
+        headers, body = encode(event)
+        return await self.publish_raw(subject, headers, body, timeout)
+
+    async def publish_raw(
+        self, subject: str, headers: Mapping[str, str], body: bytes, timeout: float = 5.0
+    ) -> bool:
+        if self.nc.is_closed:
+            raise BusClosed(f"the NATS connection is closed; {subject} not published")
+        if not self.nc.is_connected:
+            # Fail now rather than after the timeout: a caller such as the webhook gateway
+            # answers 503 at once, and the sender retries.
+            raise BusUnavailable(f"not connected to NATS (reconnecting); {subject} not published")
+        self._check_size(subject, headers, body)
+        try:
+            ack = await self.js.publish(subject, body, timeout=timeout, headers=dict(headers))
+        except (
+            nats.js.errors.NoStreamResponseError,
+            nats.errors.TimeoutError,
+            TimeoutError,
+        ) as exc:
+            raise BusUnavailable(f"no stream acknowledged {subject}: {exc!r}") from exc
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"publish to {subject} failed", exc) from exc
+        return bool(ack.duplicate)
+
+    async def publish_pipelined(
+        self, subject: str, event: CloudEvent, timeout: float = 5.0
+    ) -> Callable[[], Awaitable[bool]]:
+        """Send now, wait for JetStream's ack later: returns the waiter (True = duplicate).
+
+        For publishes nobody needs to wait for before doing the next thing (task.started)."""
+        headers, body = encode(event)
+        self._check_size(subject, headers, body)
+        try:
+            future = await self.js.publish_async(
+                subject, body, headers=dict(headers), wait_stall=timeout
+            )
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"publish to {subject} failed", exc) from exc
+
+        async def acked() -> bool:
+            try:
+                ack = await asyncio.wait_for(future, timeout)
+            except (nats.js.errors.NoStreamResponseError, TimeoutError) as exc:
+                raise BusUnavailable(f"no stream acknowledged {subject}: {exc!r}") from exc
+            except nats.errors.Error as exc:
+                raise self._closed_error(f"publish to {subject} failed", exc) from exc
+            return bool(ack.duplicate)
+
+        return acked
+
+    async def send_many(
+        self, items: Sequence[PublishItem], timeout: float = 10.0
+    ) -> Callable[[], Awaitable[None]]:
+        """Send every message now (pipelined) and return a waiter for all their acks, so the
+        caller can get on with its next step while JetStream acknowledges."""
+        futures: list[asyncio.Future[api.PubAck]] = []
+        for subject, headers, body in items:
+            self._check_size(subject, headers, body)
+        try:
+            for subject, headers, body in items:
+                futures.append(
+                    await self.js.publish_async(
+                        subject, body, headers=dict(headers), wait_stall=timeout
+                    )
+                )
+        except nats.errors.Error as exc:
+            for fut in futures:
+                fut.cancel()
+            raise self._closed_error("pipelined publish failed", exc) from exc
+
+        async def acked() -> None:
+            try:
+                await asyncio.wait_for(asyncio.gather(*futures), timeout)
+            except (nats.js.errors.NoStreamResponseError, TimeoutError) as exc:
+                raise BusUnavailable(
+                    f"JetStream did not ack {len(futures)} messages: {exc!r}"
+                ) from exc
+            except nats.errors.Error as exc:
+                raise self._closed_error("pipelined publish failed", exc) from exc
+            finally:
+                for fut in futures:
+                    if not fut.done():
+                        fut.cancel()
+
+        return acked
+
+    async def publish_many(self, items: Sequence[PublishItem], timeout: float = 10.0) -> None:
+        """Publish pipelined and wait until JetStream acked every message (or raise)."""
+        if not items:
+            return
+        if len(items) == 1:
+            subject, headers, body = items[0]
+            await self.publish_raw(subject, headers, body, timeout)
+            return
+        acked = await self.send_many(items, timeout)
+        await acked()
+
+    async def publish_core(
+        self, subject: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Fire-and-forget core NATS publish (notifications nobody must rely on)."""
+        with contextlib.suppress(nats.errors.Error):
+            await self.nc.publish(subject, body, headers=dict(headers) if headers else None)
+
+    # ---- request / reply and plain subscriptions ---------------------------------------
+    async def request(self, subject: str, payload: bytes, timeout: float = 5.0) -> bytes:
+        try:
+            msg = await self.nc.request(subject, payload, timeout=timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise BusUnavailable(
+                f"nothing is serving {subject} (is the orchestrator running?)"
+            ) from exc
+        except (nats.errors.TimeoutError, TimeoutError) as exc:
+            raise BusUnavailable(f"no answer on {subject} within {timeout}s") from exc
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"request on {subject} failed", exc) from exc
+        return msg.data
+
+    async def serve(
+        self,
+        subject: str,
+        handler: Callable[[bytes], Awaitable[bytes]],
+        queue: str = "",
+    ) -> Subscription:
+        async def on_request(msg: Msg) -> None:
+            reply = await handler(msg.data)
+            if msg.reply:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.respond(reply)
+
+        return await self.nc.subscribe(subject, queue=queue, cb=on_request)
+
+    async def subscribe(
+        self, subject: str, handler: Callable[[str, Mapping[str, str], bytes], Awaitable[None]]
+    ) -> Subscription:
+        async def on_message(msg: Msg) -> None:
+            await handler(
+                msg.subject, {k: str(v) for k, v in (msg.headers or {}).items()}, msg.data
+            )
+
+        return await self.nc.subscribe(subject, cb=on_message)
+
+    async def flush(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self.nc.flush(timeout=5)
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py logs reconnect errors itself; our own logs report what matters."""
+
+
+async def _noop() -> None:
+    pass

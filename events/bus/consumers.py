@@ -1,0 +1,177 @@
+"""The durable pull consumers each component reads through, and short-lived readers of a
+stream (log pages, replays, live follows)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import api
+
+from events.bus.connection import Connection
+from events.bus.pulling import Delivery, Puller, delivery_of
+from events.errors import BusError
+
+# Short: what a killed orchestrator had fetched is redelivered to its replacement within
+# seconds (recovery). The engine heartbeats a batch that takes longer.
+ORCHESTRATOR_ACK_WAIT_S = 1.5
+
+
+class Consumers(Connection):
+    async def orchestrator_puller(self, partition: int, projection: bool = False) -> Puller:
+        topo = self.topology
+        return await self._puller(
+            topo.events_stream,
+            topo.projection_consumer(partition)
+            if projection
+            else topo.orchestrator_consumer(partition),
+            topo.orchestrator_filters(partition),
+            ack_wait=ORCHESTRATOR_ACK_WAIT_S,
+            max_ack_pending=20_000,
+        )
+
+    async def router_puller(self, partition: int, source: str) -> Puller:
+        """`source` "ingest": every CloudEvent published on the ingest subjects; "outcomes": the
+        partition's run.succeeded/failed/cancelled events."""
+        topo = self.topology
+        stream, filters = (
+            (topo.ingest_stream, [f"{topo.namespace}.ingest.>"])
+            if source == "ingest"
+            else (topo.events_stream, topo.outcome_filters(partition))
+        )
+        return await self._puller(
+            stream,
+            topo.router_consumer(partition, source),
+            filters,
+            ack_wait=30.0,
+            max_ack_pending=10_000,
+        )
+
+    async def notifier_puller(self, partition: int) -> Puller:
+        """The partition's run outcomes, for outbound webhooks (own durable consumer)."""
+        topo = self.topology
+        return await self._puller(
+            topo.events_stream,
+            topo.notifier_consumer(partition),
+            topo.outcome_filters(partition),
+            ack_wait=60.0,
+            max_ack_pending=1_000,
+        )
+
+    async def queue_puller(self, queue: str, max_ack_pending: int = 1_000) -> Puller:
+        topo = self.topology
+        return await self._puller(
+            topo.tasks_stream,
+            topo.queue_consumer(queue),
+            [topo.task_subject(queue)],
+            ack_wait=topo.task_ack_wait_s,
+            max_ack_pending=max_ack_pending,
+        )
+
+    async def delete_consumer(self, stream: str, durable: str) -> bool:
+        """Remove a durable consumer (e.g. to rebuild a projection from the stream's start)."""
+        try:
+            return bool(await self.js.delete_consumer(stream, durable))
+        except nats.js.errors.NotFoundError:
+            return False
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot delete consumer {durable} on {stream}", exc) from exc
+
+    async def _puller(
+        self,
+        stream: str,
+        durable: str,
+        filters: list[str],
+        *,
+        ack_wait: float,
+        max_ack_pending: int,
+    ) -> Puller:
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            # Redelivery limits are ours to enforce (see workers): a work-queue stream keeps a
+            # message past max_deliver, which would strand it.
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+            max_waiting=512,
+        )
+        if len(filters) == 1:
+            config.filter_subject = filters[0]
+        else:
+            config.filter_subjects = filters
+        try:
+            await self.js.add_consumer(stream, config)
+            sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot create consumer {durable} on {stream}", exc) from exc
+        return Puller(sub, f"{stream}/{durable}")
+
+    # ---- reading a stream without a durable consumer -----------------------------------
+    async def read_stream(
+        self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 500
+    ) -> list[Delivery]:
+        """Up to `limit` messages on `subject` (wildcards allowed) from `start_seq` on, oldest
+        first, through a short-lived ordered consumer (logs pages, replays)."""
+        out: list[Delivery] = []
+        try:
+            sub = await self.js.subscribe(
+                subject,
+                stream=stream,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
+            )
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot read {subject} from {stream}", exc) from exc
+        try:
+            while len(out) < limit:
+                try:
+                    msg = await sub.next_msg(timeout=0.2)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    break  # caught up
+                delivery = delivery_of(msg)
+                out.append(delivery)
+                if delivery.num_pending == 0:
+                    break
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return out
+
+    async def follow_stream(
+        self,
+        stream: str,
+        subject: str,
+        handler: Callable[[Delivery], Awaitable[None]],
+        *,
+        start_seq: int | None = None,
+    ) -> Subscription:
+        """Deliver every message on `subject` from the stream's start (or from `start_seq`),
+        then new ones as they arrive (an ordered consumer: gaps are repaired by the client).
+        Unsubscribe to stop."""
+
+        async def on_message(msg: Msg) -> None:
+            await handler(delivery_of(msg))
+
+        if start_seq is None:
+            policy, config = api.DeliverPolicy.ALL, None
+        else:
+            policy = api.DeliverPolicy.BY_START_SEQUENCE
+            config = api.ConsumerConfig(opt_start_seq=max(1, start_seq))
+        try:
+            return await self.js.subscribe(
+                subject,
+                stream=stream,
+                ordered_consumer=True,
+                cb=on_message,
+                deliver_policy=policy,
+                config=config,
+            )
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot follow {subject} on {stream}: {exc}") from exc

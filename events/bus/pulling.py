@@ -1,0 +1,109 @@
+"""Messages handed to us by durable pull consumers: `Delivery` (settled through the one ack
+decision, `events.acks.settle`) and `Puller` (fetch what is there, or nothing after a timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from events.acks import Ack, Decision, Nak, Outcome, Term, settle
+from events.errors import BusClosed, BusUnavailable
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message handed to us by a pull consumer."""
+
+    subject: str
+    headers: Mapping[str, str]
+    data: bytes
+    num_delivered: int
+    stream_seq: int
+    _msg: Msg | None  # None for a message read by sequence (inspection): nothing to settle
+    # Messages still waiting in the consumer after this one (0: it was the last one there).
+    num_pending: int = 0
+    stream: str = ""
+
+    async def apply(self, decision: Decision) -> None:
+        if self._msg is None:
+            return
+        try:
+            if isinstance(decision, Ack):
+                await self._msg.ack()
+            elif isinstance(decision, Nak):
+                await self._msg.nak(delay=decision.delay_s)
+            elif isinstance(decision, Term):
+                await self._msg.term()
+        except nats.errors.ConnectionClosedError as exc:
+            raise BusClosed(f"could not settle message {self.stream_seq}: {exc}") from exc
+        except nats.errors.Error as exc:
+            # A lost ack only means a redelivery, which every consumer deduplicates.
+            raise BusUnavailable(f"could not settle message {self.stream_seq}: {exc}") from exc
+
+    async def settle(self, outcome: Outcome) -> None:
+        await self.apply(settle(outcome, self.num_delivered))
+
+    async def in_progress(self) -> None:
+        if self._msg is None:
+            return
+        with contextlib.suppress(nats.errors.Error):
+            await self._msg.in_progress()
+
+
+class Puller:
+    """A durable pull consumer: `fetch` returns what is there, or [] after `timeout`."""
+
+    def __init__(self, sub: JetStreamContext.PullSubscription, name: str = "") -> None:
+        self._sub = sub
+        self.name = name
+
+    async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
+        try:
+            msgs = await self._sub.fetch(batch=batch, timeout=max(timeout, 0.01))
+        except TimeoutError:  # nats.errors.TimeoutError derives from it too
+            return []
+        except nats.errors.ConnectionClosedError as exc:
+            raise BusClosed(f"fetch from {self.name or 'a consumer'} failed: {exc}") from exc
+        except nats.errors.Error as exc:
+            raise BusUnavailable(f"fetch from {self.name or 'a consumer'} failed: {exc}") from exc
+        return [delivery_of(m) for m in msgs]
+
+    async def close(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+
+def delivery_of(msg: Msg) -> Delivery:
+    meta = msg.metadata
+    return Delivery(
+        subject=msg.subject,
+        headers={k: str(v) for k, v in (msg.headers or {}).items()},
+        data=msg.data,
+        num_delivered=meta.num_delivered or 1,
+        stream_seq=meta.sequence.stream if meta.sequence else 0,
+        _msg=msg,
+        num_pending=meta.num_pending or 0,
+        stream=meta.stream or "",
+    )
+
+
+async def keep_alive(deliveries: Sequence[Delivery], interval_s: float) -> None:
+    """Tell JetStream every `interval_s` that `deliveries` are still being worked on (resets
+    their ack wait) until cancelled: for work that may outlast the consumer's ack wait."""
+    while True:
+        await asyncio.sleep(interval_s)
+        for delivery in deliveries:
+            await delivery.in_progress()
+
+
+async def settle_quietly(delivery: Delivery, outcome: Outcome) -> None:
+    """Settle, ignoring a lost connection: an unsettled message is redelivered, and every
+    consumer of ours deduplicates redeliveries."""
+    with contextlib.suppress(BusUnavailable):
+        await delivery.settle(outcome)

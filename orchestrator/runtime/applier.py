@@ -1,0 +1,277 @@
+"""A batch of deliveries applied through the machine, into one `Batch` to commit.
+
+For each delivery: decode it (a malformed one gets a `problem`, to be parked), resolve a
+claim-checked result (the machine stays pure: it gets the output in hand), drop an event id
+already processed (exactly-once), load the run (hot runs are cached), `start_run` or `advance`,
+and stage the new state and the commands' outbox rows. Nothing is committed or published here:
+`Engine` does that once for the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from events.bus import Bus, Delivery
+from events.codec import decode
+from events.envelope import CloudEvent
+from events.errors import BusError, BusUnavailable, MalformedEvent
+from events.ids import is_token
+from events.models import (
+    DATA_MODELS,
+    TASK_FAILED,
+    ErrorInfo,
+    ParentRef,
+    RunRequested,
+    TaskCompleted,
+    TaskFailed,
+    WireModel,
+    requested_run_id,
+)
+from events.topology import ORCHESTRATOR_INPUTS
+from events.tracing import is_traceparent, new_traceparent
+from orchestrator.core.commands import Emit
+from orchestrator.core.machine import advance, start_run
+from orchestrator.core.outbox import Batch, stage_commands
+from orchestrator.core.state import RunState, Transition
+from orchestrator.core.statuses import RUN_TERMINAL
+from orchestrator.errors import EventRejected, SpecError, UnknownWorkflow
+from orchestrator.runtime.metrics import EngineMetrics
+from orchestrator.runtime.registry import Registry
+from orchestrator.runtime.store import Store
+
+log = structlog.get_logger("conveyor.engine")
+
+
+@dataclass(slots=True)
+class Item:
+    """One delivery on its way through a batch."""
+
+    delivery: Delivery
+    event: CloudEvent | None = None
+    data: WireModel | None = None
+    problem: str | None = None  # why it cannot be applied: it will be parked
+
+    @property
+    def run_id(self) -> str | None:
+        if isinstance(self.data, RunRequested) and self.event is not None:
+            return requested_run_id(self.data, self.event.source, self.event.id)
+        return _run_id_of(self.data)
+
+
+@dataclass(slots=True)
+class Applied:
+    """What applying a batch produced: the writes, and what to report once committed."""
+
+    batch: Batch
+    transitions: list[tuple[Transition, WireModel | None]] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)  # runs changed in the cache
+
+
+class RunCache:
+    """Hot runs, most recently used last; a finished run leaves it once its batch committed."""
+
+    def __init__(self, store: Store, size: int) -> None:
+        self.store = store
+        self.size = size
+        self._runs: OrderedDict[str, RunState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    async def load(self, run_id: str) -> RunState | None:
+        run = self._runs.get(run_id)
+        if run is not None:
+            self._runs.move_to_end(run_id)
+            return run
+        run = await self.store.load_run(run_id)
+        if run is not None:
+            self.remember(run)
+        return run
+
+    def remember(self, run: RunState) -> None:
+        self._runs[run.run_id] = run
+        while len(self._runs) > self.size:
+            self._runs.popitem(last=False)
+
+    def forget(self, run_ids: set[str]) -> None:
+        for run_id in run_ids:
+            self._runs.pop(run_id, None)
+
+    def forget_finished(self, run_ids: set[str]) -> None:
+        for run_id in run_ids:
+            run = self._runs.get(run_id)
+            if run is not None and run.status in RUN_TERMINAL:
+                del self._runs[run_id]
+
+
+class Applier:
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        metrics: EngineMetrics,
+        *,
+        projection: bool,
+        cache_size: int,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.topology = bus.topology
+        self.registry = Registry(bus)
+        self.metrics = metrics
+        self.projection = projection
+        self.cache = RunCache(store, cache_size)
+
+    async def prepare(self, deliveries: Sequence[Delivery]) -> list[Item]:
+        items = [self._decode(d) for d in deliveries]
+        for item in items:
+            await self._resolve_claim_check(item)
+        return items
+
+    async def apply(self, items: list[Item], now: float, *, isolated: bool = False) -> Applied:
+        """Apply `items` into one Batch. A contract breach (unknown run or node, unknown
+        workflow, invalid spec) marks its item as a problem. Any other exception is a bug: it
+        propagates — unless `isolated` (one event on its own), when the event is parked."""
+        ids = [i.event.id for i in items if i.event is not None and i.problem is None]
+        seen = await self.store.already_processed(ids)
+        out = Applied(Batch())
+        for item in items:
+            if item.problem is not None or item.event is None:
+                continue
+            if item.event.id in seen:
+                self.metrics.events["duplicate"] += 1
+                continue
+            seen.add(item.event.id)
+            transition = await self._apply_one(item, now, isolated)
+            if transition is None:
+                continue
+            out.batch.processed.append(item.event.id)
+            if not transition.applied:
+                self.metrics.events["stale"] += 1
+                continue
+            self._stage(out, transition, now)
+            out.transitions.append((transition, item.data))
+        return out
+
+    async def _apply_one(self, item: Item, now: float, isolated: bool) -> Transition | None:
+        assert item.event is not None
+        try:
+            return await self._transition(item.event, item.data, now)
+        except (EventRejected, UnknownWorkflow, SpecError) as exc:
+            item.problem = str(exc)
+        except Exception as exc:
+            if not isolated:
+                raise
+            log.exception("internal error applying an event; parked", event_id=item.event.id)
+            item.problem = f"internal error applying event: {type(exc).__name__}: {exc}"
+            if item.run_id is not None:
+                self.cache.forget({item.run_id})
+        return None
+
+    def _stage(self, out: Applied, transition: Transition, now: float) -> None:
+        trace = None
+        if transition.run is not None:
+            out.touched.add(transition.run.run_id)
+            out.batch.stage_run(transition.run, transition.changed)
+            trace = transition.run.traceparent
+        if not self.projection:
+            stage_commands(
+                out.batch, transition.commands, now=now, trace=trace, topology=self.topology
+            )
+
+    async def _transition(
+        self, event: CloudEvent, data: WireModel | None, now: float
+    ) -> Transition:
+        if isinstance(data, RunRequested):
+            return await self._start(event, data, now)
+        run_id = _run_id_of(data)
+        assert run_id is not None
+        run = await self.cache.load(run_id)
+        if run is None:
+            raise EventRejected(f"event {event.id!r} ({event.type}) is for unknown run {run_id!r}")
+        spec = await self.registry.get(run.workflow, run.version)
+        before = run.status
+        transition = advance(spec, run, data, now)  # type: ignore[arg-type]
+        if run.status != before and run.status in RUN_TERMINAL:
+            log.info("run finished", run_id=run_id, status=run.status)
+        return transition
+
+    async def _start(self, event: CloudEvent, data: RunRequested, now: float) -> Transition:
+        run_id = requested_run_id(data, event.source, event.id)
+        if not is_token(run_id):
+            raise EventRejected(f"run_id {run_id!r} must be 1-128 of [A-Za-z0-9_-]")
+        existing = await self.cache.load(run_id)
+        if existing is not None:  # the same idempotency key, or the same request again
+            return Transition(existing, applied=False)
+        try:
+            spec = await self.registry.get(data.workflow, data.version)
+        except UnknownWorkflow as exc:
+            if data.parent is None:
+                raise
+            return _child_cannot_start(data.parent, run_id, exc)
+        transition = start_run(spec, run_id, data, now)
+        assert transition.run is not None
+        # The trace is envelope metadata, not workflow data: the shell carries it.
+        caller = event.extensions.get("traceparent")
+        transition.run.traceparent = caller if is_traceparent(caller) else new_traceparent()
+        self.cache.remember(transition.run)
+        log.info("run started", run_id=run_id, workflow=spec.name, version=spec.version)
+        return transition
+
+    def _decode(self, delivery: Delivery) -> Item:
+        item = Item(delivery)
+        try:
+            item.event = decode(delivery.headers, delivery.data)
+            model = DATA_MODELS.get(item.event.type)
+            if model is None or item.event.type not in ORCHESTRATOR_INPUTS:
+                raise MalformedEvent(
+                    f"event {item.event.id!r}: type {item.event.type!r} is not one the "
+                    "orchestrator applies"
+                )
+            item.data = item.event.data_as(model)
+        except MalformedEvent as exc:
+            item.problem = exc.reason
+            self.metrics.events["malformed"] += 1
+        return item
+
+    async def _resolve_claim_check(self, item: Item) -> None:
+        """A result that came by claim check is applied with its output in hand: the machine
+        stays pure, and the run's state holds the value itself."""
+        data = item.data
+        if not isinstance(data, TaskCompleted) or data.output_ref is None:
+            return
+        try:
+            output = json.loads(await self.bus.get_artifact(data.output_ref))
+        except BusUnavailable:
+            raise  # the batch is retried
+        except (BusError, ValueError) as exc:
+            item.problem = f"output artifact of {data.node_id!r}: {exc}"
+            return
+        item.data = data.model_copy(update={"output": output, "output_ref": None})
+
+
+def _child_cannot_start(parent: ParentRef, run_id: str, exc: UnknownWorkflow) -> Transition:
+    """A sub-workflow that does not exist fails its parent's node (instead of leaving it to
+    wait forever); the request itself creates no run."""
+    failed = TaskFailed(
+        run_id=parent.run_id,
+        node_id=parent.node_id,
+        attempt=parent.attempt,
+        worker=f"run:{run_id}",
+        error=ErrorInfo(type="UnknownWorkflow", message=str(exc), retryable=False),
+    )
+    return Transition(
+        None, commands=[Emit(TASK_FAILED, parent.run_id, failed, f"child:{run_id}:failed")]
+    )
+
+
+def _run_id_of(data: WireModel | None) -> str | None:
+    if data is None or isinstance(data, RunRequested):
+        return None
+    run_id = getattr(data, "run_id", None)
+    return run_id if isinstance(run_id, str) else None
