@@ -231,10 +231,11 @@ class Stack:
 
     def down(self) -> None:
         """Everything this project created, by name; each step tolerates what is already gone."""
+        # The pods first: one command removes all their containers; then any left outside.
+        for pod in [*self.kube_pods, f"pod_{self.project}"]:
+            podman("pod", "rm", "--force", "--time", "0", pod, check=False)
         for service in SERVICES:
             podman("rm", "--force", "--time", "0", self.container(service), check=False)
-        for pod in [*self.kube_pods, f"pod_{self.project}"]:
-            podman("pod", "rm", "--force", pod, check=False)
         podman("network", "rm", "--force", f"{self.project}_default", check=False)
         for volume in VOLUMES:
             podman("volume", "rm", "--force", f"{self.project}_{volume}", check=False)
@@ -330,12 +331,7 @@ class Stack:
 
     def consumer_lag(self, stream: str, consumer: str, nodes: list[str]) -> int | None:
         """num_pending + num_ack_pending as the consumer's leader reports it (what KEDA reads)."""
-        for node in nodes:
-            for detail in self.streams(node):
-                if detail["name"] != stream:
-                    continue
-                for entry in detail.get("consumer_detail") or []:
-                    leader = (entry.get("cluster") or {}).get("leader", node)
-                    if entry["name"] == consumer and leader == node:
-                        return int(entry["num_pending"]) + int(entry["num_ack_pending"])
+        for node, name, pending, ack_pending, leader in self.consumers(stream, nodes):
+            if name == consumer and leader == node:
+                return int(pending) + int(ack_pending)
         return None

@@ -157,11 +157,6 @@ def test_scaled_objects_watch_the_consumers_conveyor_creates(
     A wrong consumer name does not fail in KEDA: the scaler falls back to the stream's last
     sequence and scales the pool to its maximum (deploy/README.md), so this is the check.
     """
-    if not hasattr(Topology, "task_consumer"):
-        pytest.skip(
-            "waits for events.topology.Topology.task_consumer(queue, task) (issue 10: one "
-            "subject and one durable consumer per task); main still has queue_consumer"
-        )
     values = values_of(values_file)
     topology = Topology(namespace=values["conveyor"]["namespace"])
     monitoring = values["nats"]["monitoring"]

@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -47,17 +44,6 @@ RECEIPT = "Ada: 9.00 EUR"
 LONG_RUNNING = ("orchestrator", "worker", "api", "webhooks")
 
 
-def _missing_commands() -> str | None:
-    """What this checkout's CLI still lacks for compose.yaml (issue 10), or None."""
-    conveyor = shutil.which("conveyor", path=str(Path(sys.executable).parent)) or "conveyor"
-    result = subprocess.run(
-        [conveyor, "topology", "apply", "--help"], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        return "`conveyor topology apply` (the compose file's one-shot topology service)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def timings() -> Iterator[Timings]:
     timings = Timings()
@@ -74,8 +60,6 @@ def stack(timings: Timings) -> Iterator[Stack]:
     reason = why_no_container_can_start(project)
     if reason:
         pytest.skip(f"NO CONTAINER TESTS: no container can start on this machine: {reason}")
-    if missing := _missing_commands():
-        pytest.skip(f"the container tests wait for {missing}")
     images = Images(tag=project)
     stack = Stack(project=project, images=images)
     started = time.monotonic()
@@ -213,10 +197,13 @@ def test_a_waiting_run_finishes_when_the_worker_scales_from_zero(
 ) -> None:
     alive = [n for n in NATS_NODES if n not in stack.killed]
     # The consumer KEDA would watch for the first task of the workflow.
-    if hasattr(Topology, "task_consumer"):
-        consumer = TOPOLOGY.task_consumer("default", "price")
-    else:  # until per-task consumers land (issue 10)
-        consumer = TOPOLOGY.queue_consumer("default")
+    consumer = TOPOLOGY.task_consumer("default", "price")
+    pulled = {entry[1] for entry in stack.consumers(TOPOLOGY.tasks_stream, alive)}
+    if consumer not in pulled and any(name.startswith("queue-") for name in pulled):
+        pytest.skip(
+            f"waits for workers pulling one durable consumer per task ({consumer}, issue 10): "
+            f"the worker runtime still pulls {sorted(pulled)}"
+        )
     # Scale to zero: SIGTERM, the worker drains and exits within its grace period.
     stack.remove("worker", grace=40)
     waiting = stack.exec_background(
