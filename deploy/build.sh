@@ -25,17 +25,24 @@ python=${PYTHON:-python3}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 
-base=${BASE:-docker.io/library/python:3.11-slim}
-if [ "$base" = local ]; then
-  base="$prefix/conveyor-base:bookworm"
-  CONTAINER_ENGINE=$engine "$here/base/build-base.sh" "$base"
-fi
-
 wheels=$(mktemp -d)
 trap 'rm -rf "$wheels"' EXIT
+
+base=${BASE:-docker.io/library/python:3.11-slim}
+base_job=
+if [ "$base" = local ]; then
+  base="$prefix/conveyor-base:bookworm"
+  # In the background: it waits on the Debian mirror while pip waits on the package index.
+  CONTAINER_ENGINE=$engine "$here/base/build-base.sh" "$base" >/dev/null &
+  base_job=$!
+fi
+
 # Conveyor and every dependency as wheels for this Python; pip's own index settings apply here,
 # on the host, and nowhere inside the build.
 "$python" -m pip wheel --quiet --disable-pip-version-check "$root" -w "$wheels"
+if [ -n "$base_job" ]; then
+  wait "$base_job" || { echo "building the base image $base failed" >&2; exit 1; }
+fi
 
 # shellcheck disable=SC2206  # BUILD_ARGS is a list of words
 extra=(${BUILD_ARGS:-})
