@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .chart import CHART, Manifest, by_kind, pod_spec, template, values_of
+from .cli import refusal
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 
@@ -242,3 +243,11 @@ def test_the_api_token_comes_from_a_secret_unless_dev() -> None:
     assert "--dev" not in secured["args"]
     open_ = api_container(CHART / "ci" / "token-values.yaml")
     assert "CONVEYOR_API_TOKEN" not in env_of(open_) and "--dev" in open_["args"]
+
+
+def test_every_rendered_command_line_is_one_conveyor_accepts(rendered: list[Manifest]) -> None:
+    for workload in workloads(rendered):
+        for container in pod_spec(workload)["containers"]:
+            # What Kubernetes makes of $(VAR) references: the variable's value.
+            args = [a.replace("$(CONVEYOR_PARTITION)", "0") for a in container["args"]]
+            assert refusal(args) is None
