@@ -153,9 +153,6 @@ class Topology:
     def orchestrator_consumer(self, partition: int) -> str:
         return f"orchestrator-p{partition}"
 
-    def projection_consumer(self, partition: int) -> str:
-        return f"projection-p{partition}"
-
     def router_consumer(self, partition: int, source: str) -> str:
         return f"router-{source}-p{partition}"
 

@@ -33,7 +33,7 @@ from events.codec import decode
 from events.consuming import Fetcher
 from events.dlq import park
 from events.envelope import CloudEvent
-from events.errors import BusClosed, BusError, MalformedEvent
+from events.errors import BusClosed, BusError, BusUnavailable, MalformedEvent
 from events.models import (
     INLINE_LIMIT_BYTES,
     TASK_COMPLETED,
@@ -95,6 +95,8 @@ class Worker:
         self.concurrency = concurrency
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self.grace_s = grace_s
+        # How long a finished attempt keeps trying to publish its result (a leader election).
+        self.result_retry_s = max(30.0, self.topology.task_ack_wait_s)
         self.heartbeat_s = max(0.2, self.topology.task_ack_wait_s / 3)
         self._slots = asyncio.Semaphore(concurrency)
         self._stopping = asyncio.Event()
@@ -347,7 +349,7 @@ class Worker:
         if len(result.encoded) > INLINE_LIMIT_BYTES:
             # Over the inline limit: the output goes by claim check (object store).
             output, output_ref = None, await self.bus.put_artifact(result.encoded)
-        await self._publish(
+        await self._publish_result(
             TASK_COMPLETED,
             dispatched,
             "completed",
@@ -369,7 +371,7 @@ class Worker:
         return item.trace if item is not None else None
 
     async def _publish_failure(self, dispatched: TaskDispatched, error: ErrorInfo) -> None:
-        await self._publish(
+        await self._publish_result(
             TASK_FAILED,
             dispatched,
             "failed",
@@ -381,6 +383,28 @@ class Worker:
                 error=error,
             ),
         )
+
+    async def _publish_result(
+        self, event_type: str, dispatched: TaskDispatched, verb: str, data: Any
+    ) -> None:
+        """Publish an attempt's result durably, retrying while JetStream is briefly away (a
+        stream leader being elected takes seconds): the work is done, and handing the message
+        back would run it again and count a delivery against it as if it had killed a worker.
+        The message stays ours meanwhile (heartbeats go on); after `result_retry_s` the error
+        propagates and the message is handed back."""
+        deadline = time.monotonic() + self.result_retry_s
+        pause = 0.1
+        while True:
+            try:
+                await self._publish(event_type, dispatched, verb, data)
+                return
+            except BusClosed:
+                raise
+            except BusUnavailable:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
 
     async def _publish(
         self,

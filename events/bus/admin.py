@@ -197,6 +197,19 @@ class Admin(Storage):
         leader = info.cluster.leader if info.cluster is not None else None
         return int(info.config.num_replicas or 1), leader
 
+    async def replicas_current(self, stream: str) -> bool:
+        """Whether the stream has a leader and every replica is caught up with it (after a node
+        rejoined a cluster: losing another node before then would lose the quorum)."""
+        try:
+            info = await self.js.stream_info(stream)
+        except nats.errors.Error:
+            return False
+        cluster = info.cluster
+        if cluster is None:
+            return True  # not clustered: nothing to catch up with
+        replicas = cluster.replicas or []
+        return bool(cluster.leader) and all(r.current for r in replicas)
+
     async def queues(self) -> list[str]:
         """The queues that have a worker consumer."""
         prefix = "queue-"

@@ -13,7 +13,7 @@ from nats.aio.subscription import Subscription
 from nats.js import api
 
 from events.bus.connection import Connection
-from events.bus.pulling import Delivery, Puller, delivery_of
+from events.bus.pulling import Delivery, OrderedReader, Puller, delivery_of
 from events.errors import BusError
 
 # Short: what a killed orchestrator had fetched is redelivered to its replacement within
@@ -22,13 +22,11 @@ ORCHESTRATOR_ACK_WAIT_S = 1.5
 
 
 class Consumers(Connection):
-    async def orchestrator_puller(self, partition: int, projection: bool = False) -> Puller:
+    async def orchestrator_puller(self, partition: int) -> Puller:
         topo = self.topology
         return await self._puller(
             topo.events_stream,
-            topo.projection_consumer(partition)
-            if projection
-            else topo.orchestrator_consumer(partition),
+            topo.orchestrator_consumer(partition),
             topo.orchestrator_filters(partition),
             ack_wait=ORCHESTRATOR_ACK_WAIT_S,
             max_ack_pending=20_000,
@@ -71,6 +69,22 @@ class Consumers(Connection):
             ack_wait=topo.task_ack_wait_s,
             max_ack_pending=max_ack_pending,
         )
+
+    async def event_reader(self, start_seq: int) -> OrderedReader:
+        """Every event of every partition from stream sequence `start_seq` on, in order, with no
+        durable consumer: what a projection reads (each API replica its own, complete copy)."""
+        topo = self.topology
+        try:
+            sub = await self.js.subscribe(
+                f"{topo.namespace}.evt.>",
+                stream=topo.events_stream,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
+            )
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot read {topo.events_stream}", exc) from exc
+        return OrderedReader(sub, f"{topo.events_stream} from {start_seq}")
 
     async def delete_consumer(self, stream: str, durable: str) -> bool:
         """Remove a durable consumer (e.g. to rebuild a projection from the stream's start)."""
