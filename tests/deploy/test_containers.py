@@ -199,11 +199,7 @@ def test_a_waiting_run_finishes_when_the_worker_scales_from_zero(
     # The consumer KEDA would watch for the first task of the workflow.
     consumer = TOPOLOGY.task_consumer("default", "price")
     pulled = {entry[1] for entry in stack.consumers(TOPOLOGY.tasks_stream, alive)}
-    if consumer not in pulled and any(name.startswith("queue-") for name in pulled):
-        pytest.skip(
-            f"waits for workers pulling one durable consumer per task ({consumer}, issue 10): "
-            f"the worker runtime still pulls {sorted(pulled)}"
-        )
+    assert consumer in pulled, f"workers pull one durable consumer per task: {sorted(pulled)}"
     # Scale to zero: SIGTERM, the worker drains and exits within its grace period.
     stack.remove("worker", grace=40)
     waiting = stack.exec_background(
