@@ -35,6 +35,7 @@ LIMIT_REFUSED = "io.conveyor.limit.refused"
 LIMIT_RELEASED = "io.conveyor.limit.released"
 TRIGGER_COLLECTED = "io.conveyor.trigger.collected"
 FLOW_TIMER_FIRED = "io.conveyor.flow.timer-fired"
+WORKER_HEARTBEAT = "io.conveyor.worker.heartbeat"
 
 
 class WireModel(BaseModel):
@@ -158,11 +159,15 @@ class TaskCompleted(TaskRef):
     worker: str
     output: Any = None
     output_ref: str | None = None  # claim check, as for TaskDispatched.input_ref
+    # How long the attempt ran, when no task.started was sent for it (a short task's start is
+    # folded into its result): the orchestrator dates the start from it, on its own clock.
+    ran_s: float | None = Field(None, ge=0)
 
 
 class TaskFailed(TaskRef):
     worker: str
     error: ErrorInfo
+    ran_s: float | None = Field(None, ge=0)  # as for TaskCompleted
 
 
 class TaskCancelRequested(TaskRef):
@@ -172,7 +177,8 @@ class TaskCancelRequested(TaskRef):
 class TimerFired(WireModel):
     run_id: str
     timer_id: str
-    kind: Literal["retry", "deadline", "sleep"]
+    # "start": the attempt's schedule-to-start timeout (no worker started it in time).
+    kind: Literal["retry", "deadline", "sleep", "start"]
     node_id: str
     attempt: int
 
@@ -266,6 +272,30 @@ class FlowTimerFired(WireModel):
     timer_id: str
 
 
+class ServedTask(WireModel):
+    queue: str
+    task: str
+
+
+class WorkerHeartbeat(WireModel):
+    """A worker announcing itself, every `interval_s`, on `<ns>.worker.<worker>` (a stream that
+    keeps the last one of each worker): who it is and what it serves, so that a task no running
+    worker serves can be told apart from one that waits its turn."""
+
+    worker: str  # the worker's id, a subject token; the `worker` of its task events
+    host: str
+    pid: int | None = None
+    version: str  # free text: the SDK and its version, e.g. "conveyor-python 0.1.0"
+    serves: list[ServedTask]
+    concurrency: int = Field(ge=0)
+    in_flight: int = Field(ge=0)
+    isolated: int = Field(0, ge=0)  # of those, attempts run alone (suspected of crashing)
+    started_at: str  # RFC 3339
+    interval_s: float = Field(gt=0)
+    # "stopped": its last word on a graceful exit (a killed worker just stops heartbeating).
+    state: Literal["running", "draining", "stopped"] = "running"
+
+
 DATA_MODELS: dict[str, type[WireModel]] = {
     WEBHOOK_ATTEMPTED: WebhookAttempted,
     WAIT_MATCHED: WaitMatched,
@@ -287,6 +317,7 @@ DATA_MODELS: dict[str, type[WireModel]] = {
     LIMIT_RELEASED: LimitReleased,
     TRIGGER_COLLECTED: TriggerCollected,
     FLOW_TIMER_FIRED: FlowTimerFired,
+    WORKER_HEARTBEAT: WorkerHeartbeat,
 }
 
 

@@ -8,7 +8,6 @@ worker, api, projection, webhooks, dev), `replay.py`. Exit codes are in `common.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import threading
@@ -34,6 +33,7 @@ from orchestrator.errors import (
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
+from orchestrator.runtime import loop
 from orchestrator.runtime.supervisor import StartupFailed
 
 _USAGE_ERRORS = (
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         extra.append(structlog_processor)
     configure_logging(json=args.log_json, level=args.log_level, extra_processors=extra)
     try:
-        code = asyncio.run(args.handler(args))
+        code = loop.run(args.handler(args))
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except BaseException as exc:
@@ -223,7 +223,6 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
         "conveyor projection --rebuild",
     )
     p.add_argument("--db", default=str(DEFAULT_HOME / "projection.db"))
-    p.add_argument("--partition", type=int, default=0)
     p.add_argument("--rebuild", action="store_true", help="start over from the event stream")
 
     p = command(
@@ -233,7 +232,6 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
         "CONVEYOR_API_TOKEN=s3cret conveyor api --host 0.0.0.0 --port 8080",
     )
     p.add_argument("--db", default=str(DEFAULT_HOME / "projection.db"))
-    p.add_argument("--partition", type=int, default=0)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token", help="bearer token required by the API (or $CONVEYOR_API_TOKEN)")

@@ -119,6 +119,8 @@ async def cmd_status(ns: argparse.Namespace) -> int:
         print(f"  {name}: {node_text(node)}")
         if node.get("waiting"):
             print(f"      waiting: {waiting_text(node['waiting'])}")
+        if node.get("no_worker"):
+            print(f"      {node['no_worker']['message']}")
         if node.get("error"):
             print(f"      {node['error'].get('type')}: {node['error'].get('message')}")
     for note in status.get("notifications") or []:

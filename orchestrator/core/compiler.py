@@ -45,17 +45,21 @@ class CompiledNode:
     match: Mapping[str, Template] = field(default_factory=dict)
     limits: tuple[NodeLimit, ...] = ()  # gates before dispatch (docs/flow-control.md)
     max_parallel: int | None = None  # of a mapped node's children
+    # What the node does, decided once here (the machine asks on every event).
+    kind: str = field(init=False, default="task")
 
-    @property
-    def kind(self) -> str:
+    def __post_init__(self) -> None:
         spec = self.spec
-        if spec.sleep is not None:
-            return "sleep"
-        if spec.wait_for is not None:
-            return "wait_for"
-        if spec.workflow is not None:
-            return "workflow"
-        return "task"
+        kind = (
+            "sleep"
+            if spec.sleep is not None
+            else "wait_for"
+            if spec.wait_for is not None
+            else "workflow"
+            if spec.workflow is not None
+            else "task"
+        )
+        object.__setattr__(self, "kind", kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,7 @@ class _Compilation:
             draft = _NodeDraft(node)
             for node_step in (
                 self._check_queue,
+                self._check_task_name,
                 self._check_node_kind,
                 self._check_sleep,
                 self._check_wait,
@@ -250,6 +255,15 @@ class _Compilation:
                 f"{draft.where}: queue {queue!r} must hold only letters, digits, '_', '-'"
             )
 
+    def _check_task_name(self, draft: _NodeDraft) -> None:
+        # A task is dispatched on its own subject, `<ns>.task.<queue>.<task>`: one token.
+        task = draft.spec.task
+        if task is not None and not is_token(task):
+            self.problems.append(
+                f"{draft.where}: task name {task!r} must hold only letters, digits, '_' or '-' "
+                "(at most 128): it is a NATS subject token"
+            )
+
     def _check_node_kind(self, draft: _NodeDraft) -> None:
         node = draft.spec
         kinds = [k for k in NODE_KINDS if getattr(node, k) is not None]
@@ -264,6 +278,8 @@ class _Compilation:
             self.problems.append(
                 f"{draft.where}: timeout_s applies to task nodes (a wait has its own)"
             )
+        if node.schedule_to_start_s is not None and node.task is None:
+            self.problems.append(f"{draft.where}: schedule_to_start_s applies to task nodes")
 
     def _check_sleep(self, draft: _NodeDraft) -> None:
         sleep = draft.spec.sleep

@@ -85,6 +85,8 @@ class Batch:
     waits: dict[tuple[str, str], Wait | None] = field(default_factory=dict)  # None: remove
     # Claim-checked payloads to put in the object store before the commit (not in sqlite).
     artifacts: dict[str, bytes] = field(default_factory=dict)
+    # Stream positions read up to, committed with what was applied (a projection's reader).
+    positions: dict[str, int] = field(default_factory=dict)
     # Flow control: limiters and collectors changed, and their entries written or deleted.
     flows: dict[str, FlowEntity] = field(default_factory=dict)
     changed_entries: dict[str, set[str]] = field(default_factory=dict)
@@ -112,6 +114,7 @@ class Batch:
             or self.outbox
             or self.outbox_deleted
             or self.waits
+            or self.positions
             or self.flows
         )
 
@@ -175,7 +178,16 @@ def _dispatch(
     event_id = f"{command.run_id}:{command.node_key}:{command.attempt}:dispatch"
     span = trace and child_traceparent(trace, command.node_key, str(command.attempt))
     batch.add_outbox(
-        _row(topology.task_subject(command.queue), TASK_DISPATCHED, event_id, data, now, now, span)
+        _row(
+            # The task's own subject: only the workers that serve it ever receive it.
+            topology.task_subject(command.queue, command.task),
+            TASK_DISPATCHED,
+            event_id,
+            data,
+            now,
+            now,
+            span,
+        )
     )
 
 

@@ -125,3 +125,15 @@ def _flow_of_node(node: NodeState, entry: dict[str, Any]) -> None:
     if node.children is not None and node.next_child < node.children:
         # A map bounded by max_parallel: the children not started yet wait for a place.
         entry["children_not_started"] = node.children - node.next_child
+
+
+def no_worker_note(queue: str, task: str, seconds: float) -> dict[str, Any]:
+    """What a node shows while it waits for a worker that no running worker could be."""
+    waited = round(seconds)
+    return {
+        "queue": queue,
+        "task": task,
+        "seconds": waited,
+        "message": f"no worker has served task {task!r} (queue {queue!r}) for {waited} s: "
+        "start a worker that serves it",
+    }

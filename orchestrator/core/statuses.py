@@ -6,7 +6,8 @@
     node:  waiting ──▶ dispatched ──▶ running ──▶ succeeded | failed
               │            │   ▲         │
               │            │   └─ retrying ◀┘ (a failed attempt with attempts left)
-              │            └──▶ succeeded | failed | retrying (a result with no start before it)
+              │            └──▶ succeeded | failed | retrying (a result with no start before
+              │                 it; no start in time: the schedule-to-start timeout)
               ├──▶ queued ──▶ dispatched  (a limited task: its slots and tokens granted)
               │      ▲  └──▶ failed      (a key that cannot be evaluated)
               │      └──── retrying      (a limited task's retry asks again)

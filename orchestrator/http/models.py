@@ -143,6 +143,18 @@ class Waiting(_Open):
     until: float | None = Field(None, description="A rate limit: when the next token frees.")
 
 
+class NoWorker(BaseModel):
+    """A node dispatched but not started whose task no live worker serves (by their heartbeats)."""
+
+    queue: str
+    task: str
+    seconds: int = Field(description="How long its attempt has waited so far.")
+    message: str = Field(
+        description="e.g. \"no worker has served task 'train' (queue 'gpu') for 42 s: start a "
+        'worker that serves it"'
+    )
+
+
 class NodeStatus(_Open):
     """One node of a run; a mapped node summarises its children (`children`: total and
     counts by status)."""
@@ -158,6 +170,10 @@ class NodeStatus(_Open):
     waiting: Waiting | None = None
     children_not_started: int | None = Field(
         None, description="A map with max_parallel: children waiting for a place."
+    )
+    no_worker: NoWorker | None = Field(
+        None,
+        description="Set while the node waits for a worker that no running worker could be.",
     )
 
 

@@ -2,8 +2,12 @@
 
     <ns>.api.<partition>.status   {"run_id": ...}                      -> {"ok": true, "run": {...}}
     <ns>.api.<partition>.runs     {"workflow"?, "status"?, "limit"?} -> {"ok": true, "runs": []}
+    <ns>.api.<partition>.workers  {}                                  -> {"ok": true, "workers": []}
     <ns>.api.<partition>.flow     {}                                   -> {"ok": true, "flows": []}
                                   {"limiter": ..., "request": ...}     -> {"ok": true, "place": {}}
+
+A run's detail marks each node that waits for a worker no running worker could be
+(`no_worker`, see `runtime.workers`); `workers` lists the workers by their heartbeats.
 
 `flow` lists the partition's limiters and collectors with work in hand (docs/flow-control.md),
 or says where one request stands in its limiter's queue. A run's status says where it waits;
@@ -25,13 +29,16 @@ from events.bus import Bus
 from events.errors import BusError
 from orchestrator.runtime.queries import Queries, RunFilter
 from orchestrator.runtime.store import Store
+from orchestrator.runtime.workers import WorkerDirectory
 
 
 class ApiService:
     def __init__(self, bus: Bus, store: Store, partition: int = 0) -> None:
         self.bus = bus
         self.store = store
-        self.queries = Queries(store)
+        # A run's detail says which of its nodes wait for a worker that none running could be.
+        self.directory = WorkerDirectory(bus)
+        self.queries = Queries(store, self.directory)
         self.partition = partition
         self.name = f"status-api-p{partition}"
         self._subs: list[Any] = []
@@ -54,6 +61,9 @@ class ApiService:
         )
         self._subs.append(
             await self.bus.serve(topo.api_subject("runs", self.partition), self._runs)
+        )
+        self._subs.append(
+            await self.bus.serve(topo.api_subject("workers", self.partition), self._workers)
         )
         self._subs.append(
             await self.bus.serve(topo.api_subject("flow", self.partition), self._flow)
@@ -118,6 +128,13 @@ class ApiService:
         filters = RunFilter(request.get("workflow"), (status,) if status else ())
         runs, _ = await self.queries.list_runs(filters, limit=max(1, min(limit, 1000)))
         return _reply(ok=True, runs=runs)
+
+    async def _workers(self, payload: bytes) -> bytes:
+        try:
+            workers = await self.directory.workers()
+        except BusError as exc:
+            return _reply(ok=False, error=f"cannot read the workers' heartbeats: {exc}")
+        return _reply(ok=True, workers=[w.to_dict() for w in workers])
 
 
 def _reply(**fields: Any) -> bytes:

@@ -277,7 +277,7 @@ async def test_one_limit_holds_across_three_partitions(
     harness = await Harness(nats_server, sharded, tmp_path).open()
     try:
         for partition in range(3):
-            await harness.start_orchestrator(partition, tmp_path / f"p{partition}.db")
+            await harness.start_orchestrator(partition)
         await Registry(harness.client.bus).register_all([flows.per_key.spec])
         await harness.start_worker([flows.hold], concurrency=32)
         run_ids = [
