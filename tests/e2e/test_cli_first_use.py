@@ -18,7 +18,7 @@ import pytest
 from events.envelope import CloudEvent
 from events.models import RUN_REQUESTED, RunRequested
 from events.testing import eventually
-from tests.e2e.test_cli import conveyor, started
+from tests.e2e.test_cli import ROOT, conveyor, started
 from tests.integration import flows
 from tests.integration.harness import Harness
 
@@ -36,13 +36,45 @@ async def test_version(harness: Harness) -> None:
     assert re.fullmatch(r"conveyor \S+\n", result.stdout)
 
 
-async def test_global_flags_go_before_or_after_the_command(harness: Harness) -> None:
-    await started(harness, flows.chain)
-    after = await conveyor(harness, "runs", "--log-json", "--log-level", "debug")
-    before = await conveyor(harness, "--log-json", "--log-level", "debug", "runs")
-    for result in (after, before):
-        assert result.returncode == 0, result.stderr
-        assert "no runs" in result.stderr
+async def _first_log_lines(harness: Harness, *args: str) -> list[str]:
+    """The lines a `conveyor worker` prints until it is ready (then it is stopped)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        env=harness.env(),
+        cwd=harness.workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(60):
+            while not lines or "worker ready" not in lines[-1]:
+                line = await asyncio.to_thread(proc.stderr.readline)
+                assert line, f"the worker ended before it was ready: {lines}"
+                lines.append(line)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.communicate, timeout=30)
+    return lines
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-json", "--log-level", "info", "worker", "MODULE"],
+        ["worker", "MODULE", "--log-json", "--log-level", "info"],
+    ],
+    ids=["before", "after"],
+)
+async def test_global_flags_go_before_or_after_the_command(
+    harness: Harness, argv: list[str]
+) -> None:
+    hello = str(ROOT / "examples" / "hello.py")
+    lines = await _first_log_lines(harness, *(hello if a == "MODULE" else a for a in argv))
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(entry.get("event") == "worker started" for entry in logged), lines
 
 
 def _dead_port() -> int:
@@ -161,6 +193,29 @@ async def test_an_unknown_input_key_is_refused_naming_the_parameters(harness: Ha
     assert result.returncode == 2, result.stdout
     assert "input.m: workflow 'chain' has no parameter 'm' (it takes: start)" in result.stderr
     assert await harness.client.runs() == []  # nothing was published
+
+
+async def test_dev_refuses_a_bad_input_before_starting_anything(harness: Harness) -> None:
+    """It used to start everything, trigger, and on the refusal let every component crash on
+    the connection closed under it: hundreds of traceback lines around the one that mattered."""
+    home = harness.workdir / "dev-home"
+    result = await conveyor(
+        harness,
+        "dev",
+        str(ROOT / "examples" / "hello.py"),
+        "--run",
+        "hello",
+        "--input",
+        '{"nme": "Ada"}',
+        "--home",
+        str(home),
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: input of workflow 'hello' is invalid: input.nme: workflow 'hello' has no "
+        "parameter 'nme' (it takes: name)\n"
+    )
+    assert not (home / "nats").exists()  # no server was started
 
 
 async def test_the_machine_fails_a_raw_request_with_an_unknown_input_key(harness: Harness) -> None:
