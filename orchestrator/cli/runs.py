@@ -40,8 +40,14 @@ class RunArgs:
     timeout: float | None
 
 
+def _timeout_needs_wait(timeout: float | None, wait: bool) -> None:
+    if timeout is not None and not wait:
+        raise UsageError("--timeout bounds the waiting: it goes with --wait")
+
+
 async def cmd_run(ns: argparse.Namespace) -> int:
     args = typed(RunArgs, ns)
+    _timeout_needs_wait(args.timeout, args.wait)
     input_data = json_object(args.input)
     async with connected_client(typed(Connection, ns)) as client:
         run_id = await client.trigger(
@@ -166,6 +172,7 @@ class RetryArgs:
 
 async def cmd_retry(ns: argparse.Namespace) -> int:
     args = typed(RetryArgs, ns)
+    _timeout_needs_wait(args.timeout, args.wait)
     async with connected_client(typed(Connection, ns)) as client:
         status = await existing_run(client, args.run_id)
         refusal = retry_refusal(status["status"], status.get("error"))

@@ -273,6 +273,16 @@ async def test_lookups_of_what_does_not_exist_exit_2_naming_what_does(harness: H
     assert "unknown workflow 'nosuch' (registered: chain)" in workflow.stderr
 
 
+@pytest.mark.parametrize("command", [["run", "chain"], ["retry", "some-run"]])
+async def test_timeout_without_wait_is_refused(harness: Harness, command: list[str]) -> None:
+    """It was ignored: the run was triggered and the command returned at once."""
+    await started(harness, flows.chain)
+    result = await conveyor(harness, *command, "--timeout", "5")
+    assert result.returncode == 2
+    assert "--timeout bounds the waiting: it goes with --wait" in result.stderr
+    assert await harness.client.runs() == []
+
+
 # ---- a manual retry ------------------------------------------------------------------------
 
 
