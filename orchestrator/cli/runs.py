@@ -134,6 +134,8 @@ async def cmd_status(ns: argparse.Namespace) -> int:
     print("  " + Tally(status).line(status.get("duration_s") or 0.0))
     for name, node in status["nodes"].items():
         print(f"  {name}: {node_text(node, limits.get(name))}")
+        if node.get("no_worker"):
+            print(f"      {node['no_worker']['message']}")
         if node.get("error"):
             print(f"      {node['error'].get('type')}: {node['error'].get('message')}")
     for note in status.get("notifications") or []:
