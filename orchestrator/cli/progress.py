@@ -1,11 +1,12 @@
 """Live progress of a run for a person waiting on it (`run --wait`, `retry --wait`, `dev --run`).
 
 On a terminal: a `rich` Live display fitted to the terminal at every refresh, whatever the size
-of the run — a header (workflow, status, elapsed, run id) and a summary line (done, running and
-failed of the total, the nodes running now) that never wrap, then one row per node when they all
-fit, else only the running and failed ones and a count of the rest. Elsewhere (CI, pipes): for a
-small run, a line per node state change; for a big one, a summary line at each tenth of the way
-and a line per failed node (capped), so the output stays a bounded number of lines.
+of the run — a header (workflow, status, run id) and a summary line (done, running and failed of
+the total, the elapsed time, the nodes running now) that never wrap, then one row per node when
+they all fit, else only the failed and running ones and a count of the rest. Elsewhere (CI,
+pipes): for a small run, a line per node state change; for a big one, a summary line at each
+tenth of the way and a line per failed node (capped), so the output stays a bounded number of
+lines. Both say when a node waits for a task that no running worker serves.
 """
 
 from __future__ import annotations
@@ -173,6 +174,8 @@ class RunView:
             row.append(key[:name_width].ljust(name_width))
             row.append("  ")
             row.append(node_text(node, self.max_attempts.get(key)), _STYLE.get(node["status"], ""))
+            if node.get("no_worker"):
+                row.append(f" · {node['no_worker']['message']}", "yellow")
             yield _one_line(row, width)
         visible = set(shown)
         hidden = [node for key, node in nodes.items() if key not in visible]
@@ -201,6 +204,7 @@ class LineLog:
         self._seen: dict[str, tuple[str, int]] = {}
         self._step = -1
         self._failures = 0
+        self._unserved_seen: set[str] = set()
 
     def line(self, text: str) -> None:
         elapsed = self.clock() - self.started
@@ -208,6 +212,7 @@ class LineLog:
 
     def update(self, status: Mapping[str, Any]) -> None:
         nodes: Mapping[str, Mapping[str, Any]] = status["nodes"]
+        self._unserved(nodes)
         if len(nodes) <= DETAILED_UP_TO:
             self._per_node(nodes)
             return
@@ -231,6 +236,15 @@ class LineLog:
             if self._seen.get(name) != mark:
                 self._seen[name] = mark
                 self.line(f"  {name}: {node_text(node, self.max_attempts.get(name))}")
+
+    def _unserved(self, nodes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Once per node (at most MAX_FAILURE_LINES): that no running worker serves its task."""
+        for name, node in nodes.items():
+            note = node.get("no_worker")
+            if note and name not in self._unserved_seen:
+                self._unserved_seen.add(name)
+                if len(self._unserved_seen) <= MAX_FAILURE_LINES:
+                    self.line(f"  {name}: {note['message']}")
 
     def _summarised(self, nodes: Mapping[str, Mapping[str, Any]], tally: Tally) -> None:
         for name, node in nodes.items():

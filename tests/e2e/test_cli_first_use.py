@@ -119,6 +119,16 @@ async def test_giving_up_waiting_says_the_run_carries_on(harness: Harness) -> No
     await harness.client.cancel(run_id)
 
 
+async def test_waiting_on_a_task_no_worker_serves_says_so(harness: Harness) -> None:
+    await harness.start_orchestrator()
+    await harness.register(flows.chain)  # and no worker at all
+    result = await conveyor(harness, "run", "chain", "--wait", "--timeout", "5")
+    assert result.returncode == 4, result.stderr
+    assert "  inc: no worker has served task 'inc' (queue 'default') for " in result.stderr
+    assert result.stderr.count("no worker has served") == 1  # said once, not at every poll
+    await harness.client.cancel(result.stdout.split()[0])
+
+
 async def test_ctrl_c_stops_following_and_says_the_run_carries_on(harness: Harness) -> None:
     await started(harness, flows.long_running)
     proc = subprocess.Popen(

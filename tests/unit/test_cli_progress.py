@@ -182,3 +182,26 @@ def test_attempts_count_since_the_last_retry_against_the_policy() -> None:
         f"run {RUN_ID} failed after 8.2s (active time: the wait before its retry is not counted)",
         "error at node 'flaky': ValueError: boom (attempt 3 of 3)",
     ]
+
+
+def test_a_node_no_running_worker_serves_says_so_once_in_a_log_and_on_its_row() -> None:
+    note = {
+        "queue": "gpu",
+        "task": "train",
+        "seconds": 12,
+        "message": "no worker has served task 'train' (queue 'gpu') for 12 s: start a worker "
+        "that serves it",
+    }
+    status = chain_status(3, 1)
+    status["nodes"]["step_1"] = {"status": "dispatched", "attempts": 1, "no_worker": note}
+    out = io.StringIO()
+    log = LineLog(out, clock=lambda: 0.0)
+    log.update(status)
+    log.update(status)
+    assert out.getvalue().count("no worker has served task 'train' (queue 'gpu')") == 1
+
+    view = RunView(RUN_ID, "chain3", clock=lambda: 1.0)
+    view.started = 0.0
+    view.update(status)
+    [row] = [line for line in rendered(view, 120, 24) if line.startswith("  step_1 ")]
+    assert "dispatched · no worker has served task 'train' (queue 'gpu') for 12 s" in row
