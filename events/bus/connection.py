@@ -23,6 +23,7 @@ from events.settings import NatsSettings, SettingsError
 from events.topology import Topology
 
 PublishItem = tuple[str, Mapping[str, str], bytes]
+_RECONNECT_WAIT_S = 0.5  # between two tries of the same server, once connected
 log = structlog.get_logger("conveyor.bus")
 
 
@@ -55,8 +56,10 @@ class Connection:
     async def _connect(
         settings: NatsSettings | str, name: str, connect_timeout_s: float
     ) -> tuple[Client, _CloseWatch]:
-        """Connect, failing with BusUnavailable after `connect_timeout_s`; once connected, the
-        client reconnects forever (a server restart is an outage, not an exit)."""
+        """Connect, retrying the seed list for `connect_timeout_s` (0: one pass over the seed
+        list, so a refused connection is reported at once) and then failing with
+        BusUnavailable; once connected, the client reconnects forever (a server restart is an
+        outage, not an exit)."""
         if isinstance(settings, str):
             settings = NatsSettings.from_env(servers=settings)
         try:
@@ -64,14 +67,19 @@ class Connection:
         except SettingsError as exc:
             raise BusUnavailable(str(exc)) from exc
         watch = _CloseWatch()
+        # nats-py tries each server of the seed list once more than `max_reconnect_attempts`
+        # (at least once more: 0 would mean forever), waiting `reconnect_time_wait` before it
+        # tries a server again. Short waits for a short window: connect_timeout_s=0 gives two
+        # quick tries per server, ~10 ms in all when they refuse.
+        retry_wait_s = min(_RECONNECT_WAIT_S, max(connect_timeout_s, 0.01))
         try:
             nc = await nats.connect(
                 **options,
                 name=name,
                 connect_timeout=2,
                 # Finite for the first connection, so a wrong URL fails fast...
-                max_reconnect_attempts=max(1, int(connect_timeout_s / 0.5)),
-                reconnect_time_wait=0.5,
+                max_reconnect_attempts=max(1, int(connect_timeout_s / retry_wait_s)),
+                reconnect_time_wait=retry_wait_s,
                 allow_reconnect=True,
                 error_cb=_quiet,
                 disconnected_cb=_noop,
@@ -80,8 +88,9 @@ class Connection:
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__
             raise BusUnavailable(f"cannot connect to NATS at {settings.url}: {detail}") from exc
-        # ...and unlimited afterwards. nats-py reads this option at each reconnect.
+        # ...and unlimited afterwards, at a steady pace. nats-py reads both at each reconnect.
         nc.options["max_reconnect_attempts"] = -1
+        nc.options["reconnect_time_wait"] = _RECONNECT_WAIT_S
         return nc, watch
 
     @property

@@ -37,7 +37,18 @@ from orchestrator.core.state import RunState
 from orchestrator.core.status import run_status
 
 # Keys of `run_status` that hold clock readings: not compared between a replay and the store.
-_TIMES = frozenset({"created_at", "updated_at", "finished_at", "dispatched_at", "started_at", "at"})
+_TIMES = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "dispatched_at",
+        "started_at",
+        "at",
+        "resumed_at",
+        "duration_s",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
