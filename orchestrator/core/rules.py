@@ -123,7 +123,8 @@ def input_problems(spec: CompiledSpec, run_input: dict[str, Any]) -> list[str]:
 def retry_refusal(status: str, error: Mapping[str, Any] | None) -> str | None:
     """Why a run in `status` (ended with `error`) cannot be retried, or None when it can."""
     if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-        return f"it is {status}; only a failed or cancelled run can be retried"
+        state = "succeeded" if status == RunStatus.SUCCEEDED else f"is {status}"
+        return f"it {state}; only a failed or cancelled run can be retried"
     if error and error.get("type") == "InvalidInput":
         return "it failed on its input, which a retry would not change; trigger a new run"
     return None
