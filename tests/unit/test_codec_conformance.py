@@ -101,6 +101,32 @@ def test_a_percent_encoded_subject_from_http_decodes() -> None:
     assert (headers["ce-subject"], headers["ce-city"]) == ("Z%C3%BCrich", "K%C3%B8benhavn")
 
 
+_HEADER_NAMES = st.one_of(
+    st.sampled_from(["ce-id", "ce-source", "ce-type", "ce-subject", "ce-x1", "content-type"]),
+    st.sampled_from(["ce-datacontenttype", "ce-time"]),
+)
+
+
+@given(
+    values=st.dictionaries(
+        _HEADER_NAMES, st.text(max_size=12) | st.from_regex(r"(%[0-9a-fA-F]{2})+")
+    ),
+    body=st.binary(max_size=16),
+)
+def test_any_header_value_decodes_or_is_malformed_and_what_decodes_re_encodes(
+    values: dict[str, str], body: bytes
+) -> None:
+    # Whatever a foreign client puts in a header (raw Unicode, stray or broken escapes, control
+    # characters): a MalformedEvent that says why, never another exception.
+    try:
+        event = decode({**REQUIRED, **values}, body)
+    except MalformedEvent:
+        return
+    headers, data = encode(event)
+    assert all(value.isascii() and value.isprintable() for value in headers.values())
+    assert decode(headers, data) == event
+
+
 # ---- canonical forms ------------------------------------------------------------------------
 
 
