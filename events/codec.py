@@ -28,6 +28,7 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 _CORE = ("id", "source", "type", "specversion", "time", "subject", "dataschema")
+_CORE_NAMES = frozenset(_CORE)
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}\Z")
 # Names an extension cannot take: they are (or are carried in place of) core attributes.
 _RESERVED = frozenset((*_CORE, "datacontenttype", "data", "data_base64"))
@@ -81,18 +82,22 @@ def decode(headers: Mapping[str, str] | None, body: bytes) -> CloudEvent:
             "not a CloudEvent: no ce-specversion header (binary mode) and no "
             f"{STRUCTURED} body (structured mode)"
         )
-    attributes = {
-        name: from_header(name, lowered[f"ce-{name}"]) for name in _CORE if f"ce-{name}" in lowered
-    }
-    extensions = {
-        key[3:]: from_header(key[3:], value)
-        for key, value in lowered.items()
-        if key.startswith("ce-") and key[3:] not in _CORE and key != "ce-datacontenttype"
-    }
-    # The NATS binding names it `ce-datacontenttype`; the HTTP binding (and we) `content-type`.
-    given_type = lowered.get("ce-datacontenttype")
-    if given_type is not None:
-        given_type = from_header("datacontenttype", given_type)
+    attributes: dict[str, str] = {}
+    extensions: dict[str, str] = {}
+    # `ce-datacontenttype` is the NATS binding's name for it; the HTTP binding (and we) write
+    # `content-type`.
+    given_type = None
+    for key, raw in lowered.items():
+        if not key.startswith("ce-"):
+            continue
+        name = key[3:]
+        value = from_header(name, raw)
+        if name in _CORE_NAMES:
+            attributes[name] = value
+        elif name == "datacontenttype":
+            given_type = value
+        else:
+            extensions[name] = value
     return _build(attributes, extensions, given_type or lowered.get("content-type"), body)
 
 
