@@ -30,6 +30,7 @@ TASK_CANCEL_REQUESTED = "io.conveyor.task.cancel-requested"
 TIMER_FIRED = "io.conveyor.timer.fired"
 WAIT_MATCHED = "io.conveyor.wait.matched"
 WEBHOOK_ATTEMPTED = "io.conveyor.webhook.attempted"
+WORKER_HEARTBEAT = "io.conveyor.worker.heartbeat"
 
 
 # A run id is one subject token (events are published on `<ns>.evt.<p>.<noun>.<verb>.<run_id>`):
@@ -157,11 +158,15 @@ class TaskCompleted(TaskRef):
     worker: str
     output: Any = None
     output_ref: str | None = None  # claim check, as for TaskDispatched.input_ref
+    # How long the attempt ran, when no task.started was sent for it (a short task's start is
+    # folded into its result): the orchestrator dates the start from it, on its own clock.
+    ran_s: float | None = Field(None, ge=0)
 
 
 class TaskFailed(TaskRef):
     worker: str
     error: ErrorInfo
+    ran_s: float | None = Field(None, ge=0)  # as for TaskCompleted
 
 
 class TaskCancelRequested(TaskRef):
@@ -171,7 +176,8 @@ class TaskCancelRequested(TaskRef):
 class TimerFired(WireModel):
     run_id: RunId
     timer_id: str
-    kind: Literal["retry", "deadline", "sleep"]
+    # "start": the attempt's schedule-to-start timeout (no worker started it in time).
+    kind: Literal["retry", "deadline", "sleep", "start"]
     node_id: str
     attempt: int
 
@@ -196,6 +202,30 @@ class WebhookAttempted(WireModel):
     at: str
 
 
+class ServedTask(WireModel):
+    queue: str
+    task: str
+
+
+class WorkerHeartbeat(WireModel):
+    """A worker announcing itself, every `interval_s`, on `<ns>.worker.<worker>` (a stream that
+    keeps the last one of each worker): who it is and what it serves, so that a task no running
+    worker serves can be told apart from one that waits its turn."""
+
+    worker: str  # the worker's id, a subject token; the `worker` of its task events
+    host: str
+    pid: int | None = None
+    version: str  # free text: the SDK and its version, e.g. "conveyor-python 0.1.0"
+    serves: list[ServedTask]
+    concurrency: int = Field(ge=0)
+    in_flight: int = Field(ge=0)
+    isolated: int = Field(0, ge=0)  # of those, attempts run alone (suspected of crashing)
+    started_at: str  # RFC 3339
+    interval_s: float = Field(gt=0)
+    # "stopped": its last word on a graceful exit (a killed worker just stops heartbeating).
+    state: Literal["running", "draining", "stopped"] = "running"
+
+
 DATA_MODELS: dict[str, type[WireModel]] = {
     WEBHOOK_ATTEMPTED: WebhookAttempted,
     WAIT_MATCHED: WaitMatched,
@@ -211,6 +241,7 @@ DATA_MODELS: dict[str, type[WireModel]] = {
     TASK_FAILED: TaskFailed,
     TASK_CANCEL_REQUESTED: TaskCancelRequested,
     TIMER_FIRED: TimerFired,
+    WORKER_HEARTBEAT: WorkerHeartbeat,
 }
 
 

@@ -75,6 +75,7 @@ class NodeEvent(enum.StrEnum):
     RETRY_DUE = "retry-due"
     SLEEP_DUE = "sleep-due"
     DEADLINE = "deadline"
+    START_DUE = "start-due"  # the attempt's schedule-to-start timeout
 
 
 class RunLevel(enum.StrEnum):
@@ -233,6 +234,7 @@ def node_event_kind(event: NodeEventData) -> NodeEvent:
         "retry": NodeEvent.RETRY_DUE,
         "sleep": NodeEvent.SLEEP_DUE,
         "deadline": NodeEvent.DEADLINE,
+        "start": NodeEvent.START_DUE,
     }[event.kind]
 
 
@@ -260,13 +262,17 @@ def _started(step: Step, node: NodeState, event: NodeEventData) -> bool:
 
 def _completed(step: Step, node: NodeState, event: NodeEventData) -> bool:
     assert isinstance(event, TaskCompleted)
+    attempt = node.attempts[-1]
     step.completed(node, event.output, event.worker)
+    step.ran_for(attempt, event.ran_s)
     return True
 
 
 def _failed(step: Step, node: NodeState, event: NodeEventData) -> bool:
     assert isinstance(event, TaskFailed)
+    attempt = node.attempts[-1]
     step.failed(node, event.error, event.worker)
+    step.ran_for(attempt, event.ran_s)
     return True
 
 
@@ -290,6 +296,11 @@ def _sleep_due(step: Step, node: NodeState, event: NodeEventData) -> bool:
 
 def _deadline(step: Step, node: NodeState, event: NodeEventData) -> bool:
     step.deadline_passed(node)
+    return True
+
+
+def _not_started(step: Step, node: NodeState, event: NodeEventData) -> bool:
+    step.not_started_in_time(node)
     return True
 
 
@@ -336,6 +347,11 @@ NODE_RULES: Mapping[NodeEvent, Mapping[NodeStatus, NodeRule]] = {
     NodeEvent.DEADLINE: {
         _D: _deadline,
         _R: _deadline,
+        **dict.fromkeys((_W, _RT, _S, _F, _SK, _C), _stale),
+    },
+    NodeEvent.START_DUE: {
+        _D: _not_started,
+        _R: _stale,  # it started in time: the timer's cancellation raced its firing
         **dict.fromkeys((_W, _RT, _S, _F, _SK, _C), _stale),
     },
 }

@@ -3,7 +3,7 @@ docs/operations.md.
 
 The engine keeps plain counters and histograms and this module exposes them through its own
 `CollectorRegistry` (never the process-global one: several engines may live in one process,
-e.g. `conveyor dev` or the tests). `serve_metrics` answers `/metrics` on a port.
+e.g. `conveyor dev` or the tests). `runtime/health.py` serves it on `/metrics`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -70,10 +70,12 @@ class EngineMetrics:
                     self.tasks["retried"] += 1
             elif isinstance(command, Emit) and command.event_type in _RUN_OUTCOMES:
                 self.runs[_RUN_OUTCOMES[command.event_type]] += 1
-        if isinstance(data, TaskCompleted):
-            self.tasks["succeeded"] += 1
-        elif isinstance(data, TaskFailed):
-            self.tasks["failed"] += 1
+        if isinstance(data, TaskCompleted | TaskFailed):
+            self.tasks["succeeded" if isinstance(data, TaskCompleted) else "failed"] += 1
+            if data.ran_s is not None and transition.run is not None:
+                # A short task's start came folded into its result: it started all the same.
+                self.tasks["started"] += 1
+                self._observe_start(transition.run.nodes.get(data.node_id))
         elif isinstance(data, TimerFired) and data.kind == "deadline":
             self.tasks["timed_out"] += 1
         elif isinstance(data, TaskStarted) and transition.run is not None:
@@ -139,8 +141,3 @@ def engine_registry(engine: Engine) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_EngineCollector(engine))
     return registry
-
-
-def serve_metrics(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
-    """Answer GET /metrics on host:port from a background thread."""
-    start_http_server(port, addr=host, registry=registry)
