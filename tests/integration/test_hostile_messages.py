@@ -155,13 +155,13 @@ async def test_the_worker_parks_hostile_task_messages_and_runs_the_rest(
     bus, topology = harness.client.bus, harness.topology
     await harness.start_orchestrator()
     first = await harness.client.trigger("child_double", {"x": 5})
-    size = await _publish_hostile_pair(
-        harness, bus, topology.task_subject("default"), topology.tasks_stream
-    )
+    # On the subject of a task the worker serves (tasks are routed by name).
+    task_subject = topology.task_subject("default", "double")
+    size = await _publish_hostile_pair(harness, bus, task_subject, topology.tasks_stream)
     # A dispatch whose run id is no subject token: its results could never be published.
     data = {"run_id": "a b", "node_id": "n", "attempt": 1, "task": "double", "queue": "default"}
     dispatch = CloudEvent.create("io.conveyor.task.dispatched", "hostile", {**data, "input": {}})
-    await bus.publish(topology.task_subject("default"), dispatch)
+    await bus.publish(task_subject, dispatch)
     second = await harness.client.trigger("child_double", {"x": 6})
     worker = await harness.start_worker(flows.TASKS)
 
@@ -171,7 +171,7 @@ async def test_the_worker_parks_hostile_task_messages_and_runs_the_rest(
     copies = await parked(bus, "worker")
     assert len(copies) == 3  # each once
     assert "run_id: String should match pattern" in copies[2].headers["Conveyor-Dlq-Reason"]
-    await _settled(bus, topology.tasks_stream, topology.queue_consumer("default"))
+    await _settled(bus, topology.tasks_stream, topology.task_consumer("default", "double"))
     assert not worker.bus.is_closed
 
 
