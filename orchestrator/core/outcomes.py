@@ -106,6 +106,8 @@ class RunOutcomes(FlowGates):
         run = self.run
         limited = self.spec.flow.limit is not None
         self.move_run(RunStatus.QUEUED if limited else RunStatus.RUNNING, retry=True)
+        run.earlier_active_s = run.active_s()
+        run.resumed_at = self.now
         run.error = None
         run.output = None
         run.finished_at = None

@@ -304,7 +304,7 @@ class Step(RunOutcomes):
         used = node.attempt - node.first_attempt + 1  # attempts since the last manual retry
         if retryable(error, policy) and used < policy.max_attempts:
             self.move_node(node, NodeStatus.RETRYING)
-            delay = backoff_delay(policy, self.run.run_id, node.key, node.attempt)
+            delay = backoff_delay(policy, self.run.run_id, node.key, node.attempt, used)
             self.timer(node, "retry", self.now + delay)
             return
         self.fail_for_good(node, error)

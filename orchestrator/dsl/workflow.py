@@ -29,7 +29,8 @@ from typing import Any, overload
 import pydantic
 
 from events.tasks import TaskDeclaration, tracing
-from orchestrator.core.compiler import validate_spec
+from orchestrator.core.compiler import compile_spec, validate_spec
+from orchestrator.core.rules import input_problems
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.dsl.refs import Ref, to_template
 from orchestrator.dsl.tracer import WorkflowTracer
@@ -210,7 +211,44 @@ def _trace(
         spec = validate_spec(raw)
     except SpecError as exc:
         raise WorkflowDefinitionError(str(exc)) from None
+    _check_trigger_inputs(spec, params)
     return spec, tracer.tasks
+
+
+def _check_trigger_inputs(spec: WorkflowSpec, params: Mapping[str, Ref]) -> None:
+    """The input each trigger will give the function must fit its parameters: a run started by
+    an event gets `{"event": ...}`, a scheduled one its schedule's `input`. Checked here, where
+    the parameters are known, rather than failing every triggered run."""
+    if spec.on:
+        _check_event_parameters(spec, params)
+    compiled = compile_spec(spec)
+    for schedule in spec.schedules:
+        problems = input_problems(compiled, dict(schedule.input))
+        if problems:
+            raise WorkflowDefinitionError(
+                f"workflow {spec.name!r}: the input of schedule {schedule.cron!r} does not fit "
+                f"its parameters: {'; '.join(problems)}"
+            )
+
+
+def _check_event_parameters(spec: WorkflowSpec, params: Mapping[str, Ref]) -> None:
+    """A run started by events gets `{"event": ...}`; a debounced one `{"event": <last>,
+    "count": n}`, a batched one `{"events": [...], "count": n}` (orchestrator.core.collect)."""
+    if spec.batch is not None:
+        wanted = {"events": "list[dict]", "count": "int"}
+    elif spec.debounce is not None:
+        wanted = {"event": "dict", "count": "int"}
+    else:
+        wanted = {"event": "dict"}
+    missing = [name for name in wanted if name not in params]
+    if missing:
+        how = "batched " if spec.batch else "debounced " if spec.debounce else ""
+        signature = ", ".join(f"{name}: {kind}" for name, kind in wanted.items())
+        raise WorkflowDefinitionError(
+            f"workflow {spec.name!r} is started by {how}events (on=...) but has no "
+            f"{' or '.join(f'`{name}`' for name in missing)} parameter: its runs get "
+            f"{', '.join(wanted)} as input (def {spec.name}({signature}): ...)"
+        )
 
 
 def _parameters(fn: Callable[..., Any], name: str) -> tuple[dict[str, Any], dict[str, Ref]]:
@@ -238,7 +276,11 @@ def _parameters(fn: Callable[..., Any], name: str) -> tuple[dict[str, Any], dict
         fields[param.name] = (annotation, default)
         params[param.name] = Ref("input", None, (param.name,))
     try:
-        model = pydantic.create_model(f"{name}_input", **fields)
+        # extra="forbid": the schema says `additionalProperties: false`, so an input key that
+        # names no parameter is refused (a typo must not run silently with the defaults).
+        model = pydantic.create_model(
+            f"{name}_input", __config__=pydantic.ConfigDict(extra="forbid"), **fields
+        )
         input_schema = model.model_json_schema()
     except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError) as exc:
         raise WorkflowDefinitionError(

@@ -147,3 +147,28 @@ def test_a_bad_task_option_is_a_definition_error_naming_the_workflow() -> None:
 def test_a_task_with_limits_still_runs_as_a_plain_function() -> None:
     assert charge("acct", 1) == "acct"
     assert ship.map([1, 2], max_parallel=1) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("collect", "signature", "missing"),
+    [
+        ({"batch": {"max_size": 10, "max_wait": 1}}, "events: list[dict], count: int", "`events`"),
+        ({"debounce": {"period": 1}}, "event: dict, count: int", "`count`"),
+    ],
+)
+def test_a_collected_workflow_must_take_the_input_its_runs_get(
+    collect: dict[str, Any], signature: str, missing: str
+) -> None:
+    """A debounced run's input is {event, count}, a batched one's {events, count}: input keys
+    that name no parameter are refused, so a function without them is refused at definition,
+    not every run it starts."""
+
+    @workflow(on="com.shop.order.created", **collect)
+    def collected(event: dict[str, Any]) -> Any:
+        return ship(1)
+
+    with pytest.raises(WorkflowDefinitionError) as caught:
+        _ = collected.spec
+    assert f"workflow 'collected' is started by {next(iter(collect))}" in str(caught.value)
+    assert f"has no {missing}" in str(caught.value)
+    assert f"def collected({signature})" in str(caught.value)
