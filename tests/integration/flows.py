@@ -203,3 +203,9 @@ def big_payloads(n: int = 300_000) -> dict[str, int]:
 def one_lane_at_a_time(lane: str = "a", seconds: float = 0.2) -> float:
     """Flow control: one run per lane at a time; a second run of the lane queues behind it."""
     return block(seconds)
+
+
+@workflow
+def measure_given(text: str) -> int:
+    """A run input over the inline limit: the first attempt's input goes by claim check."""
+    return measure(text)
