@@ -91,7 +91,32 @@ def run_flow(spec: WorkflowSpec) -> tuple[RunFlow, Problems]:
             which = "debounce" if spec.debounce is not None else "batch"
             problems.append(f"{which} applies to event triggers: the workflow has no `on`")
         flow = dataclasses.replace(flow, collecting=_collecting(spec, problems))
+        _collected_input(spec, "debounce" if spec.debounce is not None else "batch", problems)
     return flow, problems
+
+
+# What a debounced or a batched run gets as input (core.collect).
+COLLECTED_INPUT = {"debounce": ("event", "count"), "batch": ("events", "count")}
+
+
+def _collected_input(spec: WorkflowSpec, mode: str, problems: Problems) -> None:
+    """A collected run's input must fit the workflow's schema: refused at registration, not as
+    every run the collector starts. (A schema that allows other keys takes anything.)"""
+    schema = spec.input_schema
+    if not schema or schema.get("additionalProperties", True) is not False:
+        return
+    names = _input_properties(schema) or set()
+    missing = [name for name in COLLECTED_INPUT[mode] if name not in names]
+    if missing:
+        wanted = ", ".join(COLLECTED_INPUT[mode])
+        problems.append(
+            f"{mode}: its runs get {{{wanted}}} as input, but the input schema has no "
+            f"{' or '.join(repr(name) for name in missing)} and takes no other keys (in Python: "
+            f"def {spec.name}({', '.join(_PARAMETERS[name] for name in COLLECTED_INPUT[mode])}))"
+        )
+
+
+_PARAMETERS = {"event": "event: dict", "events": "events: list[dict]", "count": "count: int"}
 
 
 def priority_problem(value: Any, problems: Problems, field: str = "priority") -> int:

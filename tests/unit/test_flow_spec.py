@@ -150,25 +150,40 @@ def test_a_task_with_limits_still_runs_as_a_plain_function() -> None:
 
 
 @pytest.mark.parametrize(
-    ("collect", "signature", "missing"),
+    ("collect", "problem"),
     [
-        ({"batch": {"max_size": 10, "max_wait": 1}}, "events: list[dict], count: int", "`events`"),
-        ({"debounce": {"period": 1}}, "event: dict, count: int", "`count`"),
+        (
+            {"batch": {"max_size": 10, "max_wait": 1}},
+            "batch: its runs get {events, count} as input, but the input schema has no 'events' "
+            "or 'count' and takes no other keys (in Python: def collected(events: list[dict], "
+            "count: int))",
+        ),
+        (
+            {"debounce": {"period": 1}},
+            "debounce: its runs get {event, count} as input, but the input schema has no "
+            "'count' and takes no other keys (in Python: def collected(event: dict, count: int))",
+        ),
     ],
 )
 def test_a_collected_workflow_must_take_the_input_its_runs_get(
-    collect: dict[str, Any], signature: str, missing: str
+    collect: dict[str, Any], problem: str
 ) -> None:
-    """A debounced run's input is {event, count}, a batched one's {events, count}: input keys
-    that name no parameter are refused, so a function without them is refused at definition,
-    not every run it starts."""
+    """A debounced run's input is {event, count}, a batched one's {events, count}; a schema
+    that refuses other keys (every DSL workflow's) must name them, or every run the collector
+    starts would be refused: a definition error instead, and for YAML a registration error."""
 
     @workflow(on="com.shop.order.created", **collect)
     def collected(event: dict[str, Any]) -> Any:
         return ship(1)
 
-    with pytest.raises(WorkflowDefinitionError) as caught:
+    with pytest.raises(WorkflowDefinitionError, match="workflow 'collected' is invalid") as caught:
         _ = collected.spec
-    assert f"workflow 'collected' is started by {next(iter(collect))}" in str(caught.value)
-    assert f"has no {missing}" in str(caught.value)
-    assert f"def collected({signature})" in str(caught.value)
+    assert problem in str(caught.value)
+    schema = {"type": "object", "properties": {"event": {}}, "additionalProperties": False}
+    spec = {"name": "collected", "on": [{"exact": {"type": "t"}}], "input_schema": schema}
+    with pytest.raises(SpecError) as refused:
+        compile_spec({**spec, **collect, "nodes": [{"id": "a", "task": "t"}]})
+    assert refused.value.workflow == "collected" and problem in str(refused.value)
+    # A schema that takes any other key takes these.
+    del schema["additionalProperties"]
+    compile_spec({**spec, **collect, "nodes": [{"id": "a", "task": "t"}]})
