@@ -110,3 +110,9 @@ WORKFLOWS = [report, broken, slow, picky, nightly]
 def one_at_a_time(seconds: float = 120.0) -> float:
     """Flow control: one run at a time (registered by the flow tests only)."""
     return wait_for(seconds)
+
+
+@workflow(on="com.example.reading", debounce={"period": 60, "key": "$.subject"})
+def settle_readings(event: dict[str, object], count: int) -> float:
+    """Flow control: one run a minute after a sensor's last reading (the flow tests only)."""
+    return wait_for(0.01)
