@@ -18,8 +18,10 @@ from events.bus.connection import Connection
 from events.bus.pulling import Delivery, OrderedReader, Puller, delivery_of
 from events.errors import BusError, BusUnavailable
 
-# Short: what a killed orchestrator had fetched is redelivered to its replacement within
-# seconds (recovery). The engine heartbeats a batch that takes longer.
+# Short: what a killed orchestrator (its engine or its trigger router) had fetched is
+# redelivered to its replacement within seconds (recovery). Both heartbeat a batch that takes
+# longer. (A router's 30 s held a killed router's last fetch back for 30 s: a debounce or batch
+# window would close without those events, which then opened a window of their own.)
 ORCHESTRATOR_ACK_WAIT_S = 1.5
 
 
@@ -47,7 +49,7 @@ class Consumers(Connection):
             stream,
             topo.router_consumer(partition, source),
             filters,
-            ack_wait=30.0,
+            ack_wait=ORCHESTRATOR_ACK_WAIT_S,
             max_ack_pending=10_000,
         )
 

@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from events.acks import Outcome
-from events.bus import Bus, Delivery, settle_quietly
+from events.bus import ORCHESTRATOR_ACK_WAIT_S, Bus, Delivery, keep_alive, settle_quietly
 from events.codec import decode
 from events.consuming import Fetcher
 from events.dlq import park
@@ -159,13 +159,25 @@ class Router:
 
     async def _loop(self, fetcher: Fetcher) -> None:
         while not self._stopping.is_set():
-            for delivery in await fetcher.fetch(64, timeout=1.0):
-                try:
-                    await self.handle(delivery)
-                except BusClosed:
-                    raise
-                except BusError as exc:  # handle() handed the event back: it comes again
-                    log.warning("router could not handle an event; retrying", error=str(exc))
+            deliveries = await fetcher.fetch(64, timeout=1.0)
+            if not deliveries:
+                continue
+            # The consumer's ack wait is short (a killed router's fetch comes back at once):
+            # a batch that outlasts it is kept with in_progress() until each is settled.
+            keepalive = asyncio.create_task(keep_alive(deliveries, ORCHESTRATOR_ACK_WAIT_S / 4))
+            try:
+                await self._handle_all(deliveries)
+            finally:
+                keepalive.cancel()
+
+    async def _handle_all(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            try:
+                await self.handle(delivery)
+            except BusClosed:
+                raise
+            except BusError as exc:  # handle() handed the event back: it comes again
+                log.warning("router could not handle an event; retrying", error=str(exc))
 
     async def handle(self, delivery: Delivery) -> None:
         """Trigger and wake what `delivery` matches, then ack it; park what cannot be handled

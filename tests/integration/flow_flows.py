@@ -91,12 +91,12 @@ def batched(events: list[dict[str, Any]], count: int = 0) -> dict[str, Any]:
 # is measured on the collector's clock, so events the router could not hand on while the
 # orchestrator was down (it runs the router) would otherwise arrive after a window that closed
 # meanwhile — and start a second run, losing nothing (docs/flow-control.md).
-@workflow(on="com.example.ping", debounce={"period": 5, "key": "$.subject"})
+@workflow(on="com.example.ping", debounce={"period": 10, "key": "$.subject"})
 def debounced_patiently(event: dict[str, Any], count: int = 1) -> dict[str, Any]:
     return summarise("debounced_patiently", count, [event["id"]])
 
 
-@workflow(on="com.example.invoice", batch={"max_size": 100, "max_wait": 5})
+@workflow(on="com.example.invoice", batch={"max_size": 100, "max_wait": 10})
 def batched_patiently(events: list[dict[str, Any]], count: int = 0) -> dict[str, Any]:
     return summarise("batched_patiently", count, ids_of(events))
 

@@ -5,8 +5,7 @@ the middle of the bursts.
 
 What is measured is what the tasks themselves recorded (their own clock readings, in
 `flow.log`) and, for the rate limit, the limiter's own grant events from the event stream.
-The issue asks for a rate of 20/s held over 20 s; these tests hold it over 5 s (100 ± 5%
-admitted): the same sliding window, a quarter of the suite's time.
+The rate limit is held at 20/s over 20 s: 400 ± 5% admitted.
 """
 
 from __future__ import annotations
@@ -184,19 +183,19 @@ async def test_two_hundred_runs_over_five_keys_run_at_most_two_at_a_time_per_key
     assert attempt["dispatched_at"] == first["created_at"]
 
 
-async def test_a_rate_limit_of_20_per_second_admits_100_in_5_seconds(running: Harness) -> None:
-    for n in range(130):
+async def test_a_rate_limit_of_20_per_second_admits_400_in_20_seconds(running: Harness) -> None:
+    for n in range(430):
         await running.client.trigger("rated", {"n": n})
-    await recorded(running, "call", 130, timeout=60)
+    await recorded(running, "call", 430, timeout=90)
     granted = await grant_times(running, limiter_id("rate", "call_api", ""))
-    assert len(granted) == 130  # every one admitted in the end: they waited, none failed
+    assert len(granted) == 430  # every one admitted in the end: they waited, none failed
     first = granted[0]
-    in_five = sum(1 for t in granted if t < first + 5.0)
-    assert 95 <= in_five <= 105, in_five
+    in_twenty = sum(1 for t in granted if t < first + 20.0)
+    assert 380 <= in_twenty <= 420, in_twenty
     assert most_in_any_window(granted, 1.0) <= flows.RATE
     # The tasks' own clocks agree, to the hop between the grant and the worker.
     calls = sorted(start for _, start, _, _ in flows.records(running.workdir, "call"))
-    assert 95 <= sum(1 for t in calls if t < calls[0] + 5.0) <= 105
+    assert 380 <= sum(1 for t in calls if t < calls[0] + 20.0) <= 420
 
 
 async def test_debounce_turns_a_hundred_events_in_a_second_into_one_run(
@@ -236,7 +235,7 @@ async def test_a_kill_9_of_the_orchestrator_mid_burst_changes_none_of_it(
     harness: Harness,
 ) -> None:
     """Every burst at once, the orchestrator (engine and router) killed in the middle and
-    restarted on its store. Debounce and batching windows here outlast the restart (5 s): a
+    restarted on its store. Debounce and batching windows here outlast the restart (10 s): a
     window is measured on the collector's clock, and events the router could not hand on while
     it was down would otherwise split a window in two (a second run; nothing lost)."""
     await harness.register(*flows.WORKFLOWS)
