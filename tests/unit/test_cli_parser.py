@@ -66,3 +66,18 @@ def test_shared_options_have_their_defaults_when_not_given(
     monkeypatch.setenv("CONVEYOR_LOG_LEVEL", "error")
     parsed = parse_args(["runs"])
     assert (parsed.log_json, parsed.log_level) == (False, "error")
+
+
+@pytest.mark.parametrize("value", ["0", "11", "high"])
+def test_a_priority_out_of_range_is_a_usage_error_naming_the_range(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["run", "wf", "--priority", value])
+    assert stopped.value.code == 2  # before anything connects
+    assert "argument --priority" in capsys.readouterr().err
+
+
+def test_a_priority_is_taken_from_1_to_10() -> None:
+    assert parse_args(["run", "wf", "--priority", "10"]).priority == 10
+    assert parse_args(["run", "wf"]).priority is None
