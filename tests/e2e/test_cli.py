@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,6 +127,34 @@ async def test_status_and_cancel(harness: Harness) -> None:
     assert final["status"] == "cancelled"
     text = await conveyor(harness, "status", run_id)
     assert "cancelled" in text.stdout
+
+
+async def test_run_with_a_priority_and_the_status_of_a_run_queued_behind_a_limit(
+    harness: Harness,
+) -> None:
+    await started(harness, flows.one_lane_at_a_time)
+    ahead = await harness.client.trigger("one_lane_at_a_time", {"lane": "a", "seconds": 60})
+
+    async def running() -> bool:
+        status = await harness.client.status(ahead)
+        return status is not None and status["status"] == "running"
+
+    await eventually(running, message="the run ahead to start")
+    args = ["--input", '{"lane": "a", "seconds": 0.01}', "--priority", "9"]
+    result = await conveyor(harness, "run", "one_lane_at_a_time", *args)
+    assert result.returncode == 0, result.stderr
+    behind = result.stdout.strip()
+
+    async def queued() -> dict[str, Any] | None:
+        status = await harness.client.status(behind)
+        return status if status is not None and status["status"] == "queued" else None
+
+    assert (await eventually(queued, message="the run behind to queue"))["priority"] == 9
+    text = (await conveyor(harness, "status", behind)).stdout
+    assert "· queued" in text
+    assert "waiting: queued behind run concurrency limit 1 (key a): #1 in line, 1 holding" in text
+    await harness.client.cancel(ahead)
+    assert (await harness.client.wait(behind, timeout=30))["status"] == "succeeded"
 
 
 async def test_register_yaml_spec_and_run_it(harness: Harness) -> None:
