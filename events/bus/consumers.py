@@ -176,10 +176,19 @@ class Consumers(Connection):
         ack_wait: float,
         max_ack_pending: int,
     ) -> Puller:
+        start: int | None = None
+        if self.tenure is not None:
+            # Lease mode: this epoch's own consumer, from where its predecessor's state ends
+            # (a successor deletes it: a deposed owner can neither fetch nor ack).
+            start = self.tenure.starts.get(durable)
+            durable = self.tenure.consumer(durable)
         config = api.ConsumerConfig(
             durable_name=durable,
             ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.ALL
+            if start is None
+            else api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
             ack_wait=ack_wait,
             # Redelivery limits are ours to enforce (see workers): a work-queue stream keeps a
             # message past max_deliver, which would strand it.
