@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import nats
@@ -19,6 +20,7 @@ from nats.js import JetStreamContext, api
 from events.codec import encode, header_block_size
 from events.envelope import CloudEvent
 from events.errors import (
+    BadSubject,
     BusClosed,
     BusError,
     BusUnavailable,
@@ -32,7 +34,14 @@ from events.topology import Topology
 
 PublishItem = tuple[str, Mapping[str, str], bytes]
 _FENCE_BUSY_RETRIES = 20
+_RECONNECT_WAIT_S = 0.5  # between two tries of the same server, once connected
 log = structlog.get_logger("conveyor.bus")
+# The server reads `HPUB <subject> <reply> <sizes>` as one control line of at most 4 KiB by
+# default, and closes the connection over a longer one: a subject keeps well under that.
+MAX_SUBJECT_BYTES = 2048
+# A token of a subject one can publish to: not empty, no whitespace or control character (and
+# not a lone `*` or `>`: wildcards are for subscriptions).
+_TOKEN = re.compile(r"[^\x00-\x20\x7f.]+")
 
 
 class _CloseWatch:
@@ -72,8 +81,10 @@ class Connection:
     async def _connect(
         settings: NatsSettings | str, name: str, connect_timeout_s: float
     ) -> tuple[Client, _CloseWatch]:
-        """Connect, failing with BusUnavailable after `connect_timeout_s`; once connected, the
-        client reconnects forever (a server restart is an outage, not an exit)."""
+        """Connect, retrying the seed list for `connect_timeout_s` (0: one pass over the seed
+        list, so a refused connection is reported at once) and then failing with
+        BusUnavailable; once connected, the client reconnects forever (a server restart is an
+        outage, not an exit)."""
         if isinstance(settings, str):
             settings = NatsSettings.from_env(servers=settings)
         try:
@@ -81,14 +92,19 @@ class Connection:
         except SettingsError as exc:
             raise BusUnavailable(str(exc)) from exc
         watch = _CloseWatch()
+        # nats-py tries each server of the seed list once more than `max_reconnect_attempts`
+        # (at least once more: 0 would mean forever), waiting `reconnect_time_wait` before it
+        # tries a server again. Short waits for a short window: connect_timeout_s=0 gives two
+        # quick tries per server, ~10 ms in all when they refuse.
+        retry_wait_s = min(_RECONNECT_WAIT_S, max(connect_timeout_s, 0.01))
         try:
             nc = await nats.connect(
                 **options,
                 name=name,
                 connect_timeout=2,
                 # Finite for the first connection, so a wrong URL fails fast...
-                max_reconnect_attempts=max(1, int(connect_timeout_s / 0.5)),
-                reconnect_time_wait=0.5,
+                max_reconnect_attempts=max(1, int(connect_timeout_s / retry_wait_s)),
+                reconnect_time_wait=retry_wait_s,
                 allow_reconnect=True,
                 error_cb=_quiet,
                 disconnected_cb=_noop,
@@ -97,8 +113,9 @@ class Connection:
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__
             raise BusUnavailable(f"cannot connect to NATS at {settings.url}: {detail}") from exc
-        # ...and unlimited afterwards. nats-py reads this option at each reconnect.
+        # ...and unlimited afterwards, at a steady pace. nats-py reads both at each reconnect.
         nc.options["max_reconnect_attempts"] = -1
+        nc.options["reconnect_time_wait"] = _RECONNECT_WAIT_S
         return nc, watch
 
     @property
@@ -133,6 +150,12 @@ class Connection:
                 f"message for {subject} is {size} bytes with its headers, over the server's "
                 f"max payload of {self.max_payload}"
             )
+
+    def _check(self, subject: str, headers: Mapping[str, str], body: bytes) -> None:
+        """Refuse, before sending, what the server would close the connection over: no single
+        message may end a connection that every other message shares."""
+        _check_subject(subject)
+        self._check_size(subject, headers, body)
 
     def _is_fenced(self, subject: str) -> bool:
         """A tenured owner's publishes into the event stream carry its fence (`events.fencing`),
@@ -176,7 +199,7 @@ class Connection:
     async def _publish_once(
         self, subject: str, headers: dict[str, str], body: bytes, timeout: float
     ) -> bool:
-        self._check_size(subject, headers, body)
+        self._check(subject, headers, body)
         try:
             ack = await self.js.publish(subject, body, timeout=timeout, headers=headers)
         except (
@@ -224,7 +247,7 @@ class Connection:
 
             return done
         headers = dict(encoded)
-        self._check_size(subject, headers, body)
+        self._check(subject, headers, body)
         try:
             future = await self.js.publish_async(subject, body, headers=headers, wait_stall=timeout)
         except nats.errors.Error as exc:
@@ -251,9 +274,9 @@ class Connection:
         plain = [item for item in items if not self._is_fenced(item[0])]
         fence = self.tenure.fence_headers() if self.tenure is not None else {}
         for subject, headers, body in fenced:
-            self._check_size(subject, {**headers, **fence}, body)
+            self._check(subject, {**headers, **fence}, body)
         for subject, headers, body in plain:
-            self._check_size(subject, headers, body)
+            self._check(subject, headers, body)
         futures: list[asyncio.Future[api.PubAck]] = []
         try:
             for subject, headers, body in plain:
@@ -306,12 +329,19 @@ class Connection:
     async def publish_core(
         self, subject: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> None:
-        """Fire-and-forget core NATS publish (notifications nobody must rely on)."""
+        """Fire-and-forget core NATS publish (notifications nobody must rely on): what cannot be
+        sent (a bad subject, too large, no connection) is dropped."""
+        try:
+            self._check(subject, headers or {}, body)
+        except BusError as exc:
+            log.warning("core message dropped", subject=subject[:200], error=str(exc))
+            return
         with contextlib.suppress(nats.errors.Error):
             await self.nc.publish(subject, body, headers=dict(headers) if headers else None)
 
     # ---- request / reply and plain subscriptions ---------------------------------------
     async def request(self, subject: str, payload: bytes, timeout: float = 5.0) -> bytes:
+        self._check(subject, {}, payload)
         try:
             msg = await self.nc.request(subject, payload, timeout=timeout)
         except nats.errors.NoRespondersError as exc:
@@ -351,6 +381,23 @@ class Connection:
     async def flush(self) -> None:
         with contextlib.suppress(nats.errors.Error):
             await self.nc.flush(timeout=5)
+
+
+def _check_subject(subject: str) -> None:
+    try:
+        size = len(subject.encode())
+    except UnicodeEncodeError:
+        raise BadSubject(f"subject {subject[:80]!r} is not UTF-8 (a lone surrogate)") from None
+    if size > MAX_SUBJECT_BYTES:
+        raise BadSubject(
+            f"subject {subject[:80]!r}... is {size} bytes long, over the {MAX_SUBJECT_BYTES} "
+            "a NATS protocol line can carry"
+        )
+    if any(not _TOKEN.fullmatch(t) or t in ("*", ">") for t in subject.split(".")):
+        raise BadSubject(
+            f"subject {subject[:200]!r} cannot be published to: it has an empty token, "
+            "whitespace, a control character or a wildcard"
+        )
 
 
 async def _quiet(exc: Exception) -> None:

@@ -8,7 +8,6 @@ worker, api, projection, webhooks, dev), `replay.py`. Exit codes are in `common.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import threading
@@ -34,6 +33,7 @@ from orchestrator.errors import (
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
+from orchestrator.runtime import loop
 from orchestrator.runtime.supervisor import StartupFailed
 
 _USAGE_ERRORS = (
@@ -49,8 +49,7 @@ _USAGE_ERRORS = (
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     extra = []
     if args.handler in (processes.cmd_worker, processes.cmd_dev):
         from workers.logcapture import structlog_processor  # the composition root may
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         extra.append(structlog_processor)
     configure_logging(json=args.log_json, level=args.log_level, extra_processors=extra)
     try:
-        code = asyncio.run(args.handler(args))
+        code = loop.run(args.handler(args))
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except BaseException as exc:
@@ -101,6 +100,21 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    # The shared options' defaults are filled in here, not with set_defaults: their actions are
+    # the same objects in every command's parser, so a default set on the top parser became the
+    # command parser's too and reset a flag given before the command (`conveyor --log-json runs`).
+    defaults = {
+        "log_json": False,
+        "log_level": os.environ.get("CONVEYOR_LOG_LEVEL", "warning"),
+    }
+    for name, value in defaults.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Options every command takes, before or after the command's name.
     shared = argparse.ArgumentParser(add_help=False)
@@ -126,7 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `conveyor COMMAND --help` for a command's options and an example.",
     )
     parser.add_argument("--version", action="version", version=f"conveyor {_version()}")
-    parser.set_defaults(log_json=False, log_level=os.environ.get("CONVEYOR_LOG_LEVEL", "warning"))
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     processes_register(sub, [shared])
     runs.register(sub, [shared])

@@ -276,13 +276,20 @@ class Step(RunOutcomes):
                 ]
         self.schedule_ready()
 
+    def ran_for(self, attempt: Attempt, seconds: float | None) -> None:
+        """A result that folds in its start (no task.started was sent for a short task): the
+        attempt started `seconds` before it ended — on this clock, never before its dispatch."""
+        if seconds is None or attempt.started_at is not None or attempt.finished_at is None:
+            return
+        attempt.started_at = max(attempt.dispatched_at, attempt.finished_at - seconds)
+
     def failed(self, node: NodeState, error: ErrorInfo, worker: str | None) -> None:
         self.close_attempt(node, NodeStatus.FAILED, worker, error)
         policy = self.compiled(node).spec.retry
         used = node.attempt - node.first_attempt + 1  # attempts since the last manual retry
         if retryable(error, policy) and used < policy.max_attempts:
             self.move_node(node, NodeStatus.RETRYING)
-            delay = backoff_delay(policy, self.run.run_id, node.key, node.attempt)
+            delay = backoff_delay(policy, self.run.run_id, node.key, node.attempt, used)
             self.timer(node, "retry", self.now + delay)
             return
         self.fail_for_good(node, error)

@@ -473,7 +473,8 @@ async def test_sse_delivers_a_runs_events_live(api: ApiEnv) -> None:
     started = {e["node_id"] for e in seen if e["type"] == "task.started"}
     completed = {e["node_id"] for e in seen if e["type"] == "task.completed"}
     expected = {"fetch", "audit", "summarise", "publish", "enrich[0]", "enrich[1]", "enrich[2]"}
-    assert started == completed == expected
+    assert completed == expected
+    assert started <= expected  # a short task folds its start into its result (ran_s)
     done = next(e for e in seen if e["type"] == "task.completed")
     assert done["attempt"] == 1 and done["worker"] and done["time"]
     assert "output" not in done and "input" not in done

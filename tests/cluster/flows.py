@@ -48,3 +48,18 @@ def waiter(key: str) -> dict[str, Any]:
     """A run that outlives the event stream's retention waiting for an upstream event."""
     event = wait_for_event("com.example.approved", match={"subject": key}, timeout=600)
     return {"by": event["data"]["by"], "then": hop(1)}
+
+
+@task
+def gated(x: int) -> int:
+    """Holds while $CONVEYOR_TEST_DIR/gate exists (a test keeps tasks in flight with it)."""
+    gate = Path(os.environ["CONVEYOR_TEST_DIR"]) / "gate"
+    deadline = time.monotonic() + 120
+    while gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return x
+
+
+@workflow
+def held(x: int = 0) -> int:
+    return gated(x)
