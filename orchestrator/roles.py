@@ -236,6 +236,7 @@ async def leased_orchestrator(
     state_dir: str | Path | None = None,
     lease_s: float = 5.0,
     snapshot_interval_s: float = 30.0,
+    rejoin_timeout_s: float = 30.0,
     topology: TopologyMode = "auto",
     triggers: bool = True,
     replica: str | None = None,
@@ -252,7 +253,11 @@ async def leased_orchestrator(
         process.on_exit(lambda: asyncio.to_thread(shutil.rmtree, state_dir, True))
     options: dict[str, Any] = {} if replica is None else {"replica": replica}
     settings = LeaseSettings(
-        Path(state_dir), lease_s=lease_s, snapshot_interval_s=snapshot_interval_s, **options
+        Path(state_dir),
+        lease_s=lease_s,
+        snapshot_interval_s=snapshot_interval_s,
+        rejoin_timeout_s=rejoin_timeout_s,
+        **options,
     )
     bus = await process.connect("orchestrator-leases")
     await process.prepare_topology(bus, topology)

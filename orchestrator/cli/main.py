@@ -253,6 +253,14 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
         help="seconds between snapshots of a partition that changed (default 30; "
         "$CONVEYOR_SNAPSHOT_INTERVAL)",
     )
+    lease.add_argument(
+        "--rejoin-timeout",
+        type=float,
+        default=os.environ.get("CONVEYOR_REJOIN_TIMEOUT", "30"),
+        help="exit non-zero when the leases bucket could not be written for this long, so a "
+        "supervisor starts a fresh replica (at least --lease-seconds; default 30; "
+        "$CONVEYOR_REJOIN_TIMEOUT)",
+    )
 
     p = command(
         "worker",

@@ -62,6 +62,7 @@ class OrchestratorArgs:
     state_dir: str | None
     lease_seconds: float
     snapshot_interval: float
+    rejoin_timeout: float
 
 
 async def cmd_orchestrator(ns: argparse.Namespace) -> int:
@@ -78,20 +79,29 @@ async def cmd_orchestrator(ns: argparse.Namespace) -> int:
 
 
 async def _leased_orchestrator(ns: argparse.Namespace, args: OrchestratorArgs) -> int:
-    if args.lease_seconds < MIN_LEASE_S:
+    if not MIN_LEASE_S <= args.lease_seconds < float("inf"):
         raise UsageError(
-            f"--lease-seconds must be at least {MIN_LEASE_S:g}, got {args.lease_seconds:g}"
+            f"--lease-seconds must be a finite number of seconds, at least {MIN_LEASE_S:g}; "
+            f"got {args.lease_seconds:g}"
         )
     if not args.snapshot_interval > 0:
         raise UsageError(f"--snapshot-interval must be > 0, got {args.snapshot_interval:g}")
-    if args.replica_id is not None and not is_token(args.replica_id):
-        raise UsageError(f"--replica-id {args.replica_id!r} must be 1-128 of [A-Za-z0-9_-]")
+    if not args.rejoin_timeout >= args.lease_seconds:
+        raise UsageError(
+            f"--rejoin-timeout must be at least --lease-seconds ({args.lease_seconds:g}), "
+            f"got {args.rejoin_timeout:g}"
+        )
+    if args.replica_id is not None and not (
+        is_token(args.replica_id) and len(args.replica_id) <= 64
+    ):
+        raise UsageError(f"--replica-id {args.replica_id!r} must be 1-64 of [A-Za-z0-9_-]")
     async with roles.Process(_common(ns)) as process:
         ownership = await roles.leased_orchestrator(
             process,
             state_dir=args.state_dir,
             lease_s=args.lease_seconds,
             snapshot_interval_s=args.snapshot_interval,
+            rejoin_timeout_s=args.rejoin_timeout,
             topology=args.topology,
             replica=args.replica_id,
         )
