@@ -1,6 +1,7 @@
 """Lease mode, measured (issue 11): takeover after kill -9, snapshot restore, scaling by replica.
 
     .venv/bin/python -m bench.failover [--quick] [--kills 5] [--restore-runs 100000]
+                                       [--only takeover,restore,throughput]
                                        [--out bench/results/failover.json]
 
 Everything runs on a real 3-node JetStream cluster on loopback (`events.cluster`, every stream
@@ -17,8 +18,10 @@ takeover   two replicas share P = 2 partitions under a steady load (`bench_one` 
 restore    a store of N finished runs (`bench.seed`) snapshotted (VACUUM INTO + zlib), put into
            the snapshots object store, read back with our reader and restored to a file — and,
            for comparison, read with nats-py's own `ObjectStore.get`.
-throughput P = 4, two workers, 1 then 2 replicas: `bench_one` runs triggered as fast as the client
-           publishes; no-op tasks finished per second, from the first trigger to the last outcome.
+throughput P = 4, two workers, 1 then 2 replicas, then static mode's 4 orchestrators (for
+           the cost of the fence): `bench_one` runs triggered as fast as the client
+           publishes; no-op tasks finished per second, from the first trigger until the event
+           stream holds every run's outcome (polled every 50 ms).
 
 The 2-core machine this runs on also runs the three nats-servers, the workers and the driver:
 each figure is printed with the load average, and none is a claim about a bigger machine.
@@ -42,6 +45,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import nats.errors
 
 from events.bus import Bus
 from events.cluster import LocalCluster
@@ -313,25 +318,25 @@ async def measure_restore(workdir: Path, runs: int) -> dict[str, Any]:
 
 
 async def measure_throughput(workdir: Path, replicas: int, runs: int) -> dict[str, Any]:
+    """`replicas` lease-mode replicas, or (0) static mode's one orchestrator per partition."""
     topology = Topology(namespace=f"{NAMESPACE}tp{replicas}", partitions=4, replicas=3)
     with LocalCluster(workdir / f"cluster-tp{replicas}") as cluster:
         setup = Setup(cluster, workdir, topology)
         bus = await Bus.connect(cluster.url, topology, name="bench-throughput")
         await _apply(bus)
         client = Client(bus)
-        done: dict[str, float] = {}
-
-        async def on_outcome(subject: str, headers: Mapping[str, str], body: bytes) -> None:
-            done.setdefault(subject.rsplit(".", 1)[1], time.time())
-
-        await bus.subscribe(f"{topology.namespace}.evt.*.run.succeeded.*", on_outcome)
         try:
             for index in range(2):
                 setup.spawn(f"tp-worker-{index}", "worker", FLOWS, "--concurrency", "64")
-            names = {f"r{i}" for i in range(replicas)}
-            for name in names:
-                setup.replica(name, 5.0, 30.0)
-            await _until(lambda: _balanced(bus, names), 120, f"{replicas} balanced replicas")
+            if replicas:
+                names = {f"r{i}" for i in range(replicas)}
+                for name in names:
+                    setup.replica(name, 5.0, 30.0)
+                await _until(lambda: _balanced(bus, names), 120, f"{replicas} balanced replicas")
+            else:
+                for p in range(topology.partitions):
+                    db = workdir / f"static-p{p}.db"
+                    setup.spawn(f"static-p{p}", "orchestrator", f"--partition={p}", f"--db={db}")
             await _until(lambda: client.registry.get("bench_one"), 120, "the workers")
             await client.wait(await client.trigger("bench_one", {}), timeout=60)  # warm
             started = time.time()
@@ -340,19 +345,34 @@ async def measure_throughput(workdir: Path, replicas: int, runs: int) -> dict[st
                 run_ids += await asyncio.gather(
                     *(client.trigger("bench_one", {"start": i}) for i in range(chunk, chunk + 100))
                 )
-            await _until(lambda: all(r in done for r in run_ids), 600, "every run")
-            wall = max(done[r] for r in run_ids) - started
+            await _until(lambda: _all_succeeded(bus, run_ids), 600, "every run")
+            wall = time.time() - started
         finally:
             setup.stop_all()
             await bus.close()
     return {
-        "replicas": replicas,
+        "mode": "lease" if replicas else "static",
+        "replicas": replicas or topology.partitions,
         "partitions": 4,
         "runs": runs,
         "wall_s": round(wall, 2),
         "tasks_per_s": round(runs / wall, 1),
         "load_average": _load(),
     }
+
+
+async def _all_succeeded(bus: Bus, run_ids: list[str]) -> bool:
+    """Whether the event stream holds a run.succeeded for every run (each run's outcome has a
+    subject of its own). Read from the stream, polled: a core subscription tapping 2,000
+    outcomes in a burst on a loaded machine missed some (a slow consumer), and waited for ever."""
+    topo = bus.topology
+    wanted = f"{topo.namespace}.evt.*.run.succeeded.*"
+    try:
+        info = await bus.js.stream_info(topo.events_stream, subjects_filter=wanted)
+    except nats.errors.Error:  # an election: ask again
+        return False
+    ended = {subject.rsplit(".", 1)[1] for subject in info.state.subjects or {}}
+    return ended.issuperset(run_ids)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -363,20 +383,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
         workdir = Path(tmp)
-        print("takeover, default settings (lease 5 s, snapshot every 30 s)", flush=True)
-        report["takeover_defaults"] = await measure_takeover(
-            workdir / "defaults", 5.0, 30.0, args.kills, args.rate
-        )
-        print("takeover, lease at its minimum (1 s), a snapshot a second", flush=True)
-        report["takeover_minimum"] = await measure_takeover(
-            workdir / "minimum", 1.0, 1.0, args.kills, args.rate
-        )
-        print(f"restore of {args.restore_runs} finished runs", flush=True)
-        report["restore"] = await measure_restore(workdir, args.restore_runs)
-        print(json.dumps(report["restore"]), flush=True)
+        if "takeover" in args.only:
+            print("takeover, default settings (lease 5 s, snapshot every 30 s)", flush=True)
+            report["takeover_defaults"] = await measure_takeover(
+                workdir / "defaults", 5.0, 30.0, args.kills, args.rate
+            )
+            print("takeover, lease at its minimum (1 s), a snapshot a second", flush=True)
+            report["takeover_minimum"] = await measure_takeover(
+                workdir / "minimum", 1.0, 1.0, args.kills, args.rate
+            )
+        if "restore" in args.only:
+            print(f"restore of {args.restore_runs} finished runs", flush=True)
+            report["restore"] = await measure_restore(workdir, args.restore_runs)
+            print(json.dumps(report["restore"]), flush=True)
         report["throughput"] = []
-        for replicas in (1, 2):
-            print(f"throughput, P = 4, {replicas} replica(s)", flush=True)
+        for replicas in (1, 2, 0) if "throughput" in args.only else ():
+            mode = f"{replicas} replica(s)" if replicas else "static mode, 4 orchestrators"
+            print(f"throughput, P = 4, {mode}", flush=True)
             result = await measure_throughput(workdir, replicas, args.runs)
             print(json.dumps(result), flush=True)
             report["throughput"].append(result)
@@ -391,7 +414,15 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--restore-runs", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=2_000, help="runs for the throughput")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "failover.json"))
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default={"takeover", "restore", "throughput"},
+        help="comma-separated parts to measure: takeover, restore, throughput (default: all)",
+    )
     args = parser.parse_args(argv)
+    if unknown := args.only - {"takeover", "restore", "throughput"}:
+        parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
     if args.quick:
         args.kills, args.restore_runs, args.runs = 1, 2_000, 200
     report = asyncio.run(main(args))
