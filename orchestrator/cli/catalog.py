@@ -19,12 +19,14 @@ from orchestrator.cli.common import (
     Connection,
     UsageError,
     connected_bus,
+    connected_client,
     json_value,
     typed,
 )
 from orchestrator.core.admission import admit_version
 from orchestrator.core.cron import iso, next_instants
 from orchestrator.core.spec import WorkflowSpec
+from orchestrator.core.status import flow_text
 from orchestrator.dsl.loader import load_module
 from orchestrator.runtime.registry import Registry
 
@@ -91,6 +93,20 @@ async def cmd_workflows(ns: argparse.Namespace) -> int:
         print(
             f"{row['name']:<24} v{row['version']:<4} {row['nodes']:>3} nodes  {row['description']}"
         )
+    return EXIT_OK
+
+
+async def cmd_flow(ns: argparse.Namespace) -> int:
+    """Every limit and every debounce or batch at work, with its counts per key."""
+    args = typed(ListArgs, ns)
+    async with connected_client(typed(Connection, ns)) as client:
+        entities = await client.flows()
+    if args.json:
+        print(json.dumps(entities))
+    elif not entities:
+        print("no limit holds or queues anything, no debounce or batch holds events")
+    for entity in [] if args.json else entities:
+        print(flow_text(entity))
     return EXIT_OK
 
 
@@ -236,6 +252,14 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("file")
 
     p = command("workflows", cmd_workflows, "list registered workflows", "conveyor workflows")
+    p.add_argument("--json", action="store_true")
+
+    p = command(
+        "flow",
+        cmd_flow,
+        "list the limits, debounces and batches at work, with their counts per key",
+        "conveyor flow --json",
+    )
     p.add_argument("--json", action="store_true")
 
     p = command(

@@ -130,6 +130,27 @@ def waiting_text(wait: dict[str, Any]) -> str:
     return text + (": " + ", ".join(details) if details else "")
 
 
+def flow_text(entity: dict[str, Any]) -> str:
+    """A limiter or a collector of `/api/flow` in words: 'task concurrency 1 of charge (key
+    acct-1): 1 holding, 3 queued' or 'debounce of settle (key s1): 3 events held, starts a run at
+    12:00:05Z'."""
+    key = f" (key {entity['key']})" if entity.get("key") else ""
+    due = entity.get("timer_due")
+    if entity.get("kind") == "collector":
+        held = f"{entity['count']} event{'' if entity['count'] == 1 else 's'} held"
+        when = f", starts a run at {iso_utc(due)}" if due is not None else ""
+        return f"{entity['mode']} of {entity['workflow']}{key}: {held}{when}"
+    if entity.get("scope") == "rate":
+        limit = f"rate {entity['limit']} per {entity.get('per_s'):g}s"
+        counts = f"{entity['holding']} in the window, {entity['waiting']} queued"
+        if due is not None:
+            counts += f", next token at {iso_utc(due)}"
+    else:
+        limit = f"{entity.get('scope')} concurrency {entity['limit']}"
+        counts = f"{entity['holding']} holding, {entity['waiting']} queued"
+    return f"{limit} of {entity['name']}{key}: {counts}"
+
+
 def _flow_of_node(node: NodeState, entry: dict[str, Any]) -> None:
     if node.status == NodeStatus.QUEUED and node.gates:
         entry["waiting"] = waiting(node.gates[-1])

@@ -129,7 +129,7 @@ async def test_status_and_cancel(harness: Harness) -> None:
     assert "cancelled" in text.stdout
 
 
-async def test_run_with_a_priority_and_the_status_of_a_run_queued_behind_a_limit(
+async def test_run_with_a_priority_status_and_flow_of_a_run_queued_behind_a_limit(
     harness: Harness,
 ) -> None:
     await started(harness, flows.one_lane_at_a_time)
@@ -153,6 +153,15 @@ async def test_run_with_a_priority_and_the_status_of_a_run_queued_behind_a_limit
     text = (await conveyor(harness, "status", behind)).stdout
     assert "· queued" in text
     assert "waiting: queued behind run concurrency limit 1 (key a): #1 in line, 1 holding" in text
+    listed = (await conveyor(harness, "flow")).stdout
+    assert "run concurrency 1 of one_lane_at_a_time (key a): 1 holding, 1 queued" in listed
+    [limiter] = json.loads((await conveyor(harness, "flow", "--json")).stdout)
+    assert (limiter["name"], limiter["key"], limiter["holding"], limiter["waiting"]) == (
+        "one_lane_at_a_time",
+        "a",
+        1,
+        1,
+    )
     await harness.client.cancel(ahead)
     assert (await harness.client.wait(behind, timeout=30))["status"] == "succeeded"
 

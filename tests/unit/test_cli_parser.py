@@ -34,6 +34,7 @@ def test_there_is_a_command_for_each_job() -> None:
         "logs",
         "runs",
         "workflows",
+        "flow",
         "publish",
         "schedules",
         "replay",
