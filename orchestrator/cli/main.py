@@ -30,7 +30,9 @@ from orchestrator.cli.common import (
 from orchestrator.errors import (
     ConfigError,
     InvalidInput,
+    RunRefused,
     SpecError,
+    UnknownRun,
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
@@ -39,6 +41,8 @@ from orchestrator.runtime.supervisor import StartupFailed
 _USAGE_ERRORS = (
     UsageError,
     UnknownWorkflow,
+    UnknownRun,
+    RunRefused,
     InvalidInput,
     SpecError,
     WorkflowDefinitionError,

@@ -97,6 +97,7 @@ class RunState:
     idempotency_key: str | None = None
     parent: dict[str, Any] | None = None
     traceparent: str | None = None  # W3C trace context of the trigger (see events.tracing)
+    trigger: dict[str, Any] | None = None  # what started the run (see core.trigger)
     notifications: list[dict[str, Any]] = field(default_factory=list)  # outbound webhooks
     nodes: dict[str, NodeState] = field(default_factory=dict)
     # The spec's nodes in topological order: how the run is shown (store rows come back sorted
@@ -120,6 +121,7 @@ class RunState:
             "parent": self.parent,
             "node_order": self.node_order,
             "traceparent": self.traceparent,
+            "trigger": self.trigger,
             "notifications": self.notifications,
         }
 

@@ -75,6 +75,7 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "idempotency_key": run.idempotency_key,
         "traceparent": run.traceparent,
+        "trigger": run.trigger,
         "notifications": run.notifications,
         "nodes": parents,
     }

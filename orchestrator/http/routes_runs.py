@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, status
@@ -11,6 +12,7 @@ from orchestrator.core.expressions import NODE_ID_PATTERN
 from orchestrator.core.rules import retry_refusal
 from orchestrator.core.state import NODE_KEY_PATTERN, NodeState
 from orchestrator.core.statuses import RUN_TERMINAL, RunStatus
+from orchestrator.errors import RunRefused, UnknownRun
 from orchestrator.runtime.queries import RunFilter
 
 from .context import AppContext, context
@@ -176,7 +178,7 @@ async def cancel_run(
     if header["status"] in RUN_TERMINAL:
         raise HTTPException(409, f"run {run_id!r} already {header['status']}: nothing to cancel")
     reason = (request.reason if request else None) or "cancelled from the API"
-    await ctx.client.cancel(run_id, reason)
+    await _act(ctx.client.cancel(run_id, reason))
     return Accepted(run_id=run_id, action="cancel", url=f"/api/runs/{run_id}")
 
 
@@ -198,8 +200,18 @@ async def retry_run(
     if refusal is not None:
         raise HTTPException(409, f"run {run_id!r} cannot be retried: {refusal}")
     reason = (request.reason if request else None) or "retried from the API"
-    await ctx.client.retry(run_id, reason)
+    await _act(ctx.client.retry(run_id, reason))
     return Accepted(run_id=run_id, action="retry", url=f"/api/runs/{run_id}")
+
+
+async def _act(action: Awaitable[None]) -> None:
+    """The client checks the orchestrator's own state too: this API's projection may lag it."""
+    try:
+        await action
+    except UnknownRun as exc:
+        raise HTTPException(404, str(exc)) from None
+    except RunRefused as exc:
+        raise HTTPException(409, str(exc)) from None
 
 
 async def _existing(ctx: AppContext, run_id: str) -> dict[str, Any]:

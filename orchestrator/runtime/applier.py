@@ -39,6 +39,7 @@ from orchestrator.core.machine import advance, start_run
 from orchestrator.core.outbox import Batch, stage_commands
 from orchestrator.core.state import RunState, Transition
 from orchestrator.core.statuses import RUN_TERMINAL
+from orchestrator.core.trigger import trigger_of
 from orchestrator.errors import EventRejected, SpecError, UnknownWorkflow
 from orchestrator.runtime.metrics import EngineMetrics
 from orchestrator.runtime.registry import Registry
@@ -216,9 +217,17 @@ class Applier:
             return _child_cannot_start(data.parent, run_id, exc)
         transition = start_run(spec, run_id, data, now)
         assert transition.run is not None
-        # The trace is envelope metadata, not workflow data: the shell carries it.
+        # The trace and the trigger are envelope metadata, not workflow data: the shell
+        # carries them.
         caller = event.extensions.get("traceparent")
         transition.run.traceparent = caller if is_traceparent(caller) else new_traceparent()
+        transition.run.trigger = trigger_of(
+            source=event.source,
+            event_id=event.id,
+            subject=event.subject,
+            extensions=event.extensions,
+            request=data,
+        )
         self.cache.remember(transition.run)
         log.info("run started", run_id=run_id, workflow=spec.name, version=spec.version)
         return transition
