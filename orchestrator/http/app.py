@@ -29,6 +29,7 @@ from .auth import require_token
 from .context import AppContext
 from .live import Live
 from .models import Problem
+from .routes_inspect import router as inspect_router
 from .routes_live import router as live_router
 from .routes_runs import router as runs_router
 from .routes_workflows import router as workflows_router
@@ -71,6 +72,7 @@ def create_app(
     api.include_router(workflows_router)
     api.include_router(runs_router)
     api.include_router(live_router)
+    api.include_router(inspect_router)
     app.include_router(api)
     _install_error_handlers(app)
     app.add_middleware(SecurityHeaders)

@@ -142,6 +142,17 @@ class NodeStatus(_Open):
     failed_children: list[FailedChild] | None = None
 
 
+class Trigger(_Open):
+    """What started the run, from its run.requested event (see orchestrator.core.trigger)."""
+
+    kind: Literal["cron", "event", "webhook", "parent", "cli", "api", "client"]
+    source: str = Field(description="The request's CloudEvents source.")
+    event_id: str = Field(description="The request's CloudEvents id.")
+    subject: str | None = Field(None, description="Its subject (a cron run: the instant).")
+    by: str = Field(description="Who or what, in a few words.")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 class RunDetail(_Open):
     run_id: str
     workflow: str
@@ -154,6 +165,7 @@ class RunDetail(_Open):
     updated_at: float
     finished_at: float | None = None
     idempotency_key: str | None = None
+    trigger: Trigger | None = None
     nodes: dict[str, NodeStatus] = Field(description="Every node of the spec, in spec order.")
 
 
@@ -167,6 +179,7 @@ class RunSummary(BaseModel):
     finished_at: float | None = None
     error: ErrorBody | None = None
     idempotency_key: str | None = None
+    trigger: Trigger | None = None
 
 
 class RunPage(BaseModel):
@@ -200,6 +213,7 @@ class NodeDetail(BaseModel):
 class ChildSummary(BaseModel):
     key: str
     index: int
+    item: Any = Field(None, description="The value this child was mapped over (summarised).")
     status: str
     attempt: int
     attempt_history: list[Attempt]

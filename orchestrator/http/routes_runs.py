@@ -11,6 +11,7 @@ from events.ids import TOKEN_PATTERN
 from orchestrator.core.expressions import NODE_ID_PATTERN
 from orchestrator.core.rules import retry_refusal
 from orchestrator.core.state import NODE_KEY_PATTERN, NodeState
+from orchestrator.core.status import bounded
 from orchestrator.core.statuses import RUN_TERMINAL, RunStatus
 from orchestrator.errors import RunRefused, UnknownRun
 from orchestrator.runtime.queries import RunFilter
@@ -35,6 +36,7 @@ RUN_ID = f"^{TOKEN_PATTERN}$"
 NODE_ID = f"^{NODE_ID_PATTERN}$"
 NODE_KEY = f"^{NODE_KEY_PATTERN}$"
 
+MAX_ITEM_BYTES = 1024  # a child's item in a list of children: a preview, the node has it all
 RunId = Annotated[str, Path(pattern=RUN_ID, description="A run id.")]
 Ctx = Annotated[AppContext, Depends(context)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -148,14 +150,27 @@ async def list_children(
     children, next_after = await ctx.queries.children(
         run_id, node_id, after=after, limit=limit, status=status
     )
-    return ChildPage(children=[_child(c) for c in children], next_after=next_after)
+    param = await _map_param(ctx, run_id, node_id)
+    return ChildPage(children=[_child(c, param) for c in children], next_after=next_after)
 
 
-def _child(node: NodeState) -> ChildSummary:
+async def _map_param(ctx: AppContext, run_id: str, node_id: str) -> str | None:
+    """The parameter a mapped node maps over (its children's item), from the run's spec."""
+    header = await ctx.queries.run_header(run_id)
+    if header is None:
+        return None
+    spec = await ctx.registry.get(header["workflow"], header["version"])
+    node = spec.nodes.get(node_id)
+    return node.spec.map.param if node is not None and node.spec.map is not None else None
+
+
+def _child(node: NodeState, param: str | None) -> ChildSummary:
+    item = node.input.get(param) if param and isinstance(node.input, dict) else None
     return ChildSummary.model_validate(
         {
             "key": node.key,
             "index": node.index,
+            "item": bounded(item, MAX_ITEM_BYTES),
             "status": node.status,
             "attempt": node.attempt,
             "attempt_history": [a.to_dict() for a in node.attempts],

@@ -52,6 +52,10 @@ async def test_openapi_documents_every_route(api: ApiEnv) -> None:
         ("get", "/api/runs/{run_id}/logs"),
         ("get", "/api/runs/{run_id}/logs/stream"),
         ("get", "/api/events"),
+        ("get", "/api/runs/{run_id}/events"),
+        ("get", "/api/runs/{run_id}/timeline"),
+        ("get", "/api/runs/{run_id}/values/{which}"),
+        ("get", "/api/queues"),
     }
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
     for path, ops in schema["paths"].items():
