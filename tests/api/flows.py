@@ -102,5 +102,33 @@ def nightly(event: dict[str, object] | None = None, rows: int = 1) -> dict[str, 
     return {"nap": sleep(30), "rows": fetch(rows)}
 
 
-TASKS = [fetch, enrich, audit, summarise, publish, explode, wait_for, check]
-WORKFLOWS = [report, broken, slow, picky, nightly]
+CHAIN_LENGTH = 120
+
+
+@task
+def step(x: int) -> int:
+    return x + 1
+
+
+@workflow
+def long_chain(start: int = 0) -> int:
+    """120 tasks one after the other (for the graph's layout: wrapped, fitted, searchable)."""
+    value = start
+    for _ in range(CHAIN_LENGTH):
+        value = step(value)
+    return value
+
+
+@task
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@workflow
+def big_output(n: int = 20_000) -> list[int]:
+    """An output too large to show whole (for the run page's truncation and download)."""
+    return numbers(n)
+
+
+TASKS = [fetch, enrich, audit, summarise, publish, explode, wait_for, check, step, numbers]
+WORKFLOWS = [report, broken, slow, picky, nightly]  # long_chain, big_output: by their tests

@@ -1,4 +1,4 @@
-// The dashboard's entry point: a hash router over four pages, the token prompt, and the live
+// The dashboard's entry point: a hash router over five pages, the token prompt, and the live
 // indicator. No framework and no build step: plain ES modules served by the API itself.
 
 import { on, setToken, get } from "./api.js";
@@ -6,6 +6,7 @@ import { clear } from "./util.js";
 import { mountRuns } from "./runs.js";
 import { mountRun } from "./run.js";
 import { mountWorkflows, mountWorkflow } from "./workflows.js";
+import { mountWorkers } from "./workers.js";
 import { installTrigger, openTrigger } from "./trigger.js";
 
 const view = document.getElementById("view");
@@ -23,6 +24,7 @@ function route() {
   if (section === "runs" && parts[1]) { document.title = `Run ${parts[1]} · Conveyor`; unmount = mountRun(view, parts[1], params); }
   else if (section === "workflows" && parts[1]) { document.title = `${parts[1]} · Conveyor`; unmount = mountWorkflow(view, parts[1], params); }
   else if (section === "workflows") { document.title = "Workflows · Conveyor"; unmount = mountWorkflows(view, params); }
+  else if (section === "workers") { document.title = "Workers · Conveyor"; unmount = mountWorkers(view, params); }
   else { document.title = "Runs · Conveyor"; unmount = mountRuns(view, params); }
 }
 
