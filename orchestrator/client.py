@@ -42,7 +42,6 @@ from events.models import (
 )
 from events.settings import NatsSettings
 from events.topology import Topology
-from events.tracing import new_traceparent
 from orchestrator.core.rules import input_problems, retry_refusal
 from orchestrator.core.statuses import RUN_TERMINAL
 from orchestrator.core.trigger import ACTOR_EXTENSION, CLIENT_SOURCE
@@ -138,8 +137,9 @@ class Client:
             idempotency_key=idempotency_key,
             run_id=run_id,
         )
-        # The run's trace: the caller's, or a new one started here.
-        extensions = {"runid": run_id, "traceparent": traceparent or new_traceparent()}
+        extensions = {"runid": run_id}
+        if traceparent:  # the caller's trace, which the run continues (else it starts one)
+            extensions["traceparent"] = traceparent
         if actor or self.actor:
             extensions[ACTOR_EXTENSION] = _ascii(actor or self.actor or "")
         event = CloudEvent.create(

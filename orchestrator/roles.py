@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from events.server import EmbeddedServer
     from orchestrator.client import Client
     from orchestrator.runtime.engine import Engine
+    from orchestrator.runtime.otel import RunTracing
     from workers.runtime import Worker
 
 log = structlog.get_logger("conveyor.process")
@@ -197,7 +198,9 @@ async def orchestrator(
     bus = await process.connect(f"orchestrator-p{partition}")
     await process.prepare_topology(bus, topology)
     store = await process.open_store(db)
-    engine = Engine(bus, store, partition=partition, **engine_options)
+    engine = Engine(
+        bus, store, partition=partition, tracing=_run_tracing(process, bus), **engine_options
+    )
     process.add(engine, ApiService(bus, store, partition))
     if triggers:
         process.add(Router(bus, store, partition=partition), Notifier(bus, partition=partition))
@@ -277,6 +280,7 @@ async def worker(
 
     bus = await process.connect("worker")
     await process.prepare_topology(bus, topology)
+    _worker_tracing(process)
     runtime = Worker(bus, tasks, queues=queues, concurrency=concurrency, grace_s=grace_s, **options)
     process.add(runtime)
     process.metrics.append(worker_registry(runtime))
@@ -288,6 +292,34 @@ async def client(process: Process) -> Client:
 
     bus = await process.connect("client")
     return Client(bus)
+
+
+def _run_tracing(process: Process, bus: Bus) -> RunTracing | None:
+    """The engine's OpenTelemetry spans, when an OTLP endpoint is set (events.otel)."""
+    from events.otel import configured
+
+    if not configured():
+        return None
+    from orchestrator.runtime.otel import RunTracing
+    from orchestrator.runtime.registry import Registry
+
+    tracing = RunTracing.from_environment(Registry(bus))
+    process.on_exit(lambda: asyncio.to_thread(tracing.shutdown))
+    return tracing
+
+
+def _worker_tracing(process: Process) -> None:
+    """The worker's spans (and the task code's own) exported over OTLP when an endpoint is set:
+    the process's global tracer provider, set here, in the composition root, once."""
+    from events.otel import configured
+
+    if not configured():
+        return
+    from workers.otel import install
+
+    provider = install()
+    if provider is not None:
+        process.on_exit(lambda: asyncio.to_thread(provider.shutdown))
 
 
 def embedded_server(process: Process, store_dir: Path, port: int | None) -> EmbeddedServer:

@@ -50,6 +50,7 @@ from workers.attempt import Executor, perform, refusal
 from workers.context import TaskContext
 from workers.logcapture import LogCapture
 from workers.metrics import task_seconds_histogram
+from workers.otel import traced
 from workers.task import Task
 
 log = structlog.get_logger("conveyor.worker")
@@ -330,7 +331,12 @@ class Worker:
             item.trace,
             self._logs,
         )
-        result = await perform(task, dispatched, raw_input, self._executor, context)
+        result = await traced(
+            item.trace,
+            dispatched,
+            self.name,
+            perform(task, dispatched, raw_input, self._executor, context),
+        )
         elapsed = round(time.monotonic() - started, 4)
         self.task_seconds.labels(task=task.name).observe(elapsed)
         with contextlib.suppress(BusError):  # a lost start changes nothing that matters

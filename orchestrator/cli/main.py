@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from events.errors import BusError, ConveyorError, ServerError
 from events.logs import configure_logging
+from events.otel import OtelError
 from orchestrator.cli import catalog, processes, replay, runs
 from orchestrator.cli.common import (
     DEFAULT_HOME,
@@ -47,6 +48,7 @@ _USAGE_ERRORS = (
     SpecError,
     WorkflowDefinitionError,
     ConfigError,
+    OtelError,
     FileNotFoundError,
     ImportError,
 )

@@ -63,6 +63,8 @@ def trigger_of(
         "subject": subject,
         "by": by,
         "detail": detail,
+        # The caller's span, which the run's span continues (see events.tracing).
+        "traceparent": extensions.get("traceparent"),
     }
 
 

@@ -151,6 +151,7 @@ class Trigger(_Open):
     subject: str | None = Field(None, description="Its subject (a cron run: the instant).")
     by: str = Field(description="Who or what, in a few words.")
     detail: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = Field(None, description="The caller's trace context, if any.")
 
 
 class RunDetail(_Open):

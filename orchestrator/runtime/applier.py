@@ -33,7 +33,7 @@ from events.models import (
     requested_run_id,
 )
 from events.topology import ORCHESTRATOR_INPUTS
-from events.tracing import is_traceparent, new_traceparent
+from events.tracing import is_traceparent, run_traceparent
 from orchestrator.core.commands import Emit
 from orchestrator.core.machine import advance, start_run
 from orchestrator.core.outbox import Batch, stage_commands
@@ -220,7 +220,8 @@ class Applier:
         # The trace and the trigger are envelope metadata, not workflow data: the shell
         # carries them.
         caller = event.extensions.get("traceparent")
-        transition.run.traceparent = caller if is_traceparent(caller) else new_traceparent()
+        caller = caller if is_traceparent(caller) else None
+        transition.run.traceparent = run_traceparent(run_id, caller)
         transition.run.trigger = trigger_of(
             source=event.source,
             event_id=event.id,

@@ -44,6 +44,7 @@ def test_a_scheduled_run_names_its_instant() -> None:
         "subject": "2030-01-01T10:00:00+01:00",
         "by": "schedule at 2030-01-01T10:00:00+01:00",
         "detail": {"instant": "2030-01-01T10:00:00+01:00"},
+        "traceparent": None,
     }
 
 
