@@ -18,6 +18,7 @@ Putting the run id last in event subjects lets a reader follow one run with a su
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,11 +92,14 @@ class Topology:
             raise ValueError(f"replicas must be 1-5 (JetStream's limit), got {self.replicas}")
 
     @classmethod
-    def from_env(cls, namespace: str | None = None) -> Topology:
-        """Settings from CONVEYOR_* environment variables (every process must agree on them)."""
-        import os
+    def from_env(
+        cls, namespace: str | None = None, env: Mapping[str, str] | None = None
+    ) -> Topology:
+        """Settings from CONVEYOR_* environment variables over the configuration file
+        (events.config; every process must agree on them)."""
+        from events.config import environment
 
-        env = os.environ
+        env = environment() if env is None else env
         defaults = cls()
 
         def number(name: str, kind: type[int] | type[float], default: float) -> Any:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from events.bus import Bus
+from events.config import environment, value_of
 from events.settings import NatsSettings
 from events.topology import Topology
 from orchestrator.runtime.store import Store
@@ -65,10 +65,13 @@ class Common:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Common:
+        """From the environment over the configuration file (events.config); `overrides`
+        (flags) win where they are not None."""
+        env = environment()
         values: dict[str, Any] = {
-            "nats": NatsSettings.from_env(),
-            "topology": Topology.from_env(),
-            "startup_timeout_s": float(os.environ.get("CONVEYOR_STARTUP_TIMEOUT", "30")),
+            "nats": NatsSettings.from_env(env),
+            "topology": Topology.from_env(env=env),
+            "startup_timeout_s": value_of("startup_timeout", env),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -15,10 +15,11 @@ import threading
 from importlib import metadata
 from typing import Any, NoReturn
 
+from events.config import SettingsError
 from events.errors import BusError, ConveyorError, ServerError
 from events.logs import configure_logging
 from events.otel import OtelError
-from orchestrator.cli import catalog, processes, replay, runs
+from orchestrator.cli import catalog, config, processes, replay, runs
 from orchestrator.cli.common import (
     DEFAULT_HOME,
     EXIT_INTERRUPTED,
@@ -55,8 +56,13 @@ _USAGE_ERRORS = (
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except SettingsError as exc:  # a configuration file or variable that does not parse
+        print(f"error: {exc}", file=sys.stderr)
+        _exit(EXIT_USAGE)
     args = parser.parse_args(argv)
+    config.fill_unset(args)
     extra = []
     if args.handler in (processes.cmd_worker, processes.cmd_dev):
         from workers.logcapture import structlog_processor  # the composition root may
@@ -138,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.register(sub, [shared])
     catalog.register(sub, [shared])
     replay.register(sub, [shared])
+    config.register(sub, [shared], parser)
+    # Every flag bound to a setting defaults to its value in the environment or conveyor.toml.
+    config.apply_defaults(parser)
     return parser
 
 
