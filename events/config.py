@@ -4,8 +4,9 @@
 
 `SETTINGS` names each setting once: its key in the file (`nats.url`), its environment variable
 (`CONVEYOR_NATS_URL`), its type, its default, whether it is a secret, and the command-line
-flags bound to it. The file is found in the current directory (`conveyor.toml`, else a
-`pyproject.toml` with a `[tool.conveyor]` table) or named by `CONVEYOR_CONFIG`:
+flags bound to it (docs/operations.md says what each one does). The file is found in the current
+directory (`conveyor.toml`, else a `pyproject.toml` with a `[tool.conveyor]` table) or named by
+`CONVEYOR_CONFIG`:
 
     [nats]
     url = ["nats://n1:4222", "nats://n2:4222"]
@@ -50,191 +51,69 @@ class Setting:
     env: str
     kind: type  # str, int, float, bool, or list (of strings)
     default: Any
-    help: str
     secret: bool = False
     # The CLI flags bound to it: (command, dest); command "*" is every command.
     flags: tuple[tuple[str, str], ...] = ()
 
 
-def _nats(name: str, help: str, *, secret: bool = False) -> Setting:
-    return Setting(
-        f"nats.{name}",
-        f"CONVEYOR_NATS_{name.upper()}",
-        str,
-        None,
-        help,
-        secret=secret,
-        flags=(("*", f"nats_{name}"),),
+def _flag(key: str, env: str, kind: type, default: Any, flag: str, secret: bool = False) -> Setting:
+    """A setting with a flag: `flag` is "<command>.<dest>" ("*.<dest>": every command's)."""
+    command, dest = flag.split(".")
+    return Setting(key, env, kind, default, secret, ((command, dest),))
+
+
+def _nats(name: str, secret: bool = False) -> Setting:
+    return _flag(
+        f"nats.{name}", f"CONVEYOR_NATS_{name.upper()}", str, None, f"*.nats_{name}", secret
     )
 
 
+_HOME = ".conveyor"
 SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "nats.url",
-        "CONVEYOR_NATS_URL",
-        list,
-        ["nats://127.0.0.1:4222"],
-        "NATS server, or the seed list of a cluster",
-        flags=(("*", "nats"),),
-    ),
-    _nats("user", "NATS user name"),
-    _nats("password", "NATS password", secret=True),
-    _nats("token", "NATS token", secret=True),
-    _nats("nkey_seed", "file holding an NKey seed"),
-    _nats("creds", ".creds file (JWT + NKey seed)"),
-    _nats("tls_ca", "CA certificate file"),
-    _nats("tls_cert", "client certificate file (mTLS)"),
-    _nats("tls_key", "client key file (mTLS)"),
-    Setting(
-        "namespace",
-        "CONVEYOR_NAMESPACE",
-        str,
-        "conveyor",
-        "prefix of every stream, subject and bucket",
-        flags=(("*", "namespace"),),
-    ),
-    Setting("topology.partitions", "CONVEYOR_PARTITIONS", int, 1, "event partitions"),
-    Setting("topology.replicas", "CONVEYOR_REPLICAS", int, 1, "copies of every stream"),
-    Setting("topology.task_ack_wait", "CONVEYOR_TASK_ACK_WAIT", float, 30.0, "silent worker, s"),
-    Setting(
-        "topology.task_max_deliveries",
-        "CONVEYOR_TASK_MAX_DELIVERIES",
-        int,
-        5,
-        "deliveries before a task fails as killing its worker",
-    ),
-    Setting(
-        "startup_timeout",
-        "CONVEYOR_STARTUP_TIMEOUT",
-        float,
-        30.0,
-        "seconds a process waits for NATS and the topology",
-    ),
-    Setting(
-        "log.level",
-        "CONVEYOR_LOG_LEVEL",
-        str,
-        "warning",
-        "debug, info, warning or error",
-        flags=(("*", "log_level"),),
-    ),
-    Setting(
+    _flag("nats.url", "CONVEYOR_NATS_URL", list, ["nats://127.0.0.1:4222"], "*.nats"),
+    _nats("user"),
+    _nats("password", secret=True),
+    _nats("token", secret=True),
+    _nats("nkey_seed"),
+    _nats("creds"),
+    _nats("tls_ca"),
+    _nats("tls_cert"),
+    _nats("tls_key"),
+    _flag("namespace", "CONVEYOR_NAMESPACE", str, "conveyor", "*.namespace"),
+    Setting("topology.partitions", "CONVEYOR_PARTITIONS", int, 1),
+    Setting("topology.replicas", "CONVEYOR_REPLICAS", int, 1),
+    Setting("topology.task_ack_wait", "CONVEYOR_TASK_ACK_WAIT", float, 30.0),
+    Setting("topology.task_max_deliveries", "CONVEYOR_TASK_MAX_DELIVERIES", int, 5),
+    Setting("startup_timeout", "CONVEYOR_STARTUP_TIMEOUT", float, 30.0),
+    _flag("log.level", "CONVEYOR_LOG_LEVEL", str, "warning", "*.log_level"),
+    _flag(
         "orchestrator.db",
         "CONVEYOR_ORCHESTRATOR_DB",
         str,
-        ".conveyor/conveyor.db",
-        "the orchestrator's sqlite store",
-        flags=(("orchestrator", "db"),),
+        f"{_HOME}/conveyor.db",
+        "orchestrator.db",
     ),
-    Setting(
-        "orchestrator.partition",
-        "CONVEYOR_PARTITION",
-        int,
-        0,
-        "the partition this orchestrator owns",
-        flags=(("orchestrator", "partition"),),
-    ),
-    Setting(
-        "orchestrator.topology",
-        "CONVEYOR_TOPOLOGY",
-        str,
-        "auto",
-        "apply, check, or auto (apply on one server)",
-        flags=(("orchestrator", "topology"),),
-    ),
-    Setting(
+    _flag("orchestrator.partition", "CONVEYOR_PARTITION", int, 0, "orchestrator.partition"),
+    _flag("orchestrator.topology", "CONVEYOR_TOPOLOGY", str, "auto", "orchestrator.topology"),
+    _flag(
         "orchestrator.metrics_port",
         "CONVEYOR_ORCHESTRATOR_METRICS_PORT",
         int,
         None,
-        "serve /metrics and /healthz here",
-        flags=(("orchestrator", "metrics_port"),),
+        "orchestrator.metrics_port",
     ),
-    Setting(
-        "worker.concurrency",
-        "CONVEYOR_WORKER_CONCURRENCY",
-        int,
-        16,
-        "tasks a worker runs at once",
-        flags=(("worker", "concurrency"),),
-    ),
-    Setting(
-        "worker.queues",
-        "CONVEYOR_WORKER_QUEUES",
-        list,
-        None,
-        "serve only these queues",
-        flags=(("worker", "queue"),),
-    ),
-    Setting(
-        "worker.grace",
-        "CONVEYOR_WORKER_GRACE",
-        float,
-        30.0,
-        "seconds to finish tasks on SIGTERM",
-        flags=(("worker", "grace"),),
-    ),
-    Setting(
-        "worker.metrics_port",
-        "CONVEYOR_WORKER_METRICS_PORT",
-        int,
-        None,
-        "serve /metrics and /healthz here",
-        flags=(("worker", "metrics_port"),),
-    ),
-    Setting(
-        "api.host", "CONVEYOR_API_HOST", str, "127.0.0.1", "listen on", flags=(("api", "host"),)
-    ),
-    Setting("api.port", "CONVEYOR_API_PORT", int, 8080, "listen on", flags=(("api", "port"),)),
-    Setting(
-        "api.token",
-        "CONVEYOR_API_TOKEN",
-        str,
-        None,
-        "bearer token the API requires",
-        secret=True,
-        flags=(("api", "token"),),
-    ),
-    Setting(
-        "api.db",
-        "CONVEYOR_API_DB",
-        str,
-        ".conveyor/projection.db",
-        "the API's projection store",
-        flags=(("api", "db"),),
-    ),
-    Setting(
-        "webhooks.hooks",
-        "CONVEYOR_WEBHOOKS_FILE",
-        str,
-        None,
-        "the hooks file (YAML)",
-        flags=(("webhooks", "hooks"),),
-    ),
-    Setting(
-        "webhooks.host",
-        "CONVEYOR_WEBHOOKS_HOST",
-        str,
-        "127.0.0.1",
-        "listen on",
-        flags=(("webhooks", "host"),),
-    ),
-    Setting(
-        "webhooks.port",
-        "CONVEYOR_WEBHOOKS_PORT",
-        int,
-        8090,
-        "listen on",
-        flags=(("webhooks", "port"),),
-    ),
-    Setting(
-        "dev.home",
-        "CONVEYOR_HOME",
-        str,
-        ".conveyor",
-        "state directory of `conveyor dev`",
-        flags=(("dev", "home"),),
-    ),
+    _flag("worker.concurrency", "CONVEYOR_WORKER_CONCURRENCY", int, 16, "worker.concurrency"),
+    _flag("worker.queues", "CONVEYOR_WORKER_QUEUES", list, None, "worker.queue"),
+    _flag("worker.grace", "CONVEYOR_WORKER_GRACE", float, 30.0, "worker.grace"),
+    _flag("worker.metrics_port", "CONVEYOR_WORKER_METRICS_PORT", int, None, "worker.metrics_port"),
+    _flag("api.host", "CONVEYOR_API_HOST", str, "127.0.0.1", "api.host"),
+    _flag("api.port", "CONVEYOR_API_PORT", int, 8080, "api.port"),
+    _flag("api.token", "CONVEYOR_API_TOKEN", str, None, "api.token", secret=True),
+    _flag("api.db", "CONVEYOR_API_DB", str, f"{_HOME}/projection.db", "api.db"),
+    _flag("webhooks.hooks", "CONVEYOR_WEBHOOKS_FILE", str, None, "webhooks.hooks"),
+    _flag("webhooks.host", "CONVEYOR_WEBHOOKS_HOST", str, "127.0.0.1", "webhooks.host"),
+    _flag("webhooks.port", "CONVEYOR_WEBHOOKS_PORT", int, 8090, "webhooks.port"),
+    _flag("dev.home", "CONVEYOR_HOME", str, _HOME, "dev.home"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 BY_ENV = {s.env: s for s in SETTINGS}

@@ -25,7 +25,8 @@ _PATHS = frozenset(
 )
 
 
-def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def commands_of(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser's commands, by name."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
@@ -58,7 +59,7 @@ def _words(items: list[str]) -> str:
 
 
 def bash(parser: argparse.ArgumentParser, prog: str = "conveyor") -> str:
-    commands = _commands(parser)
+    commands = commands_of(parser)
     valued: dict[str, list[str] | None] = {}
     for sub in [parser, *commands.values()]:
         valued.update(_valued(sub))

@@ -25,7 +25,7 @@ from events.otel import configured as otel_configured
 from events.settings import NatsSettings
 from events.topology import Topology
 from orchestrator.cli.common import EXIT_OK, EXIT_USAGE, typed
-from orchestrator.cli.completion import SHELLS, script
+from orchestrator.cli.completion import SHELLS, commands_of, script
 
 # OpenTelemetry is configured by its own standard variables, read by its SDK: shown, not set.
 OTEL_VARIABLES = (
@@ -39,13 +39,6 @@ OTEL_VARIABLES = (
 )
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
 def apply_defaults(parser: argparse.ArgumentParser, env: Environment | None = None) -> None:
     """Each command's flags bound to a setting default to its value from the environment or
     the file (when set there; else the flag keeps its built-in default, which a test holds equal
@@ -53,7 +46,7 @@ def apply_defaults(parser: argparse.ArgumentParser, env: Environment | None = No
     env = environment() if env is None else env
     values = {r.setting.key: r for r in resolve(env=env)}
     bound = settings_by_flag()
-    for name, sub in _subparsers(parser).items():
+    for name, sub in commands_of(parser).items():
         sub.set_defaults(config_command=name)
         for action in sub._actions:
             setting = bound.get((name, action.dest))
