@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from events.server import EmbeddedServer
     from orchestrator.client import Client
     from orchestrator.runtime.engine import Engine
-    from orchestrator.runtime.otel import RunTracing
     from workers.runtime import Worker
 
 log = structlog.get_logger("conveyor.process")
@@ -193,6 +192,7 @@ async def orchestrator(
     partition 0) cron scheduler, and a gauge refresher."""
     from orchestrator.runtime.engine import Engine
     from orchestrator.runtime.metrics import engine_registry
+    from orchestrator.runtime.otel import engine_tracing
     from orchestrator.runtime.service import ApiService
     from orchestrator.triggers.router import Router
     from orchestrator.triggers.scheduler import Scheduler
@@ -201,9 +201,10 @@ async def orchestrator(
     bus = await process.connect(f"orchestrator-p{partition}")
     await process.prepare_topology(bus, topology)
     store = await process.open_store(db)
-    engine = Engine(
-        bus, store, partition=partition, tracing=_run_tracing(process, bus), **engine_options
-    )
+    tracing = engine_tracing(bus)  # None unless an OTLP endpoint is set
+    if tracing is not None:
+        process.on_exit(lambda: asyncio.to_thread(tracing.shutdown))
+    engine = Engine(bus, store, partition=partition, tracing=tracing, **engine_options)
     process.add(engine, ApiService(bus, store, partition))
     if triggers:
         process.add(Router(bus, store, partition=partition), Notifier(bus, partition=partition))
@@ -279,11 +280,14 @@ async def worker(
     **options: Any,
 ) -> Worker:
     from workers.metrics import worker_registry
+    from workers.otel import install_tracing
     from workers.runtime import Worker
 
     bus = await process.connect("worker")
     await process.prepare_topology(bus, topology)
-    _worker_tracing(process)
+    provider = install_tracing()  # the worker's spans over OTLP, if an endpoint is set
+    if provider is not None:
+        process.on_exit(lambda: asyncio.to_thread(provider.shutdown))
     runtime = Worker(bus, tasks, queues=queues, concurrency=concurrency, grace_s=grace_s, **options)
     process.add(runtime)
     process.metrics.append(worker_registry(runtime))
@@ -295,34 +299,6 @@ async def client(process: Process) -> Client:
 
     bus = await process.connect("client")
     return Client(bus)
-
-
-def _run_tracing(process: Process, bus: Bus) -> RunTracing | None:
-    """The engine's OpenTelemetry spans, when an OTLP endpoint is set (events.otel)."""
-    from events.otel import configured
-
-    if not configured():
-        return None
-    from orchestrator.runtime.otel import RunTracing
-    from orchestrator.runtime.registry import Registry
-
-    tracing = RunTracing.from_environment(Registry(bus))
-    process.on_exit(lambda: asyncio.to_thread(tracing.shutdown))
-    return tracing
-
-
-def _worker_tracing(process: Process) -> None:
-    """The worker's spans (and the task code's own) exported over OTLP when an endpoint is set:
-    the process's global tracer provider, set here, in the composition root, once."""
-    from events.otel import configured
-
-    if not configured():
-        return
-    from workers.otel import install
-
-    provider = install()
-    if provider is not None:
-        process.on_exit(lambda: asyncio.to_thread(provider.shutdown))
 
 
 def embedded_server(process: Process, store_dir: Path, port: int | None) -> EmbeddedServer:

@@ -5,9 +5,9 @@ the task's own code starts (with any OpenTelemetry instrumentation) nest under i
     result = await traced(trace, dispatched, worker_name, perform(...))
 
 It uses the process's global tracer provider: `conveyor worker` installs one exporting over OTLP
-when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`install`, from the composition root), and a worker
-embedded in an application that configured OpenTelemetry itself uses that one. With neither, or
-without the SDK installed, `traced` just awaits the attempt.
+when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`install_tracing`, from the composition root), and a
+worker embedded in an application that configured OpenTelemetry itself uses that one. With
+neither, or without the SDK installed, `traced` just awaits the attempt.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from events.models import TaskDispatched
-from events.otel import parent_context, tracer_provider
+from events.otel import configured, parent_context, tracer_provider
 from workers.attempt import Result
 
 if TYPE_CHECKING:
@@ -25,9 +25,12 @@ if TYPE_CHECKING:
 SERVICE = "conveyor-worker"
 
 
-def install() -> TracerProvider | None:
-    """Make an OTLP-exporting provider the process's global one, unless the application set
-    its own already (then that one is used, and None returned)."""
+def install_tracing() -> TracerProvider | None:
+    """When an OTLP endpoint is set: make an OTLP-exporting provider the process's global one
+    (returned: the caller shuts it down on its way out), unless the application set its own
+    already (then that one is used). None when there is nothing to shut down."""
+    if not configured():
+        return None
     from opentelemetry import trace
 
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):

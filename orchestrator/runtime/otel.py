@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from events.bus import Bus
 from events.models import WireModel
-from events.otel import ChosenIds, parent_context, tracer_provider
+from events.otel import ChosenIds, configured, parent_context, tracer_provider
 from events.tracing import child_traceparent, span_id, trace_id
 from orchestrator.core.state import NodeState, RunState, Transition
 from orchestrator.core.statuses import RUN_TERMINAL, NodeStatus, RunStatus
@@ -195,6 +196,14 @@ class RunTracing:
             return None
         node = spec.nodes.get(node_id)
         return node.spec.task if node is not None else None
+
+
+def engine_tracing(bus: Bus) -> RunTracing | None:
+    """The engine's tracing when an OTLP endpoint is set (events.otel), else None. The caller
+    shuts it down (in a thread: it flushes) on its way out."""
+    if not configured():
+        return None
+    return RunTracing.from_environment(Registry(bus))
 
 
 def _attempt_trace(run: RunState, node_key: str, attempt: int) -> str:
