@@ -84,6 +84,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("topology.replicas", "CONVEYOR_REPLICAS", int, 1),
     Setting("topology.task_ack_wait", "CONVEYOR_TASK_ACK_WAIT", float, 30.0),
     Setting("topology.task_max_deliveries", "CONVEYOR_TASK_MAX_DELIVERIES", int, 5),
+    Setting("topology.worker_heartbeat", "CONVEYOR_WORKER_HEARTBEAT", float, 5.0),
     Setting("startup_timeout", "CONVEYOR_STARTUP_TIMEOUT", float, 30.0),
     _flag("log.level", "CONVEYOR_LOG_LEVEL", str, "warning", "*.log_level"),
     _flag(

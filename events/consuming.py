@@ -11,18 +11,30 @@ that the process supervisor (systemd, Kubernetes, compose) starts a fresh one.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import structlog
 
-from events.bus import Delivery, Puller
+from events.bus import Delivery
 from events.errors import BusClosed, BusError
 
-_FIRST_PAUSE_S = 0.5
-_MAX_PAUSE_S = 5.0
+
+class Source(Protocol):
+    """What a Fetcher reads: a durable consumer (`Puller`) or an ordered reader."""
+
+    name: str
+
+    async def fetch(self, batch: int, timeout: float) -> list[Delivery]: ...
+
+    async def close(self) -> None: ...
+
+
+_FIRST_PAUSE_S = 0.25
+_MAX_PAUSE_S = 1.0
 
 
 class Fetcher:
-    def __init__(self, puller: Puller, what: str) -> None:
+    def __init__(self, puller: Source, what: str) -> None:
         self.puller = puller
         self.what = what
         self._pause = _FIRST_PAUSE_S

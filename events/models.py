@@ -28,6 +28,7 @@ TASK_CANCEL_REQUESTED = "io.conveyor.task.cancel-requested"
 TIMER_FIRED = "io.conveyor.timer.fired"
 WAIT_MATCHED = "io.conveyor.wait.matched"
 WEBHOOK_ATTEMPTED = "io.conveyor.webhook.attempted"
+WORKER_HEARTBEAT = "io.conveyor.worker.heartbeat"
 
 
 class WireModel(BaseModel):
@@ -163,7 +164,8 @@ class TaskCancelRequested(TaskRef):
 class TimerFired(WireModel):
     run_id: str
     timer_id: str
-    kind: Literal["retry", "deadline", "sleep"]
+    # "start": the attempt's schedule-to-start timeout (no worker started it in time).
+    kind: Literal["retry", "deadline", "sleep", "start"]
     node_id: str
     attempt: int
 
@@ -188,6 +190,30 @@ class WebhookAttempted(WireModel):
     at: str
 
 
+class ServedTask(WireModel):
+    queue: str
+    task: str
+
+
+class WorkerHeartbeat(WireModel):
+    """A worker announcing itself, every `interval_s`, on `<ns>.worker.<worker>` (a stream that
+    keeps the last one of each worker): who it is and what it serves, so that a task no running
+    worker serves can be told apart from one that waits its turn."""
+
+    worker: str  # the worker's id, a subject token; the `worker` of its task events
+    host: str
+    pid: int | None = None
+    version: str  # free text: the SDK and its version, e.g. "conveyor-python 0.1.0"
+    serves: list[ServedTask]
+    concurrency: int = Field(ge=0)
+    in_flight: int = Field(ge=0)
+    isolated: int = Field(0, ge=0)  # of those, attempts run alone (suspected of crashing)
+    started_at: str  # RFC 3339
+    interval_s: float = Field(gt=0)
+    # "stopped": its last word on a graceful exit (a killed worker just stops heartbeating).
+    state: Literal["running", "draining", "stopped"] = "running"
+
+
 DATA_MODELS: dict[str, type[WireModel]] = {
     WEBHOOK_ATTEMPTED: WebhookAttempted,
     WAIT_MATCHED: WaitMatched,
@@ -203,6 +229,7 @@ DATA_MODELS: dict[str, type[WireModel]] = {
     TASK_FAILED: TaskFailed,
     TASK_CANCEL_REQUESTED: TaskCancelRequested,
     TIMER_FIRED: TimerFired,
+    WORKER_HEARTBEAT: WorkerHeartbeat,
 }
 
 

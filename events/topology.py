@@ -6,13 +6,20 @@ seeing each other's messages.
 
 Subjects
     <ns>.evt.<partition>.<noun>.<verb>.<run_id>   the event log (CONVEYOR_EVENTS)
-    <ns>.task.<queue>                             work queues (CONVEYOR_TASKS)
+    <ns>.task.<queue>.<task>                      one work queue per task and queue
+                                                  (CONVEYOR_TASKS); consumer task:<queue>:<task>
+    <ns>.worker.<worker_id>                       worker heartbeats, the last one of each worker
+                                                  (CONVEYOR_WORKERS)
     <ns>.log.<run_id>.<node_id>                   task log lines (CONVEYOR_LOGS)
     <ns>.dlq.<origin>                             dead letters with their reason (CONVEYOR_DLQ)
     <ns>.api.<partition>.<verb>                   request/reply to the orchestrator (core NATS)
 
 Putting the run id last in event subjects lets a reader follow one run with a subject filter
-(`<ns>.evt.*.*.*.<run_id>`) instead of reading every event.
+(`<ns>.evt.*.*.*.<run_id>`) instead of reading every event. A task is dispatched on its own
+subject, so that only the workers that serve it ever receive it: pools with different tasks on
+one queue never take each other's work. (Before that, tasks were dispatched on `<ns>.task.<queue>`
+and read through the consumer `queue-<queue>`: `legacy_task_subject` / `queue_consumer` name
+them for the upgrade path, see `workers.forwarding`.)
 """
 
 from __future__ import annotations
@@ -60,6 +67,10 @@ class StreamPlan:
     max_age_s: float
     duplicate_window_s: float
     replicas: int = 1
+    # 1: keep only the last message of each subject (heartbeats); -1: no such limit.
+    max_msgs_per_subject: int = -1
+    # Answer direct gets (any replica reads the last message of a subject, no consumer).
+    allow_direct: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,11 @@ class Topology:
     task_ack_wait_s: float = 30.0
     # Deliveries of one task message after which it is failed as "kills its worker".
     task_max_deliveries: int = 5
+    # How often a worker announces itself (it counts as gone once it misses a few: see
+    # `orchestrator.runtime.workers`). The last heartbeat of each worker is kept this long, so
+    # that a worker that went away is still listed for a while.
+    worker_heartbeat_s: float = 5.0
+    worker_max_age_s: float = 3600.0
     # A crash-restarted publisher must fall inside this window to be deduplicated.
     duplicate_window_s: float = 600.0
     event_max_age_s: float = 7 * 24 * 3600.0
@@ -86,6 +102,8 @@ class Topology:
                 f"namespace {self.namespace!r} must be 1-32 of a-z, 0-9 or '_', "
                 "starting with a letter"
             )
+        if not self.worker_heartbeat_s > 0:
+            raise ValueError(f"worker_heartbeat_s must be > 0, got {self.worker_heartbeat_s}")
         if self.partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {self.partitions}")
         if not 1 <= self.replicas <= 5:
@@ -118,6 +136,9 @@ class Topology:
             task_max_deliveries=number(
                 "CONVEYOR_TASK_MAX_DELIVERIES", int, defaults.task_max_deliveries
             ),
+            worker_heartbeat_s=number(
+                "CONVEYOR_WORKER_HEARTBEAT", float, defaults.worker_heartbeat_s
+            ),
             replicas=number("CONVEYOR_REPLICAS", int, defaults.replicas),
         )
 
@@ -147,6 +168,10 @@ class Topology:
         return f"{self._upper}_DLQ"
 
     @property
+    def workers_stream(self) -> str:
+        return f"{self._upper}_WORKERS"
+
+    @property
     def workflows_bucket(self) -> str:
         return f"{self.namespace}-workflows"
 
@@ -156,9 +181,6 @@ class Topology:
 
     def orchestrator_consumer(self, partition: int) -> str:
         return f"orchestrator-p{partition}"
-
-    def projection_consumer(self, partition: int) -> str:
-        return f"projection-p{partition}"
 
     def router_consumer(self, partition: int, source: str) -> str:
         return f"router-{source}-p{partition}"
@@ -179,16 +201,25 @@ class Topology:
         ]
 
     def queue_consumer(self, queue: str) -> str:
+        """The consumer of a whole queue in versions that dispatched on `<ns>.task.<queue>`:
+        read only to forward what is left there (see `legacy_task_subject`)."""
         return f"queue-{queue}"
 
     def task_consumer(self, queue: str, task: str) -> str:
         """The durable consumer shared by every worker that serves `task` on `queue` (what KEDA
         scales a worker pool on). Queue and task names are subject tokens ([A-Za-z0-9_-]), so
         ':' separates them unambiguously."""
-        for what, name in (("queue", queue), ("task", task)):
-            if not is_token(name):
-                raise ValueError(f"{what} name {name!r} is not subject-safe ([A-Za-z0-9_-])")
+        _check_tokens(queue, task)
         return f"task:{queue}:{task}"
+
+    @staticmethod
+    def parse_task_consumer(name: str) -> tuple[str, str] | None:
+        """(queue, task) of a consumer named by `task_consumer`, else None."""
+        kind, _, rest = name.partition(":")
+        queue, _, task = rest.partition(":")
+        if kind != "task" or not is_token(queue) or not is_token(task):
+            return None
+        return queue, task
 
     # ---- subjects ----------------------------------------------------------------------
     def partition(self, run_id: str) -> int:
@@ -205,10 +236,23 @@ class Topology:
     def orchestrator_filters(self, partition: int) -> list[str]:
         return [f"{self.namespace}.evt.{partition}.{type_suffix(t)}.*" for t in ORCHESTRATOR_INPUTS]
 
-    def task_subject(self, queue: str) -> str:
-        if not is_token(queue):
-            raise ValueError(f"queue name {queue!r} is not subject-safe ([A-Za-z0-9_-])")
+    def task_subject(self, queue: str, task: str) -> str:
+        """Where attempts of `task` on `queue` are dispatched: only its consumer reads them."""
+        _check_tokens(queue, task)
+        return f"{self.namespace}.task.{queue}.{task}"
+
+    def legacy_task_subject(self, queue: str) -> str:
+        """Where versions before per-task routing dispatched every task of `queue`."""
+        _check_tokens(queue)
         return f"{self.namespace}.task.{queue}"
+
+    def worker_subject(self, worker_id: str) -> str:
+        if not is_token(worker_id):
+            raise ValueError(f"worker id {worker_id!r} is not subject-safe ([A-Za-z0-9_-], 1-128)")
+        return f"{self.namespace}.worker.{worker_id}"
+
+    def workers_filter(self) -> str:
+        return f"{self.namespace}.worker.*"
 
     def log_subject(self, run_id: str, node_id: str) -> str:
         return f"{self.namespace}.log.{run_id}.{node_id}"
@@ -235,4 +279,20 @@ class Topology:
             StreamPlan(
                 self.ingest_stream, (f"{ns}.ingest.>",), False, self.event_max_age_s, window, r
             ),
+            StreamPlan(
+                self.workers_stream,
+                (f"{ns}.worker.*",),
+                False,
+                self.worker_max_age_s,
+                min(window, 60.0),
+                r,
+                max_msgs_per_subject=1,
+                allow_direct=True,
+            ),
         )
+
+
+def _check_tokens(queue: str, task: str | None = None) -> None:
+    for what, name in (("queue", queue), ("task", task)):
+        if name is not None and not is_token(name):
+            raise ValueError(f"{what} name {name!r} is not subject-safe ([A-Za-z0-9_-], 1-128)")

@@ -132,7 +132,10 @@ class Client:
             run_id = run_id_for_key(workflow, idempotency_key) if idempotency_key else new_run_id()
         request = RunRequested(
             workflow=workflow,
-            version=version,
+            # Pinned to the version the input was checked against (the latest one, unless
+            # asked): the orchestrator then needs no lookup of its own, and the run is the one
+            # whose input was validated.
+            version=spec.version,
             input=payload,
             idempotency_key=idempotency_key,
             run_id=run_id,

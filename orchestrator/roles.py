@@ -215,22 +215,17 @@ async def orchestrator(
     return engine
 
 
-async def projection(
-    process: Process, *, db: str | Path, partition: int = 0, rebuild: bool = False
-) -> Engine:
-    """A read-side projection: the same events, the same machine, its own store."""
+async def projection(process: Process, *, db: str | Path, rebuild: bool = False) -> Engine:
+    """A read-side projection: every partition's events, the same machine, its own store (and
+    its own position in the event stream: a fresh or rebuilt store replays the stream)."""
     from orchestrator.runtime.engine import Engine
 
-    bus = await process.connect(f"projection-p{partition}")
+    bus = await process.connect("projection")
     await process.prepare_topology(bus, "check")
     if rebuild:
-        await bus.delete_consumer(
-            process.common.topology.events_stream,
-            process.common.topology.projection_consumer(partition),
-        )
         await asyncio.to_thread(remove_sqlite, Path(db))
     store = await process.open_store(db)
-    engine = Engine(bus, store, partition=partition, projection=True)
+    engine = Engine(bus, store, projection=True)
     process.add(engine)
     return engine
 
@@ -243,13 +238,12 @@ async def api(
     port: int = 8080,
     token: str | None = None,
     dev: bool = False,
-    partition: int = 0,
 ) -> HttpServer:
     """The HTTP API and dashboard over their own projection."""
     from orchestrator.client import Client
     from orchestrator.http import create_app
 
-    engine = await projection(process, db=db, partition=partition)
+    engine = await projection(process, db=db)
     app = create_app(store=engine.store, client=Client(engine.bus), token=token, dev=dev)
     server = HttpServer("http-api", app, host, port)
     process.add(server)

@@ -43,18 +43,32 @@ def refusal(
         return ErrorInfo(
             type="WorkerLost",
             message=f"task {dispatched.task!r} was delivered {deliveries - 1} times and every "
-            "worker that took it died or went silent before finishing (crash, kill -9, out of "
-            f"memory?); giving up on this attempt after {limit}",
+            "worker process that took it died or went silent before finishing (crash, kill -9, "
+            "out of memory?), even though it ran alone from its 2nd delivery on; giving up on "
+            f"this attempt after {limit}",
             retryable=True,
         )
     if dispatched.task not in tasks:
+        # Tasks are routed by name, so this takes a message published by hand on a task's
+        # subject with another task inside.
         return ErrorInfo(
             type="UnknownTask",
-            message=f"worker {worker} serves queue {dispatched.queue!r} but has no task named "
-            f"{dispatched.task!r} (it has: {', '.join(sorted(tasks))})",
+            message=f"worker {worker} has no task named {dispatched.task!r} (it has: "
+            f"{', '.join(sorted(tasks))}); the message came on the subject of another task",
             retryable=True,
         )
     return None
+
+
+def died_alone(dispatched: TaskDispatched, deliveries: int, how: str) -> ErrorInfo:
+    """The attempt killed the process it ran alone in on its last allowed delivery."""
+    return ErrorInfo(
+        type="WorkerLost",
+        message=f"task {dispatched.task!r} killed its worker {deliveries - 1} times when run "
+        f"alone (from its 2nd delivery on it ran in a process of its own; the last one ended: "
+        f"{how}); giving up on this attempt after {deliveries} deliveries",
+        retryable=True,
+    )
 
 
 class Executor:

@@ -19,11 +19,13 @@ import datetime as dt
 import logging
 import sys
 import threading
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from events.bus import Bus
 from events.models import LogLine
 from workers.context import TaskContext, _current
+
+if TYPE_CHECKING:  # a child process that runs one attempt needs the hooks, not nats-py
+    from events.bus import Bus
 
 _MAX_LINE = 16 * 1024
 _MAX_QUEUED = 50_000
@@ -65,6 +67,12 @@ class _ProcessHooks:
 
 
 _hooks = _ProcessHooks()
+
+
+def install_process_hooks() -> None:
+    """Route what runs under a task's context (logging, print) to its context's log sink, for
+    the life of the process (a child process that runs one attempt, see `workers.child`)."""
+    _hooks.acquire()
 
 
 class LogCapture:

@@ -13,7 +13,7 @@ neither, or without the SDK installed, `traced` just awaits the attempt.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from events.models import TaskDispatched
 from events.otel import configured, parent_context, tracer_provider
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 SERVICE = "conveyor-worker"
+R = TypeVar("R")
 
 
 def install_tracing() -> TracerProvider | None:
@@ -51,9 +52,10 @@ def _tracer() -> Any | None:
 
 
 async def traced(
-    trace: str | None, dispatched: TaskDispatched, worker: str, attempt: Awaitable[Result]
-) -> Result:
-    """Await `attempt` inside a span of it, when there is a tracer and a trace to continue."""
+    trace: str | None, dispatched: TaskDispatched, worker: str, attempt: Awaitable[R]
+) -> R:
+    """Await `attempt` (a `Result`, or whatever ended it in a child process) inside a span of
+    it, when there is a tracer and a trace to continue."""
     tracer = _tracer() if trace else None
     parent = parent_context(trace) if tracer is not None else None
     if tracer is None or parent is None:
@@ -77,7 +79,7 @@ async def traced(
         set_status_on_exception=False,
     ) as span:
         result = await attempt
-        if result.error is not None:
+        if isinstance(result, Result) and result.error is not None:
             error = result.error
             span.set_attribute("conveyor.error.retryable", error.retryable)
             span.add_event(

@@ -1,15 +1,24 @@
-"""The worker runtime: pull tasks from queues, run them, publish results, then ack.
+"""The worker runtime: pull the tasks it serves, run them, publish results, then ack.
+
+Each task is dispatched on its own subject (`<ns>.task.<queue>.<task>`) and read through its own
+durable consumer (`task:<queue>:<task>`), shared by every worker that serves it; a worker binds
+one consumer per (queue, task) it serves, and its fetch loops share its concurrency. So a
+worker only ever receives tasks it serves, whatever else runs on its queues.
 
 For each delivery (at least once; deduplicated downstream by (run, node, attempt)):
 
-    decode -> too many deliveries? -> fail it ("kills its worker"), term
+    decode -> too many deliveries? -> fail it (WorkerLost), term
            -> unknown task?        -> fail it, term
-           -> publish task.started -> validate input -> run (heartbeating, with its timeout)
+           -> publish task.started -> run it: shared on the first delivery, alone after that
+              (workers.isolation), heartbeating, within its timeout
            -> publish task.completed | task.failed (durably, deterministic ids) -> ack
+              (or, if it killed the process it ran alone in: hand it back, or WorkerLost once
+              its deliveries are used up)
 
 Nothing lives on the worker between tasks, so any replica can take any task and the pool can
-scale to zero. On `stop()` (SIGTERM) it stops fetching, lets in-flight tasks finish within the
-grace period, and naks the rest so another replica takes them at once.
+scale to zero. The worker announces itself (`workers.presence`) so that a task no running worker
+serves can be reported as such. On `stop()` (SIGTERM) it stops fetching, lets in-flight tasks
+finish within the grace period, and naks the rest so another replica takes them at once.
 """
 
 from __future__ import annotations
@@ -18,44 +27,37 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
 import structlog
 
 from events.acks import Outcome
-from events.bus import Bus, Delivery, settle_quietly
+from events.bus import Bus, Delivery
 from events.codec import decode
 from events.consuming import Fetcher
-from events.dlq import park
-from events.envelope import CloudEvent
-from events.errors import BusClosed, BusError, MalformedEvent
+from events.errors import BusError, MalformedEvent
+from events.ids import is_token
 from events.models import (
-    INLINE_LIMIT_BYTES,
-    TASK_COMPLETED,
-    TASK_FAILED,
-    TASK_STARTED,
-    ErrorInfo,
     TaskCancelRequested,
-    TaskCompleted,
     TaskDispatched,
-    TaskFailed,
-    TaskStarted,
 )
-from workers.attempt import Executor, perform, refusal
+from workers.attempt import Executor, Result, died_alone, perform, refusal
 from workers.context import TaskContext
+from workers.forwarding import LegacyForwarder, park_and_settle
+from workers.isolation import Died, Solo, address_of, run_in_child
 from workers.logcapture import LogCapture
 from workers.metrics import task_seconds_histogram
 from workers.otel import traced
+from workers.presence import Load, Presence
+from workers.reporting import Reporter
 from workers.task import Task
 
 log = structlog.get_logger("conveyor.worker")
-
-_ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)  # built once: ~40 µs each time
 
 
 @dataclass(slots=True)
@@ -64,10 +66,41 @@ class _InFlight:
     trace: str | None = None  # the attempt's W3C traceparent, from the dispatch's envelope
     job: asyncio.Task[None] | None = None
     cancelled: bool = False
+    alone: bool = False  # run alone: a suspect (delivered before without a result)
+
+
+class _Start:
+    """task.started for one attempt, sent once, when the attempt really starts (a child process
+    first loads the task, which takes a while and must not count against its timeout). It is
+    sent without waiting for its ack, so the task starts at once; `acked()` waits for it before
+    the result is published, so the start comes first in the event log (the orchestrator copes
+    with a result that has no start before it anyway)."""
+
+    def __init__(self, reporter: Reporter, dispatched: TaskDispatched, trace: str | None) -> None:
+        self._reporter = reporter
+        self._dispatched = dispatched
+        self._trace = trace
+        self._acked: Callable[[], Awaitable[bool]] | None = None
+
+    async def __call__(self) -> None:
+        if self._acked is None:
+            self._acked = await self._reporter.started(self._dispatched, self._trace)
+
+    async def acked(self) -> None:
+        if self._acked is not None:
+            with contextlib.suppress(BusError):  # a lost start changes nothing that matters
+                await self._acked()
+
+
+def default_name() -> str:
+    """`<host>-<pid>-<4 hex>`, a subject token (a host name may hold dots)."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:80] or "host"
+    return f"{host}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
 class Worker:
-    """Serves `tasks` from their queues (or only `queues`), at most `concurrency` at a time."""
+    """Serves `tasks`, each on its own queue (or every one of them on each of `queues`), at most
+    `concurrency` at a time."""
 
     def __init__(
         self,
@@ -89,26 +122,49 @@ class Worker:
             if t.name in self.tasks and self.tasks[t.name].fn is not t.fn:
                 raise ValueError(f"two different tasks are named {t.name!r}")
             self.tasks[t.name] = t
-        wanted = set(queues) if queues else {t.queue for t in self.tasks.values()}
-        self.queues = sorted(wanted)
-        if not self.queues:
-            raise ValueError("a worker needs at least one task or queue to serve")
+        if not self.tasks:
+            raise ValueError("a worker needs at least one task to serve")
+        wanted = sorted(set(queues)) if queues else None
+        # (queue, task) pairs: each task on its declared queue, or on each queue asked for.
+        self.serves = sorted(
+            (queue, name)
+            for name, t in self.tasks.items()
+            for queue in (wanted if wanted is not None else [t.queue])
+        )
+        for queue, task_name in self.serves:
+            self.topology.task_consumer(queue, task_name)  # ValueError for an unsafe name
+        self.queues = sorted({queue for queue, _ in self.serves})
         self.concurrency = concurrency
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.name = name or default_name()
+        if not is_token(self.name):
+            raise ValueError(
+                f"worker name {self.name!r} must hold only letters, digits, '_' or '-' (it "
+                "names the worker's heartbeat subject)"
+            )
         self.grace_s = grace_s
-        self.heartbeat_s = max(0.2, self.topology.task_ack_wait_s / 3)
+        self.progress_s = max(0.2, self.topology.task_ack_wait_s / 3)
+        # One long-poll per consumer, each holding a slot while it waits: with more consumers
+        # than slots they take turns, so keep each turn short.
+        self.poll_s = (
+            1.0 if len(self.serves) <= concurrency else max(0.2, concurrency / len(self.serves))
+        )
         self._slots = asyncio.Semaphore(concurrency)
         self._stopping = asyncio.Event()
         self._inflight: dict[tuple[str, str, int], _InFlight] = {}
         self._jobs: set[asyncio.Task[None]] = set()
         self._executor = Executor(concurrency)
+        self._solo = Solo()
         self._logs = LogCapture(bus) if capture_logs else None
+        # A finished attempt keeps trying to publish its result through a leader election.
+        self._reporter = Reporter(bus, self.name, retry_s=max(30.0, self.topology.task_ack_wait_s))
+        self.presence = Presence(bus, self.name, self.serves, concurrency, self._load)
         self.completed = 0
         self.failed = 0
         self.task_seconds = task_seconds_histogram()
         self._fetchers: list[Fetcher] = []
+        self._forwarders: list[LegacyForwarder] = []
         self._cancel_sub: Any = None
-        self._heartbeats: asyncio.Task[None] | None = None
+        self._progress: asyncio.Task[None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -126,23 +182,34 @@ class Worker:
         """Sync tasks still running in threads after the drain (Python cannot interrupt them)."""
         return self._executor.busy_threads
 
+    def _load(self) -> Load:
+        alone = sum(1 for item in self._inflight.values() if item.alone)
+        return Load(in_flight=len(self._inflight), isolated=alone)
+
     # ---- lifecycle (start, run, stop, drain: the supervisor's protocol) ----------------------
     async def start(self) -> None:
-        """Bind the queues' consumers, listen for cancellations, start heartbeating."""
+        """Bind the tasks' consumers (and what is left of the old per-queue ones), listen for
+        cancellations, announce the worker, start heartbeating."""
+        pending = max(1000, self.concurrency)
+        for queue, task_name in self.serves:
+            puller = await self.bus.task_puller(queue, task_name, max_ack_pending=pending)
+            self._fetchers.append(Fetcher(puller, f"worker/{queue}/{task_name}"))
         for queue in self.queues:
-            puller = await self.bus.queue_puller(queue, max_ack_pending=max(1000, self.concurrency))
-            self._fetchers.append(Fetcher(puller, f"worker/{queue}"))
+            legacy = await self.bus.legacy_queue_puller(queue)
+            if legacy is not None:
+                fetcher = Fetcher(legacy, f"worker/{queue} (before per-task routing)")
+                self._forwarders.append(LegacyForwarder(self.bus, queue, fetcher))
         self._cancel_sub = await self.bus.subscribe(
             self.topology.cancel_subject_filter(), self._on_cancel
         )
-        self._heartbeats = asyncio.create_task(self._heartbeat_loop())
+        self._progress = asyncio.create_task(self._progress_loop())
         if self._logs is not None:
             self._logs.install()
+        await self.presence.start()
         log.info(
             "worker started",
             worker=self.name,
-            queues=self.queues,
-            tasks=sorted(self.tasks),
+            serves=[f"{queue}/{task_name}" for queue, task_name in self.serves],
             concurrency=self.concurrency,
         )
 
@@ -152,18 +219,21 @@ class Worker:
         if not self._fetchers:
             await self.start()
         async with asyncio.TaskGroup() as group:
-            for fetcher, queue in zip(self._fetchers, self.queues, strict=True):
-                group.create_task(self._fetch_loop(fetcher, queue, burst))
+            for fetcher in self._fetchers:
+                group.create_task(self._fetch_loop(fetcher, burst))
+            for forwarder in self._forwarders:
+                group.create_task(forwarder.run(self._stopping, burst=burst))
         if burst:
             await self.drain()
 
     async def drain(self) -> None:
         """Finish in-flight tasks within the grace period, hand the rest back, let go of
         everything `start()` took."""
+        await self.presence.announce("draining")
         await self._drain()
-        if self._heartbeats is not None:
-            self._heartbeats.cancel()
-            self._heartbeats = None
+        if self._progress is not None:
+            self._progress.cancel()
+            self._progress = None
         if self._cancel_sub is not None:
             with contextlib.suppress(Exception):
                 await self._cancel_sub.unsubscribe()
@@ -171,18 +241,22 @@ class Worker:
         for fetcher in self._fetchers:
             await fetcher.close()
         self._fetchers.clear()
+        for forwarder in self._forwarders:
+            await forwarder.close()
+        self._forwarders.clear()
         self._executor.shutdown()
         if self._logs is not None:
             await self._logs.uninstall()
+        await self.presence.stop()
         log.info("worker stopped", worker=self.name, completed=self.completed, failed=self.failed)
 
-    async def _fetch_loop(self, fetcher: Fetcher, queue: str, burst: bool) -> None:
+    async def _fetch_loop(self, fetcher: Fetcher, burst: bool) -> None:
         while await self._acquire_slot():
             # Long-poll for one task, then take what else is already there (up to the free
             # slots) with a short second fetch. A single batched long-poll shared by several
             # worker processes can hold messages it already has until its timeout (~1 s from
             # dispatch to start, bench/repro_fetch_stall.py); this shape does not.
-            deliveries = await fetcher.fetch(1, timeout=1.0)
+            deliveries = await fetcher.fetch(1, timeout=self.poll_s)
             free = self._free_slots()
             if deliveries and free > 0:
                 # Keep the one already in hand whatever happens to this second fetch.
@@ -236,9 +310,10 @@ class Worker:
         if pending:
             await asyncio.wait(pending)
 
-    async def _heartbeat_loop(self) -> None:
+    async def _progress_loop(self) -> None:
+        """Tell JetStream the attempts in flight are alive (resets their ack wait)."""
         while True:
-            await asyncio.sleep(self.heartbeat_s)
+            await asyncio.sleep(self.progress_s)
             for item in list(self._inflight.values()):
                 await item.delivery.in_progress()
 
@@ -258,7 +333,7 @@ class Worker:
             event = decode(delivery.headers, delivery.data)
             dispatched: TaskDispatched = event.data_as(TaskDispatched)
         except MalformedEvent as exc:
-            await self._park(delivery, exc.reason)
+            await park_and_settle(self.bus, delivery, exc.reason)
             return
         key = (dispatched.run_id, dispatched.node_id, dispatched.attempt)
         bound = log.bind(
@@ -266,6 +341,7 @@ class Worker:
             node_id=dispatched.node_id,
             attempt=dispatched.attempt,
             task=dispatched.task,
+            delivery=delivery.num_delivered,
         )
         item = _InFlight(delivery, trace=event.extensions.get("traceparent"))
         self._inflight[key] = item
@@ -289,35 +365,16 @@ class Worker:
     async def _execute(
         self, dispatched: TaskDispatched, delivery: Delivery, item: _InFlight, bound: Any
     ) -> Outcome:
-        refused = refusal(
-            dispatched,
-            delivery.num_delivered,
-            self.topology.task_max_deliveries,
-            self.tasks,
-            self.name,
-        )
+        limit = self.topology.task_max_deliveries
+        refused = refusal(dispatched, delivery.num_delivered, limit, self.tasks, self.name)
         if refused is not None:
-            await self._publish_failure(dispatched, refused)
+            await self._reporter.failed(dispatched, refused, item.trace)
             bound.error("attempt refused", error_type=refused.type, error=refused.message)
             return Outcome.GAVE_UP
         task = self.tasks[dispatched.task]
-        # task.started is sent without waiting for its ack: the task starts at once, and the
-        # ack is awaited before the result is published (the orchestrator copes with a result
-        # that arrives without a start anyway).
-        started_acked = await self._publish(
-            TASK_STARTED,
-            dispatched,
-            "started",
-            TaskStarted(
-                run_id=dispatched.run_id,
-                node_id=dispatched.node_id,
-                attempt=dispatched.attempt,
-                worker=self.name,
-            ),
-            wait=False,
-        )
         item.job = asyncio.current_task()
-        started = time.monotonic()
+        item.alone = delivery.num_delivered > 1
+        start = _Start(self._reporter, dispatched, item.trace)
         raw_input = dispatched.input
         if dispatched.input_ref is not None:
             raw_input = json.loads(await self.bus.get_artifact(dispatched.input_ref))
@@ -331,97 +388,97 @@ class Worker:
             item.trace,
             self._logs,
         )
-        result = await traced(
-            item.trace,
-            dispatched,
-            self.name,
-            perform(task, dispatched, raw_input, self._executor, context),
-        )
+        started = time.monotonic()
+        if item.alone:
+            bound.info("running alone: its previous delivery ended without a result")
+            result = await traced(
+                item.trace,
+                dispatched,
+                self.name,
+                self._run_alone(task, dispatched, raw_input, context, start),
+            )
+        else:
+            await start()
+            async with self._solo.shared():
+                result = await traced(
+                    item.trace,
+                    dispatched,
+                    self.name,
+                    perform(task, dispatched, raw_input, self._executor, context),
+                )
         elapsed = round(time.monotonic() - started, 4)
         self.task_seconds.labels(task=task.name).observe(elapsed)
-        with contextlib.suppress(BusError):  # a lost start changes nothing that matters
-            await started_acked()
+        await start.acked()
+        if isinstance(result, Died):
+            return await self._died(dispatched, delivery.num_delivered, result, item, bound)
+        return await self._report(dispatched, result, elapsed, item, bound)
+
+    async def _run_alone(
+        self,
+        task: Task[Any, Any],
+        dispatched: TaskDispatched,
+        raw_input: Any,
+        context: TaskContext,
+        start: _Start,
+    ) -> Result | Died:
+        """In a child process; in this one with nothing else running if a child cannot."""
+        address = address_of(task)
+        if address is not None:
+            logs = self._logs
+
+            def on_log(level: str, message: str, logger: str | None) -> None:
+                if logs is not None:
+                    logs.emit(context, level, message, logger)
+
+            try:
+                outcome = await run_in_child(
+                    address,
+                    dispatched,
+                    raw_input,
+                    context,
+                    on_log if logs is not None else None,
+                    on_start=start,
+                )
+            except OSError as exc:  # no process to be had (out of pids, of memory...)
+                log.warning("cannot start a child process", task=task.name, error=str(exc))
+                outcome = None
+            if outcome is not None:
+                return outcome
+        async with self._solo.alone():
+            await start()
+            return await perform(task, dispatched, raw_input, self._executor, context)
+
+    async def _died(
+        self, dispatched: TaskDispatched, deliveries: int, died: Died, item: _InFlight, bound: Any
+    ) -> Outcome:
+        """The attempt killed the process it ran alone in: it comes back to run alone again,
+        until its deliveries are used up."""
+        if deliveries >= self.topology.task_max_deliveries:
+            error = died_alone(dispatched, deliveries, died.describe())
+            await self._reporter.failed(dispatched, error, item.trace)
+            self.failed += 1
+            bound.error("task keeps killing its process; attempt failed", error=error.message)
+            return Outcome.GAVE_UP
+        bound.warning("task killed the process it ran alone in; handed back", ended=died.describe())
+        return Outcome.TRANSIENT  # redelivered after a pause, to run alone again
+
+    async def _report(
+        self,
+        dispatched: TaskDispatched,
+        result: Result,
+        elapsed: float,
+        item: _InFlight,
+        bound: Any,
+    ) -> Outcome:
         if result.error is not None:
-            await self._publish_failure(dispatched, result.error)
+            await self._reporter.failed(dispatched, result.error, item.trace)
             self.failed += 1
             error = result.error
             bound.warning(
                 "task failed", error_type=error.type, error=error.message, seconds=elapsed
             )
             return Outcome.DONE
-        output, output_ref = result.output, None
-        if len(result.encoded) > INLINE_LIMIT_BYTES:
-            # Over the inline limit: the output goes by claim check (object store).
-            output, output_ref = None, await self.bus.put_artifact(result.encoded)
-        await self._publish(
-            TASK_COMPLETED,
-            dispatched,
-            "completed",
-            TaskCompleted(
-                run_id=dispatched.run_id,
-                node_id=dispatched.node_id,
-                attempt=dispatched.attempt,
-                worker=self.name,
-                output=output,
-                output_ref=output_ref,
-            ),
-        )
+        await self._reporter.completed(dispatched, result.output, result.encoded, item.trace)
         self.completed += 1
         bound.debug("task completed", seconds=elapsed)
         return Outcome.DONE
-
-    def _trace(self, dispatched: TaskDispatched) -> str | None:
-        item = self._inflight.get((dispatched.run_id, dispatched.node_id, dispatched.attempt))
-        return item.trace if item is not None else None
-
-    async def _publish_failure(self, dispatched: TaskDispatched, error: ErrorInfo) -> None:
-        await self._publish(
-            TASK_FAILED,
-            dispatched,
-            "failed",
-            TaskFailed(
-                run_id=dispatched.run_id,
-                node_id=dispatched.node_id,
-                attempt=dispatched.attempt,
-                worker=self.name,
-                error=error,
-            ),
-        )
-
-    async def _publish(
-        self,
-        event_type: str,
-        dispatched: TaskDispatched,
-        verb: str,
-        data: Any,
-        *,
-        wait: bool = True,
-    ) -> Any:
-        # Deterministic ids: a redelivered attempt that runs again publishes the same ids, which
-        # JetStream drops as duplicates (and the orchestrator would ignore anyway).
-        event = CloudEvent.create(
-            event_type,
-            f"conveyor/worker/{self.name}",
-            data,
-            id=f"{dispatched.run_id}:{dispatched.node_id}:{dispatched.attempt}:{verb}",
-            extensions=_extensions(dispatched.run_id, self._trace(dispatched)),
-        )
-        subject = self.topology.event_subject(event_type, dispatched.run_id)
-        if not wait:
-            return await self.bus.publish_pipelined(subject, event)
-        await self.bus.publish(subject, event)
-        return None
-
-    async def _park(self, delivery: Delivery, reason: str) -> None:
-        try:
-            await park(self.bus, delivery, "worker", reason)
-        except BusClosed:
-            raise
-        except BusError:
-            await settle_quietly(delivery, Outcome.TRANSIENT)
-            return
-        await settle_quietly(delivery, Outcome.PARKED)
-
-
-def _extensions(run_id: str, trace: str | None) -> dict[str, str]:
-    return {"runid": run_id, "traceparent": trace} if trace else {"runid": run_id}

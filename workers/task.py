@@ -19,6 +19,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import pydantic
 from pydantic_core import to_jsonable_python
 
+from events.ids import is_token
 from events.tasks import TaskDeclaration, current_tracer
 from workers.errors import TaskDefinitionError
 
@@ -128,6 +129,7 @@ def task(
     backoff: float | None = None,
     backoff_max: float | None = None,
     non_retryable: Sequence[type[BaseException] | str] | None = None,
+    schedule_to_start: float | None = None,
     external: bool = False,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
@@ -143,16 +145,26 @@ def task(
     backoff: float | None = None,
     backoff_max: float | None = None,
     non_retryable: Sequence[type[BaseException] | str] | None = None,
+    schedule_to_start: float | None = None,
     external: bool = False,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Declare a task. `retries` extra attempts after the first, `timeout` seconds per attempt,
     `backoff` initial retry delay (doubling, capped by `backoff_max`), `non_retryable` exception
-    types that fail at once. `external=True` declares a task served by a worker elsewhere
-    (e.g. in another language): workflows call it, Python workers never serve it."""
+    types that fail at once, `schedule_to_start` seconds an attempt may wait for a worker to
+    start it before it fails (ScheduleToStartTimeout, retryable). `external=True` declares a
+    task served by a worker elsewhere (e.g. in another language): workflows call it, Python
+    workers never serve it. The name (the function's by default) is a NATS subject token:
+    letters, digits, '_' and '-'."""
 
     def decorate(f: Callable[P, R]) -> Task[P, R]:
         if not callable(f):
             raise TaskDefinitionError(f"@task needs a function, got {f!r}")
+        task_name = name or f.__name__
+        if not is_token(task_name):
+            raise TaskDefinitionError(
+                f"task name {task_name!r} must hold only ASCII letters, digits, '_' or '-' (at "
+                "most 128): tasks are dispatched on a NATS subject named after them"
+            )
         params = inspect.signature(f).parameters.values()
         defaults = {
             "retries": retries,
@@ -162,9 +174,10 @@ def task(
             "non_retryable": tuple(n if isinstance(n, str) else n.__name__ for n in non_retryable)
             if non_retryable
             else None,
+            "schedule_to_start": schedule_to_start,
         }
         declaration = TaskDeclaration(
-            name=name or f.__name__,
+            name=task_name,
             queue=queue,
             params=tuple(p.name for p in params),
             required=tuple(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from events.bus.admin import Admin
 from events.bus.connection import PublishItem
 from events.bus.consumers import ORCHESTRATOR_ACK_WAIT_S
-from events.bus.pulling import Delivery, Puller, keep_alive, settle_quietly
+from events.bus.pulling import Delivery, OrderedReader, Puller, keep_alive, settle_quietly
 from events.bus.storage import KvEntry
 from events.settings import NatsSettings
 from events.topology import Topology
@@ -27,6 +27,7 @@ __all__ = [
     "Bus",
     "Delivery",
     "KvEntry",
+    "OrderedReader",
     "PublishItem",
     "Puller",
     "keep_alive",

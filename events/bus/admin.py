@@ -94,6 +94,8 @@ class Admin(Storage):
             duplicate_window=plan.duplicate_window_s,
             num_replicas=plan.replicas,
             allow_msg_ttl=None,
+            max_msgs_per_subject=plan.max_msgs_per_subject,
+            allow_direct=plan.allow_direct or None,
         )
         try:
             try:
@@ -107,6 +109,8 @@ class Admin(Storage):
                 and (current.num_replicas or 1) == plan.replicas
                 and (current.max_age or 0) == plan.max_age_s
                 and (current.duplicate_window or 0) == plan.duplicate_window_s
+                and (current.max_msgs_per_subject or -1) == plan.max_msgs_per_subject
+                and bool(current.allow_direct) == plan.allow_direct
             ):
                 return False
             await self.js.update_stream(config)
@@ -199,15 +203,39 @@ class Admin(Storage):
         leader = info.cluster.leader if info.cluster is not None else None
         return int(info.config.num_replicas or 1), leader
 
-    async def queues(self) -> list[str]:
-        """The queues that have a worker consumer."""
-        prefix = "queue-"
+    async def replicas_current(self, stream: str) -> bool:
+        """Whether the stream has a leader and every replica is caught up with it (after a node
+        rejoined a cluster: losing another node before then would lose the quorum)."""
+        try:
+            info = await self.js.stream_info(stream)
+        except nats.errors.Error:
+            return False
+        cluster = info.cluster
+        if cluster is None:
+            return True  # not clustered: nothing to catch up with
+        replicas = cluster.replicas or []
+        return bool(cluster.leader) and all(r.current for r in replicas)
+
+    async def task_backlogs(self) -> dict[tuple[str, str], int]:
+        """(queue, task) -> messages waiting or in flight, for every task some worker has served
+        (a task consumer exists once a worker bound it)."""
         try:
             infos = await self.js.consumers_info(self.topology.tasks_stream)
         except nats.errors.Error as exc:
             raise BusError(f"cannot list consumers: {exc}") from exc
-        names = [i.name or "" for i in infos]
-        return sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
+        out: dict[tuple[str, str], int] = {}
+        for info in infos:
+            served = self.topology.parse_task_consumer(info.name or "")
+            if served is not None:
+                out[served] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        return dict(sorted(out.items()))
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Queue -> tasks waiting or in flight on it (summed over its tasks' consumers)."""
+        depths: dict[str, int] = {}
+        for (queue, _), backlog in (await self.task_backlogs()).items():
+            depths[queue] = depths.get(queue, 0) + backlog
+        return depths
 
     async def stream_size(self, stream: str) -> int:
         try:

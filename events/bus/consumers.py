@@ -3,7 +3,9 @@ stream (log pages, replays, live follows)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 
 import nats.errors
@@ -13,8 +15,8 @@ from nats.aio.subscription import Subscription
 from nats.js import api
 
 from events.bus.connection import Connection
-from events.bus.pulling import Delivery, Puller, delivery_of
-from events.errors import BusError
+from events.bus.pulling import Delivery, OrderedReader, Puller, delivery_of
+from events.errors import BusError, BusUnavailable
 
 # Short: what a killed orchestrator had fetched is redelivered to its replacement within
 # seconds (recovery). The engine heartbeats a batch that takes longer.
@@ -22,13 +24,11 @@ ORCHESTRATOR_ACK_WAIT_S = 1.5
 
 
 class Consumers(Connection):
-    async def orchestrator_puller(self, partition: int, projection: bool = False) -> Puller:
+    async def orchestrator_puller(self, partition: int) -> Puller:
         topo = self.topology
         return await self._puller(
             topo.events_stream,
-            topo.projection_consumer(partition)
-            if projection
-            else topo.orchestrator_consumer(partition),
+            topo.orchestrator_consumer(partition),
             topo.orchestrator_filters(partition),
             ack_wait=ORCHESTRATOR_ACK_WAIT_S,
             max_ack_pending=20_000,
@@ -62,15 +62,101 @@ class Consumers(Connection):
             max_ack_pending=1_000,
         )
 
-    async def queue_puller(self, queue: str, max_ack_pending: int = 1_000) -> Puller:
+    async def task_puller(self, queue: str, task: str, max_ack_pending: int = 1_000) -> Puller:
+        """The consumer of one task on one queue, shared by every worker that serves it."""
         topo = self.topology
         return await self._puller(
             topo.tasks_stream,
-            topo.queue_consumer(queue),
-            [topo.task_subject(queue)],
+            topo.task_consumer(queue, task),
+            [topo.task_subject(queue, task)],
             ack_wait=topo.task_ack_wait_s,
             max_ack_pending=max_ack_pending,
         )
+
+    async def event_reader(self, start_seq: int) -> OrderedReader:
+        """Every event of every partition from stream sequence `start_seq` on, in order, with no
+        durable consumer: what a projection reads (each API replica its own, complete copy)."""
+        topo = self.topology
+        try:
+            sub = await self.js.subscribe(
+                f"{topo.namespace}.evt.>",
+                stream=topo.events_stream,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
+            )
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot read {topo.events_stream}", exc) from exc
+        return OrderedReader(sub, f"{topo.events_stream} from {start_seq}")
+
+    async def legacy_queue_puller(self, queue: str) -> Puller | None:
+        """The whole-queue consumer of versions that dispatched on `<ns>.task.<queue>`, when it
+        still exists or that subject still holds messages — so that what was dispatched before
+        an upgrade can be forwarded to its task's subject. None once nothing is left of it."""
+        topo = self.topology
+        durable, subject = topo.queue_consumer(queue), topo.legacy_task_subject(queue)
+        try:
+            try:
+                await self.js.consumer_info(topo.tasks_stream, durable)
+            except nats.js.errors.NotFoundError:
+                info = await self.js.stream_info(topo.tasks_stream, subjects_filter=subject)
+                if not (info.state.subjects or {}).get(subject):
+                    return None
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot look up consumer {durable}", exc) from exc
+        # The config the versions before used, so that binding it never conflicts with theirs.
+        return await self._puller(
+            topo.tasks_stream,
+            durable,
+            [subject],
+            ack_wait=topo.task_ack_wait_s,
+            max_ack_pending=1_000,
+        )
+
+    async def last_per_subject(
+        self, stream: str, subject: str, limit: int = 10_000
+    ) -> list[Delivery]:
+        """The last message of every subject matching `subject` in `stream`, in one batched
+        direct get (the stream must allow direct gets): heartbeats, read without a consumer."""
+        inbox = self.nc.new_inbox()
+        received: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_message(msg: Msg) -> None:
+            received.put_nowait(msg)
+
+        request = json.dumps({"multi_last": [subject], "batch": limit}).encode()
+        try:
+            sub = await self.nc.subscribe(inbox, cb=on_message)
+            await self.nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot read {subject} from {stream}", exc) from exc
+        out: list[Delivery] = []
+        try:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(received.get(), timeout=5.0)
+                except TimeoutError:
+                    raise BusUnavailable(f"no answer reading {subject} from {stream}") from None
+                headers = dict(msg.headers or {})
+                status = headers.get("Status")
+                if status is not None:  # 204: end of the batch; 404: nothing matches
+                    if status in ("204", "404"):
+                        return out
+                    raise BusUnavailable(f"cannot read {subject} from {stream}: status {status}")
+                out.append(
+                    Delivery(
+                        headers.get("Nats-Subject", ""),
+                        {k: str(v) for k, v in headers.items()},
+                        msg.data,
+                        1,
+                        int(headers.get("Nats-Sequence", 0)),
+                        None,
+                        stream=stream,
+                    )
+                )
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     async def delete_consumer(self, stream: str, durable: str) -> bool:
         """Remove a durable consumer (e.g. to rebuild a projection from the stream's start)."""

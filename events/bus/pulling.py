@@ -79,6 +79,43 @@ class Puller:
             await self._sub.unsubscribe()
 
 
+class OrderedReader:
+    """A stream read in order from a given sequence through an ordered consumer: no durable
+    state on the server, no acks — the reader keeps its own position (a projection stores it
+    in the same transaction as what it applied). `fetch` has `Puller`'s shape."""
+
+    def __init__(self, sub: JetStreamContext.PushSubscription, name: str) -> None:
+        self._sub = sub
+        self.name = name
+
+    async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
+        try:
+            first = await self._sub.next_msg(timeout=max(timeout, 0.01))
+        except TimeoutError:
+            return []
+        except nats.errors.ConnectionClosedError as exc:
+            raise BusClosed(f"reading {self.name} failed: {exc}") from exc
+        except nats.errors.Error as exc:
+            raise BusUnavailable(f"reading {self.name} failed: {exc}") from exc
+        out = [_unacked(first)]
+        while len(out) < batch and self._sub.pending_msgs > 0:
+            try:
+                out.append(_unacked(await self._sub.next_msg(timeout=0.01)))
+            except (TimeoutError, nats.errors.Error):
+                break
+        return out
+
+    async def close(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+
+def _unacked(msg: Msg) -> Delivery:
+    delivery = delivery_of(msg)
+    delivery._msg = None  # an ordered consumer takes no acks: settling is a no-op
+    return delivery
+
+
 def delivery_of(msg: Msg) -> Delivery:
     meta = msg.metadata
     return Delivery(

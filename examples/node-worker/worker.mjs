@@ -56,11 +56,14 @@ const SERVERS = env.CONVEYOR_NATS_URL ?? "nats://127.0.0.1:4222";
 const PARTITIONS = number("CONVEYOR_PARTITIONS", 1);
 const ACK_WAIT_S = number("CONVEYOR_TASK_ACK_WAIT", 30);
 const MAX_DELIVERIES = number("CONVEYOR_TASK_MAX_DELIVERIES", 5);
+const HEARTBEAT_S = number("CONVEYOR_WORKER_HEARTBEAT", 5);
 const QUEUE = env.WORKER_QUEUE ?? "node";
 const CONCURRENCY = number("WORKER_CONCURRENCY", 4);
 const GRACE_S = number("WORKER_GRACE", 30);
-// Header values must be printable ASCII, and the name shows up in `conveyor status`.
-const WORKER = `${os.hostname()}-node-${process.pid}`.replace(/[^\x21-\x7e]/g, "_");
+// The worker's id: a subject token (it names the heartbeat subject, step 2), shown in
+// `conveyor status`.
+const WORKER = `${os.hostname()}-node-${process.pid}`.replace(/[^A-Za-z0-9_-]/g, "_");
+const STARTED_AT = new Date().toISOString();
 
 const log = (msg, fields = {}) => {
   const pairs = Object.entries(fields).map(([k, v]) => `${k}=${v}`);
@@ -184,7 +187,7 @@ function checkOutput(name, output) {
   return output ?? null;
 }
 
-// Step 5's timeout. An async task past it is reported as failed (its promise cannot be stopped
+// Step 7's timeout. An async task past it is reported as failed (its promise cannot be stopped
 // from outside, only abandoned). A synchronous task blocks the event loop, so it can neither be
 // cut off nor heartbeat while it runs: long CPU work belongs in a worker_thread.
 async function runTask(name, task, d) {
@@ -218,12 +221,15 @@ async function handle(js, msg, tasks) {
   const where = { run: d.run_id, node: d.node_id, attempt: d.attempt, task: d.task };
   const fail = (error) => publishEvent(js, d, "failed", { error });
 
-  // Step 3: a message delivered this often kills (or silences) every worker that takes it.
+  // Step 4: a message delivered this often kills (or silences) every worker that takes it, even
+  // alone (step 5).
   const delivered = msg.info.deliveryCount; // JetStream's num_delivered: 1 on the first delivery
   if (delivered > MAX_DELIVERIES) {
     await fail({
       type: "WorkerLost",
-      message: `task '${d.task}' was delivered ${delivered} times and no worker finished it`,
+      message:
+        `task '${d.task}' was delivered ${delivered - 1} times and no worker finished it, ` +
+        "even run alone from its 2nd delivery on (crash, kill -9, out of memory?)",
       traceback: null,
       retryable: true,
     });
@@ -232,23 +238,15 @@ async function handle(js, msg, tasks) {
   }
   const task = tasks[d.task];
   if (!task) {
-    const message = `worker ${WORKER} serves queue '${d.queue}' but has no task '${d.task}'`;
+    const message = `worker ${WORKER} has no task named '${d.task}' (it came on another's subject)`;
     await fail({ type: "UnknownTask", message, traceback: null, retryable: true });
     msg.term();
     return log("unknown task; attempt failed", where);
   }
 
-  // Step 4: not awaited here, so the task starts at once; its ack is awaited before the result.
+  // Step 6: not awaited here, so the task starts at once; its ack is awaited before the result.
   const started = publishEvent(js, d, "started", {});
   started.catch(() => {}); // a lost start changes nothing that matters (the result does)
-  // Step 5: +WPI at a third of ack_wait, or JetStream redelivers the task to another worker.
-  // (A lost heartbeat only risks a redelivery, which the deterministic ids absorb.)
-  const heartbeat = () => {
-    try {
-      msg.working();
-    } catch {}
-  };
-  const beat = setInterval(heartbeat, (ACK_WAIT_S * 1000) / 3);
   let verb;
   let data;
   try {
@@ -257,10 +255,8 @@ async function handle(js, msg, tasks) {
   } catch (err) {
     data = { error: errorInfo(err) };
     verb = "failed";
-  } finally {
-    clearInterval(beat);
   }
-  // Step 6: the result must be durable before the task message goes; if it is not, the task
+  // Step 8: the result must be durable before the task message goes; if it is not, the task
   // comes back later and the same deterministic id keeps a second result from counting twice.
   try {
     await started.catch(() => {});
@@ -277,7 +273,7 @@ async function handle(js, msg, tasks) {
 async function park(js, msg, reason) {
   const h = headers();
   for (const key of msg.headers?.keys() ?? []) {
-    if (key.toLowerCase() === "nats-msg-id") continue; // the DLQ must not dedupe it away
+    if (key.toLowerCase().startsWith("nats-")) continue; // the server would act on those again
     for (const value of msg.headers.values(key)) h.append(key, value);
   }
   h.set("Conveyor-Dlq-Reason", reason.slice(0, 500).replace(/[^\x20-\x7e]/g, "?"));
@@ -291,22 +287,15 @@ async function park(js, msg, reason) {
   log("malformed task message parked on the DLQ", { reason });
 }
 
-// ---- the loop -----------------------------------------------------------------------------------
-export async function serve(tasks = TASKS) {
-  // Reconnect forever once connected: a NATS restart is an outage to wait out, not an exit.
-  const name = `conveyor-node-worker-${QUEUE}`;
-  const nc = await connect({ servers: SERVERS, name, maxReconnectAttempts: -1 });
-  const jsm = await nc.jetstreamManager();
-  const js = nc.jetstream();
-  const stream = `${NS.toUpperCase()}_TASKS`;
-  const durable = `queue-${QUEUE}`;
-
-  // Step 1: bind the pool's durable consumer, or create it with the documented config. Streams are
-  // Conveyor's to create (orchestrator, Python workers): wait for them rather than guess.
+// ---- step 1: one durable consumer per task served -----------------------------------------------
+// Bind it, or create it with the documented config. Streams are Conveyor's to create
+// (orchestrator, `conveyor topology apply`): wait for them rather than guess.
+async function bindConsumer(jsm, stream, task) {
+  const durable = `task:${QUEUE}:${task}`;
   for (let waited = 0; ; waited++) {
     try {
       await jsm.consumers.info(stream, durable);
-      break;
+      return durable;
     } catch (err) {
       const code = err.api_error?.err_code;
       if (code === 10059) {
@@ -319,72 +308,182 @@ export async function serve(tasks = TASKS) {
       try {
         await jsm.consumers.add(stream, {
           durable_name: durable,
-          filter_subject: `${NS}.task.${QUEUE}`,
+          filter_subject: `${NS}.task.${QUEUE}.${task}`,
           ack_policy: AckPolicy.Explicit,
           deliver_policy: DeliverPolicy.All,
           ack_wait: nanos(ACK_WAIT_S * 1000),
-          max_deliver: -1, // the delivery limit is ours to enforce (step 3), not the server's
+          max_deliver: -1, // the delivery limit is ours to enforce (step 4), not the server's
           max_ack_pending: 1000,
         });
-        break;
+        return durable;
       } catch (addErr) {
-        if (addErr.api_error?.err_code !== 10148) throw addErr; // 10148: another replica won
+        if (addErr.api_error?.err_code !== 10148) throw addErr; // 10148: another worker won
       }
     }
   }
-  const consumer = await js.consumers.get(stream, durable);
+}
 
-  // Step 7: SIGTERM/SIGINT stop fetching; in-flight tasks get GRACE_S to finish.
+// ---- step 2: announce this worker ---------------------------------------------------------------
+function heartbeat(js, tasks, state, load) {
+  const h = headers();
+  const id = `${WORKER}:heartbeat:${++heartbeat.count}`;
+  h.set("ce-specversion", "1.0");
+  h.set("ce-id", id);
+  h.set("ce-source", `conveyor/worker/${WORKER}`);
+  h.set("ce-type", "io.conveyor.worker.heartbeat");
+  h.set("ce-time", new Date().toISOString());
+  h.set("content-type", "application/json");
+  const body = {
+    worker: WORKER,
+    host: os.hostname(),
+    pid: process.pid,
+    version: `conveyor-node-example 0.1.0 (node ${process.version})`,
+    serves: Object.keys(tasks).map((task) => ({ queue: QUEUE, task })),
+    concurrency: CONCURRENCY,
+    in_flight: load.inFlight,
+    isolated: load.isolated,
+    started_at: STARTED_AT,
+    interval_s: HEARTBEAT_S,
+    state,
+  };
+  return js
+    .publish(`${NS}.worker.${WORKER}`, JSON.stringify(body), { msgID: id, headers: h })
+    .catch((err) => log("heartbeat not published", { error: err.message }));
+}
+heartbeat.count = 0;
+
+// ---- the loop -----------------------------------------------------------------------------------
+export async function serve(tasks = TASKS) {
+  // Reconnect forever once connected: a NATS restart is an outage to wait out, not an exit.
+  const name = `conveyor-node-worker-${QUEUE}`;
+  const nc = await connect({ servers: SERVERS, name, maxReconnectAttempts: -1 });
+  const jsm = await nc.jetstreamManager();
+  const js = nc.jetstream();
+  const stream = `${NS.toUpperCase()}_TASKS`;
+  const consumers = [];
+  for (const task of Object.keys(tasks)) {
+    consumers.push(await js.consumers.get(stream, await bindConsumer(jsm, stream, task)));
+  }
+
   const inflight = new Map(); // job promise -> its message
+  const suspects = []; // step 5: messages waiting to run alone
+  let alone = 0; // 1 while a suspect runs alone
   let stopping = false;
+  // Wakes whoever waits for a change: a job ended, a suspect queued, a stop.
   let wake;
-  const stopped = new Promise((resolve) => (wake = resolve));
+  let changed = new Promise((resolve) => (wake = resolve));
+  const notify = () => {
+    wake();
+    changed = new Promise((resolve) => (wake = resolve));
+  };
+  const load = () => ({ inFlight: inflight.size + suspects.length, isolated: alone });
+
+  // Step 7: +WPI at a third of ack_wait for every message held (running or waiting to run alone),
+  // or JetStream redelivers it to another worker. A lost one only risks a redelivery.
+  const beat = setInterval(() => {
+    for (const msg of [...inflight.values(), ...suspects.map((s) => s.msg)]) {
+      try {
+        msg.working();
+      } catch {}
+    }
+  }, (ACK_WAIT_S * 1000) / 3);
+  await heartbeat(js, tasks, "running", load());
+  const announce = setInterval(() => heartbeat(js, tasks, "running", load()), HEARTBEAT_S * 1000);
+
+  const start = (msg, job) => {
+    const running = job
+      .catch((err) => {
+        log("task handling failed; handed back", { error: err.message });
+        msg.nak(2000);
+      })
+      .finally(() => {
+        inflight.delete(running);
+        notify();
+      });
+    inflight.set(running, msg);
+  };
+
+  // Step 5: a suspect (delivered before, without a result) runs alone in this process: once
+  // nothing else runs, and nothing new starts until it is done. If it kills the process, only it
+  // comes back (and step 4 fails it once its deliveries are used up).
+  const isolator = (async () => {
+    while (!stopping || suspects.length) {
+      if (!suspects.length || inflight.size) {
+        await changed;
+        continue;
+      }
+      if (stopping) break;
+      const { msg } = suspects.shift();
+      alone = 1;
+      log("running a task alone: its previous delivery ended without a result", {
+        delivered: msg.info.deliveryCount,
+      });
+      start(msg, handle(js, msg, tasks));
+      await [...inflight.keys()][0];
+      alone = 0;
+      notify();
+    }
+  })();
+
+  // Step 9: SIGTERM/SIGINT stop fetching; in-flight tasks get GRACE_S to finish.
   const stop = () => {
     if (!stopping) log("stopping: finishing in-flight tasks", { in_flight: inflight.size });
     stopping = true;
-    wake();
+    notify();
   };
   process.on("SIGTERM", stop).on("SIGINT", stop);
 
-  log("node worker ready", { queue: QUEUE, stream, consumer: durable, tasks: Object.keys(tasks) });
-  while (!stopping) {
-    const room = CONCURRENCY - inflight.size;
-    if (room <= 0) {
-      await Promise.race([...inflight.keys(), stopped]);
-      continue;
-    }
-    try {
-      // Step 2: ask for as many as there is room for. A pull is never abandoned early on stop:
-      // messages the server already sent for it would sit unacked for ack_wait; it expires within
-      // a second instead, and whatever arrives after the stop is nak'ed below.
-      const batch = await consumer.fetch({ max_messages: room, expires: 1000 });
-      for await (const msg of batch) {
-        if (stopping) {
-          msg.nak(); // no delay: another worker takes it at once
-          continue;
-        }
-        const job = handle(js, msg, tasks)
-          .catch((err) => {
-            log("task handling failed; handed back", { error: err.message });
-            msg.nak(2000);
-          })
-          .finally(() => inflight.delete(job));
-        inflight.set(job, msg);
+  // Step 3: one fetch loop per consumer, together never holding more than CONCURRENCY messages.
+  let reserved = 0;
+  const fetchLoop = async (consumer) => {
+    while (!stopping) {
+      if (suspects.length || alone || inflight.size + reserved >= CONCURRENCY) {
+        await changed; // room, or the suspect's turn is over
+        continue;
       }
-    } catch (err) {
-      if (stopping) break;
-      log("fetch failed; retrying", { error: err.message });
-      await new Promise((r) => setTimeout(r, 500));
+      reserved += 1;
+      try {
+        // A pull is never abandoned early on stop: messages the server already sent for it
+        // would sit unacked for ack_wait; it expires within a second instead, and whatever
+        // arrives after the stop is nak'ed below.
+        const batch = await consumer.fetch({ max_messages: 1, expires: 1000 });
+        for await (const msg of batch) {
+          if (stopping) {
+            msg.nak(); // no delay: another worker takes it at once
+          } else if (msg.info.deliveryCount > 1 && msg.info.deliveryCount <= MAX_DELIVERIES) {
+            suspects.push({ msg });
+            notify();
+          } else {
+            start(msg, handle(js, msg, tasks));
+          }
+        }
+      } catch (err) {
+        if (stopping) break;
+        log("fetch failed; retrying", { error: err.message });
+        await new Promise((r) => setTimeout(r, 500));
+      } finally {
+        reserved -= 1;
+      }
     }
-  }
+  };
+  const tasksServed = Object.keys(tasks).map((task) => `${QUEUE}/${task}`);
+  log("node worker ready", { stream, serves: tasksServed.join(",") });
+  await Promise.all(consumers.map(fetchLoop));
 
-  // Step 7: wait for in-flight work within the grace period, hand back what is still running.
+  // Step 9: wait for in-flight work within the grace period, hand back what is still running.
+  await heartbeat(js, tasks, "draining", load());
   let timer;
   const grace = new Promise((r) => (timer = setTimeout(r, GRACE_S * 1000)));
   await Promise.race([Promise.allSettled(inflight.keys()), grace]);
   clearTimeout(timer);
-  for (const msg of inflight.values()) msg.nak();
-  log("node worker stopped", { handed_back: inflight.size });
+  for (const msg of [...inflight.values(), ...suspects.map((s) => s.msg)]) msg.nak();
+  log("node worker stopped", { handed_back: inflight.size + suspects.length });
+  suspects.length = 0;
+  notify();
+  await isolator;
+  clearInterval(beat);
+  clearInterval(announce);
+  await heartbeat(js, tasks, "stopped", { inFlight: 0, isolated: 0 });
   await nc.drain(); // flushes the acks and naks above before closing
 }
 

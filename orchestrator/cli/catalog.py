@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from events.envelope import CloudEvent
+from events.permissions import ROLES, authorization_block
 from orchestrator.cli.common import (
     EXIT_OK,
     Connection,
@@ -197,6 +198,22 @@ async def cmd_topology(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@dataclass(frozen=True, slots=True)
+class NatsConfigArgs:
+    role: list[str] | None
+
+
+async def cmd_nats_config(ns: argparse.Namespace) -> int:
+    """Print a nats-server `authorization` block: one user per role, least privilege."""
+    args = typed(NatsConfigArgs, ns)
+    topology = typed(Connection, ns).topology()
+    try:
+        print(authorization_block(topology, args.role or ROLES), end="")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     def command(name: str, handler: Any, summary: str, example: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(
@@ -252,3 +269,16 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "CONVEYOR_REPLICAS=3 conveyor topology apply --nats nats://n1:4222,nats://n2:4222",
     )
     p.add_argument("action", choices=["apply", "check"])
+
+    p = command(
+        "nats-config",
+        cmd_nats_config,
+        "print a nats-server authorization block: one user per role, least privilege",
+        "conveyor nats-config --namespace shop > /etc/nats/conveyor-auth.conf",
+    )
+    p.add_argument(
+        "--role",
+        action="append",
+        choices=list(ROLES),
+        help="only this role (repeatable; default: every role)",
+    )

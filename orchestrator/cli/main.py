@@ -238,7 +238,6 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
         "conveyor projection --rebuild",
     )
     p.add_argument("--db", default=str(DEFAULT_HOME / "projection.db"))
-    p.add_argument("--partition", type=int, default=0)
     p.add_argument("--rebuild", action="store_true", help="start over from the event stream")
 
     p = command(
@@ -248,7 +247,6 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
         "CONVEYOR_API_TOKEN=s3cret conveyor api --host 0.0.0.0 --port 8080",
     )
     p.add_argument("--db", default=str(DEFAULT_HOME / "projection.db"))
-    p.add_argument("--partition", type=int, default=0)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token", help="bearer token required by the API (or $CONVEYOR_API_TOKEN)")

@@ -107,7 +107,6 @@ def _specs(loaded: LoadedModule) -> list[Any]:
 @dataclass(frozen=True, slots=True)
 class ApiArgs:
     db: str
-    partition: int
     host: str
     port: int
     token: str | None
@@ -128,7 +127,6 @@ async def cmd_api(ns: argparse.Namespace) -> int:
             port=args.port,
             token=token,
             dev=args.dev,
-            partition=args.partition,
         )
         return await process.serve(lambda: _ready(f"dashboard: {server.url}/"))
 
@@ -136,14 +134,13 @@ async def cmd_api(ns: argparse.Namespace) -> int:
 @dataclass(frozen=True, slots=True)
 class ProjectionArgs:
     db: str
-    partition: int
     rebuild: bool
 
 
 async def cmd_projection(ns: argparse.Namespace) -> int:
     args = typed(ProjectionArgs, ns)
     async with roles.Process(_common(ns)) as process:
-        await roles.projection(process, db=args.db, partition=args.partition, rebuild=args.rebuild)
+        await roles.projection(process, db=args.db, rebuild=args.rebuild)
         if args.rebuild:
             _ready(f"projection reset: {args.db} is rebuilt from the event stream")
         return await process.serve()

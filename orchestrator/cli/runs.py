@@ -109,6 +109,8 @@ async def cmd_status(ns: argparse.Namespace) -> int:
     )
     for name, node in status["nodes"].items():
         print(f"  {name}: {node_text(node)}")
+        if node.get("no_worker"):
+            print(f"      {node['no_worker']['message']}")
         if node.get("error"):
             print(f"      {node['error'].get('type')}: {node['error'].get('message')}")
     for note in status.get("notifications") or []:

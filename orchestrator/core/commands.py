@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from events.models import WireModel
 
-TimerKind = Literal["retry", "deadline", "sleep"]
+# "start": an attempt's schedule-to-start timeout (cancelled when a worker starts it).
+TimerKind = Literal["retry", "deadline", "sleep", "start"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,6 +143,7 @@ class _Compilation:
             draft = _NodeDraft(node)
             for node_step in (
                 self._check_queue,
+                self._check_task_name,
                 self._check_node_kind,
                 self._check_sleep,
                 self._check_wait,
@@ -231,6 +232,15 @@ class _Compilation:
                 f"{draft.where}: queue {queue!r} must hold only letters, digits, '_', '-'"
             )
 
+    def _check_task_name(self, draft: _NodeDraft) -> None:
+        # A task is dispatched on its own subject, `<ns>.task.<queue>.<task>`: one token.
+        task = draft.spec.task
+        if task is not None and not is_token(task):
+            self.problems.append(
+                f"{draft.where}: task name {task!r} must hold only letters, digits, '_' or '-' "
+                "(at most 128): it is a NATS subject token"
+            )
+
     def _check_node_kind(self, draft: _NodeDraft) -> None:
         node = draft.spec
         kinds = [k for k in NODE_KINDS if getattr(node, k) is not None]
@@ -245,6 +255,8 @@ class _Compilation:
             self.problems.append(
                 f"{draft.where}: timeout_s applies to task nodes (a wait has its own)"
             )
+        if node.schedule_to_start_s is not None and node.task is None:
+            self.problems.append(f"{draft.where}: schedule_to_start_s applies to task nodes")
 
     def _check_sleep(self, draft: _NodeDraft) -> None:
         sleep = draft.spec.sleep

@@ -75,6 +75,7 @@ class NodeEvent(enum.StrEnum):
     RETRY_DUE = "retry-due"
     SLEEP_DUE = "sleep-due"
     DEADLINE = "deadline"
+    START_DUE = "start-due"  # the attempt's schedule-to-start timeout
 
 
 class RunLevel(enum.StrEnum):
@@ -233,6 +234,7 @@ def node_event_kind(event: NodeEventData) -> NodeEvent:
         "retry": NodeEvent.RETRY_DUE,
         "sleep": NodeEvent.SLEEP_DUE,
         "deadline": NodeEvent.DEADLINE,
+        "start": NodeEvent.START_DUE,
     }[event.kind]
 
 
@@ -293,6 +295,11 @@ def _deadline(step: Step, node: NodeState, event: NodeEventData) -> bool:
     return True
 
 
+def _not_started(step: Step, node: NodeState, event: NodeEventData) -> bool:
+    step.not_started_in_time(node)
+    return True
+
+
 def _stale(step: Step, node: NodeState, event: NodeEventData) -> bool:
     return False
 
@@ -336,6 +343,11 @@ NODE_RULES: Mapping[NodeEvent, Mapping[NodeStatus, NodeRule]] = {
     NodeEvent.DEADLINE: {
         _D: _deadline,
         _R: _deadline,
+        **dict.fromkeys((_W, _RT, _S, _F, _SK, _C), _stale),
+    },
+    NodeEvent.START_DUE: {
+        _D: _not_started,
+        _R: _stale,  # it started in time: the timer's cancellation raced its firing
         **dict.fromkeys((_W, _RT, _S, _F, _SK, _C), _stale),
     },
 }

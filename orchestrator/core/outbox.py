@@ -84,6 +84,8 @@ class Batch:
     waits: dict[tuple[str, str], Wait | None] = field(default_factory=dict)  # None: remove
     # Claim-checked payloads to put in the object store before the commit (not in sqlite).
     artifacts: dict[str, bytes] = field(default_factory=dict)
+    # Stream positions read up to, committed with what was applied (a projection's reader).
+    positions: dict[str, int] = field(default_factory=dict)
 
     def stage_run(self, run: RunState, changed: Iterable[str]) -> None:
         self.runs[run.run_id] = run
@@ -98,7 +100,14 @@ class Batch:
             self.outbox_deleted.append(row_id)
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.processed or self.outbox or self.outbox_deleted or self.waits)
+        return bool(
+            self.runs
+            or self.processed
+            or self.outbox
+            or self.outbox_deleted
+            or self.waits
+            or self.positions
+        )
 
 
 def stage_commands(
@@ -160,7 +169,16 @@ def _dispatch(
     event_id = f"{command.run_id}:{command.node_key}:{command.attempt}:dispatch"
     span = trace and child_traceparent(trace, command.node_key, str(command.attempt))
     batch.add_outbox(
-        _row(topology.task_subject(command.queue), TASK_DISPATCHED, event_id, data, now, now, span)
+        _row(
+            # The task's own subject: only the workers that serve it ever receive it.
+            topology.task_subject(command.queue, command.task),
+            TASK_DISPATCHED,
+            event_id,
+            data,
+            now,
+            now,
+            span,
+        )
     )
 
 

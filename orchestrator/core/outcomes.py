@@ -76,6 +76,9 @@ class RunOutcomes(abc.ABC):
     @abc.abstractmethod
     def deadline_s(self, node: NodeState) -> float | None: ...
 
+    @abc.abstractmethod
+    def cancel_start_timer(self, node: NodeState) -> None: ...
+
     def move_run(self, status: RunStatus, *, retry: bool = False) -> None:
         check_run_move(self.run.status, status, retry=retry)
         self.run.status = status
@@ -222,6 +225,8 @@ class RunOutcomes(abc.ABC):
             self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "sleep")))
         if node.attempts[-1].started_at is not None and self.deadline_s(node):
             self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "deadline")))
+        if kind == "task" and node.attempts[-1].started_at is None:
+            self.cancel_start_timer(node)
         node.attempts[-1].status = NodeStatus.CANCELLED
         node.attempts[-1].finished_at = self.now
 

@@ -116,6 +116,9 @@ class NodeSpec(_Strict):
     depends_on: tuple[str, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     timeout_s: float | None = Field(None, gt=0)
+    # How long an attempt may wait for a worker to start it (no worker serves the task, or all
+    # are busy) before it fails with ScheduleToStartTimeout; the retry policy then applies.
+    schedule_to_start_s: float | None = Field(None, gt=0)
     when: Condition | None = None
     map: MapSpec | None = None
 

@@ -79,3 +79,15 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
         "notifications": run.notifications,
         "nodes": parents,
     }
+
+
+def no_worker_note(queue: str, task: str, seconds: float) -> dict[str, Any]:
+    """What a node shows while it waits for a worker that no running worker could be."""
+    waited = round(seconds)
+    return {
+        "queue": queue,
+        "task": task,
+        "seconds": waited,
+        "message": f"no worker has served task {task!r} (queue {queue!r}) for {waited} s: "
+        "start a worker that serves it",
+    }

@@ -4,7 +4,8 @@
     node:  waiting ──▶ dispatched ──▶ running ──▶ succeeded | failed
               │            │   ▲         │
               │            │   └─ retrying ◀┘ (a failed attempt with attempts left)
-              │            └──▶ succeeded | failed | retrying (a result with no start before it)
+              │            └──▶ succeeded | failed | retrying (a result with no start before
+              │                 it; no start in time: the schedule-to-start timeout)
               ├──▶ running     (a sleep, a wait, a mapped parent: no dispatch of their own)
               ├──▶ succeeded   (a map over an empty list)
               ├──▶ failed      (an input or condition that cannot be evaluated)

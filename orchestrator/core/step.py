@@ -244,6 +244,8 @@ class Step(RunOutcomes):
                 compiled.spec.timeout_s,
             )
         )
+        if compiled.spec.schedule_to_start_s is not None:
+            self.timer(node, "start", self.now + compiled.spec.schedule_to_start_s)
 
     # ---- attempt outcomes --------------------------------------------------------------
     def started(self, node: NodeState, worker: str) -> None:
@@ -253,6 +255,7 @@ class Step(RunOutcomes):
         current.started_at = self.now
         current.worker = worker
         self.touch(node)
+        self.cancel_start_timer(node)
         timeout = self.compiled(node).spec.timeout_s
         if timeout is not None:
             self.timer(node, "deadline", self.now + timeout + DEADLINE_GRACE_S)
@@ -316,6 +319,30 @@ class Step(RunOutcomes):
             None,
         )
 
+    def not_started_in_time(self, node: NodeState) -> None:
+        """The attempt's schedule-to-start timer fired while it was still dispatched: no worker
+        took it in time (none serves its task, or all were busy). It fails, retryably: the retry
+        policy decides whether another attempt waits again."""
+        spec = self.compiled(node).spec
+        # Were it taken this very moment, its worker must drop it: the attempt is over.
+        self.emit_cancel(node, "schedule-to-start timeout")
+        self.failed(
+            node,
+            ErrorInfo(
+                type="ScheduleToStartTimeout",
+                message=f"attempt {node.attempt} of node {node.key!r} was not started by any "
+                f"worker within its {spec.schedule_to_start_s:g}s schedule-to-start timeout "
+                f"(task {spec.task!r}, queue {spec.queue!r}): is a worker serving it running, "
+                "and does it have room?",
+                retryable=True,
+            ),
+            None,
+        )
+
+    def cancel_start_timer(self, node: NodeState) -> None:
+        if self.compiled(node).spec.schedule_to_start_s is not None:
+            self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "start")))
+
     def close_attempt(
         self, node: NodeState, status: NodeStatus, worker: str | None, error: ErrorInfo | None
     ) -> None:
@@ -329,6 +356,8 @@ class Step(RunOutcomes):
         self.touch(node)
         if self.deadline_s(node) is not None and current.started_at is not None:
             self.out.commands.append(CancelTimer(timer_id(self.run.run_id, node, "deadline")))
+        if current.started_at is None:  # a result with no start: the start timer is still set
+            self.cancel_start_timer(node)
         if self.compiled(node).kind == "wait_for":
             self.out.commands.append(CancelWait(self.run.run_id, node.key))
 

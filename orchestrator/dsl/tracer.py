@@ -16,7 +16,7 @@ from events.tasks import TaskDeclaration, current_tracer
 from orchestrator.dsl.refs import Ref, to_template
 from orchestrator.errors import WorkflowDefinitionError
 
-# Task option -> field of the node's retry policy (`retries` and `timeout` are translated apart).
+# Task option -> field of the node's retry policy (`retries` is translated apart).
 _RETRY_FIELDS = {
     "backoff": "backoff_s",
     "backoff_max": "backoff_max_s",
@@ -24,7 +24,9 @@ _RETRY_FIELDS = {
     "jitter": "jitter",
     "non_retryable": "non_retryable",
 }
-_OPTIONS = sorted({"retries", "timeout", *_RETRY_FIELDS})
+# Task option -> node field, as it is.
+_NODE_FIELDS = {"timeout": "timeout_s", "schedule_to_start": "schedule_to_start_s"}
+_OPTIONS = sorted({"retries", *_NODE_FIELDS, *_RETRY_FIELDS})
 
 
 class WorkflowTracer:
@@ -130,7 +132,7 @@ def active_tracer(what: str) -> WorkflowTracer:
 
 
 def node_options(task: TaskDeclaration, node_id: str) -> dict[str, Any]:
-    """The node fields (`timeout_s`, `retry`) of the task's default options."""
+    """The node fields (`timeout_s`, `schedule_to_start_s`, `retry`) of the task's options."""
     out: dict[str, Any] = {}
     retry: dict[str, Any] = {}
     for option, value in task.defaults.items():
@@ -142,8 +144,8 @@ def node_options(task: TaskDeclaration, node_id: str) -> dict[str, Any]:
             continue
         if option == "retries":
             retry["max_attempts"] = int(value) + 1
-        elif option == "timeout":
-            out["timeout_s"] = value
+        elif option in _NODE_FIELDS:
+            out[_NODE_FIELDS[option]] = value
         elif option == "non_retryable":
             retry["non_retryable"] = [v if isinstance(v, str) else v.__name__ for v in value]
         else:

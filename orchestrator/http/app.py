@@ -24,6 +24,7 @@ from orchestrator.client import Client
 from orchestrator.errors import InvalidInput, StoreError, UnknownWorkflow
 from orchestrator.runtime.queries import BadCursor, Queries
 from orchestrator.runtime.store import Store
+from orchestrator.runtime.workers import WorkerDirectory
 
 from .auth import require_token
 from .context import AppContext
@@ -65,7 +66,7 @@ def create_app(
         store=store,
         client=client,
         registry=client.registry,
-        queries=Queries(store),
+        queries=Queries(store, WorkerDirectory(client.bus, client.registry)),
         live=Live(client.bus),
     )
     api = APIRouter(prefix="/api", dependencies=[Depends(require_token)])

@@ -128,6 +128,18 @@ class FailedChild(BaseModel):
     error: ErrorBody
 
 
+class NoWorker(BaseModel):
+    """A node dispatched but not started whose task no live worker serves (by their heartbeats)."""
+
+    queue: str
+    task: str
+    seconds: int = Field(description="How long its attempt has waited so far.")
+    message: str = Field(
+        description="e.g. \"no worker has served task 'train' (queue 'gpu') for 42 s: start a "
+        'worker that serves it"'
+    )
+
+
 class NodeStatus(_Open):
     """One node of a run; a mapped node summarises its children (`children`: total and
     counts by status)."""
@@ -140,6 +152,10 @@ class NodeStatus(_Open):
     output: Any = None
     children: dict[str, int] | None = None
     failed_children: list[FailedChild] | None = None
+    no_worker: NoWorker | None = Field(
+        None,
+        description="Set while the node waits for a worker that no running worker could be.",
+    )
 
 
 class Trigger(_Open):

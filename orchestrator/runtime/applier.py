@@ -130,6 +130,10 @@ class Applier:
 
     async def prepare(self, deliveries: Sequence[Delivery]) -> list[Item]:
         items = [self._decode(d) for d in deliveries]
+        if self.projection:
+            # A projection reads every event on the stream: the machine's outputs (run
+            # outcomes, cancel requests) are not its inputs, and are passed over silently.
+            items = [i for i in items if not _an_output(i)]
         for item in items:
             await self._resolve_claim_check(item)
         return items
@@ -263,6 +267,14 @@ class Applier:
             item.problem = f"output artifact of {data.node_id!r}: {exc}"
             return
         item.data = data.model_copy(update={"output": output, "output_ref": None})
+
+
+def _an_output(item: Item) -> bool:
+    return (
+        item.event is not None
+        and item.event.type in DATA_MODELS
+        and (item.event.type not in ORCHESTRATOR_INPUTS)
+    )
 
 
 def _child_cannot_start(parent: ParentRef, run_id: str, exc: UnknownWorkflow) -> Transition:

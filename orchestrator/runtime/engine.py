@@ -18,7 +18,10 @@ changed: they are forgotten and its events applied again one by one, the one tha
 Timers are outbox rows due in the future; the loop wakes when the next one is due.
 
 A projection (`projection=True`) applies the same events with the same machine into its own
-store, for the API and dashboard to read; it publishes nothing and parks nothing.
+store, for the API and dashboard to read; it publishes nothing and parks nothing. It reads every
+partition's events in stream order through an ordered consumer from the position it committed
+last (stored in the same transaction as what it applied), so each API replica keeps its own
+complete copy — a fresh database is rebuilt from the stream, and replicas never split events.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("conveyor.engine")
 _RETRY_PAUSE_S = 0.5
+_EVENTS = "events"  # the projection's position in the event stream
 
 
 class Engine:
@@ -71,7 +75,7 @@ class Engine:
         self.clock = clock
         self.batch_size = batch_size
         self.projection = projection
-        self.name = f"{'projection' if projection else 'engine'}-p{partition}"
+        self.name = "projection" if projection else f"engine-p{partition}"
         self.metrics = EngineMetrics()
         self.applier = Applier(
             bus, store, self.metrics, projection=projection, cache_size=cache_size
@@ -82,8 +86,12 @@ class Engine:
 
     # ---- lifecycle (runtime.supervisor.Component) -----------------------------------------
     async def start(self) -> None:
-        puller = await self.bus.orchestrator_puller(self.partition, self.projection)
-        self._fetcher = Fetcher(puller, self.name)
+        if self.projection:
+            start = await self.store.position(_EVENTS) + 1
+            self._fetcher = Fetcher(await self.bus.event_reader(start), self.name)
+        else:
+            puller = await self.bus.orchestrator_puller(self.partition)
+            self._fetcher = Fetcher(puller, self.name)
         if not self.projection:
             await self.outbox.start(self.clock())
         log.info("engine started", engine=self.name, timers=self.outbox.pending_timers)
@@ -152,15 +160,22 @@ class Engine:
             log.exception("batch failed; re-applying its events one at a time", engine=self.name)
             for item in items:
                 single = await self.applier.apply([item], now, isolated=True)
-                await self._commit([item], single, now, started)
+                await self._commit([item], single, now, started, item.delivery.stream_seq)
             return
-        await self._commit(items, applied, now, started)
+        await self._commit(items, applied, now, started, max(d.stream_seq for d in deliveries))
 
     async def _commit(
-        self, items: list[Item], applied: Applied, now: float, started: float
+        self,
+        items: list[Item],
+        applied: Applied,
+        now: float,
+        started: float,
+        position: int | None = None,
     ) -> None:
         batch = applied.batch
         batch.outbox_deleted = self.outbox.take_published()
+        if self.projection and position is not None:
+            batch.positions[_EVENTS] = position
         parked = [i for i in items if i.problem is not None]
         try:
             # Claim-checked payloads exist before any committed outbox row can refer to them.
@@ -207,8 +222,5 @@ class Engine:
         """Queue depths and DLQ size: asked of JetStream, so refreshed now and then, not per
         scrape (the scrape runs in another thread)."""
         with contextlib.suppress(BusError):
-            for queue in await self.bus.queues():
-                self.metrics.queue_depth[queue] = await self.bus.pending(
-                    self.topology.tasks_stream, self.topology.queue_consumer(queue)
-                )
+            self.metrics.queue_depth.update(await self.bus.queue_depths())
             self.metrics.dlq_messages = await self.bus.stream_size(self.topology.dlq_stream)

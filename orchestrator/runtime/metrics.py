@@ -3,7 +3,7 @@ docs/operations.md.
 
 The engine keeps plain counters and histograms and this module exposes them through its own
 `CollectorRegistry` (never the process-global one: several engines may live in one process,
-e.g. `conveyor dev` or the tests). `serve_metrics` answers `/metrics` on a port.
+e.g. `conveyor dev` or the tests). `runtime/health.py` serves it on `/metrics`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -139,8 +139,3 @@ def engine_registry(engine: Engine) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_EngineCollector(engine))
     return registry
-
-
-def serve_metrics(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
-    """Answer GET /metrics on host:port from a background thread."""
-    start_http_server(port, addr=host, registry=registry)

@@ -31,6 +31,7 @@ import aiosqlite
 from orchestrator.core.state import NodeState, RunState
 from orchestrator.core.status import MAX_LISTED_FAILURES, run_status
 from orchestrator.runtime.store import Store
+from orchestrator.runtime.workers import WorkerDirectory
 
 
 class BadCursor(ValueError):
@@ -97,8 +98,10 @@ def _child_range(node_id: str) -> tuple[str, str]:
 
 
 class Queries:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, workers: WorkerDirectory | None = None) -> None:
         self.store = store
+        # Given, a run's detail says which of its nodes wait for a worker none could be.
+        self.workers = workers
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -177,6 +180,8 @@ class Queries:
             entry["attempts"] = attempts
             if with_errors:
                 entry["failed_children"] = await self._child_failures(run_id, node_id)
+        if self.workers is not None:
+            await self.workers.note_unserved(status, self.oldest_dispatched_child)
         return status
 
     async def run_detail_full(self, run_id: str) -> dict[str, Any] | None:
@@ -197,6 +202,19 @@ class Queries:
         """Children of a mapped node by status."""
         counts, _, _ = await self._child_summary(run_id, node_id)
         return counts
+
+    async def oldest_dispatched_child(self, run_id: str, node_id: str) -> float | None:
+        """When the longest-waiting child of a mapped node still dispatched (not started) was
+        dispatched."""
+        low, high = _child_range(node_id)
+        async with self.db.execute(
+            "SELECT MIN(json_extract(data, '$.attempts[#-1].dispatched_at')) FROM nodes"
+            " WHERE run_id = ? AND key > ? AND key < ?"
+            " AND json_extract(data, '$.status') = 'dispatched'",
+            (run_id, low, high),
+        ) as rows:
+            row = await rows.fetchone()
+        return float(row[0]) if row and row[0] is not None else None
 
     async def _child_summary(self, run_id: str, node_id: str) -> tuple[Counter[str], int, int]:
         """Children by status, their attempts in total, and how many carry an error — one scan

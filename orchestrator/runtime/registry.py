@@ -10,8 +10,10 @@ run pins the version it started with; a new version affects new runs only.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,10 +29,13 @@ def spec_digest(spec: WorkflowSpec) -> str:
 
 
 class Registry:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, *, latest_ttl_s: float = 0.5) -> None:
         self.bus = bus
         self.bucket = bus.topology.workflows_bucket
         self._compiled: dict[tuple[str, int], CompiledSpec] = {}
+        self.latest_ttl_s = latest_ttl_s
+        self._latest: dict[str, tuple[float, int]] = {}  # name -> (read at, version)
+        self._reading: dict[str, asyncio.Future[int | None]] = {}
 
     async def register(self, spec: WorkflowSpec | Mapping[str, Any]) -> WorkflowSpec:
         """Validate and store; returns the spec with its (new or existing) version."""
@@ -52,6 +57,7 @@ class Registry:
                 json.loads(latest.value) if latest else {"version": 0, "digest": None}
             )
             if pointer["digest"] == digest:
+                self._latest[name] = (time.monotonic(), int(pointer["version"]))
                 return compiled.spec.model_copy(update={"version": pointer["version"]})
             version = int(pointer["version"]) + 1
             versioned = compiled.spec.model_copy(update={"version": version})
@@ -71,6 +77,7 @@ class Registry:
                     self.bucket, f"wf.{name}.latest", new_pointer, latest.revision
                 )
             if ok is not None:
+                self._latest[name] = (time.monotonic(), version)
                 return versioned
         raise RuntimeError(f"could not register {name!r}: too much contention")
 
@@ -102,8 +109,28 @@ class Registry:
         await self.bus.kv_put(self.bucket, f"paused.{name}", b"1" if paused else b"0")
 
     async def latest_version(self, name: str) -> int | None:
+        """The latest version of `name` (None: not registered). Read at most every
+        `latest_ttl_s` per name, and once for any number of concurrent callers: a burst of
+        1,000 triggers is one KV read, not 1,000 (which timed out on a loaded server). A run
+        pins the version it resolved, so a cached answer only delays when a new version starts
+        being used, by at most the TTL; `register` updates the cache at once."""
+        now = time.monotonic()
+        cached = self._latest.get(name)
+        if cached is not None and now - cached[0] < self.latest_ttl_s:
+            return cached[1]
+        pending = self._reading.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read_latest(name))
+            self._reading[name] = pending
+            pending.add_done_callback(lambda _: self._reading.pop(name, None))
+        return await asyncio.shield(pending)
+
+    async def _read_latest(self, name: str) -> int | None:
         latest = await self.bus.kv_get(self.bucket, f"wf.{name}.latest")
-        return int(json.loads(latest.value)["version"]) if latest else None
+        version = int(json.loads(latest.value)["version"]) if latest else None
+        if version is not None:  # an unknown name is asked again next time: it may appear
+            self._latest[name] = (time.monotonic(), version)
+        return version
 
     async def get(self, name: str, version: int | None = None) -> CompiledSpec:
         """The compiled spec of `name` at `version` (latest when None); UnknownWorkflow if none."""

@@ -2,6 +2,10 @@
 
     <ns>.api.<partition>.status   {"run_id": ...}                      -> {"ok": true, "run": {...}}
     <ns>.api.<partition>.runs     {"workflow"?, "status"?, "limit"?} -> {"ok": true, "runs": []}
+    <ns>.api.<partition>.workers  {}                                  -> {"ok": true, "workers": []}
+
+A run's detail marks each node that waits for a worker no running worker could be
+(`no_worker`, see `runtime.workers`); `workers` lists the workers by their heartbeats.
 
 The CLI reads run state this way (one round trip, answered from the store's committed state,
 so it never shows a half-applied batch) and follows a run live by subscribing to the run's
@@ -16,15 +20,19 @@ import json
 from typing import Any
 
 from events.bus import Bus
+from events.errors import BusError
 from orchestrator.runtime.queries import Queries, RunFilter
 from orchestrator.runtime.store import Store
+from orchestrator.runtime.workers import WorkerDirectory
 
 
 class ApiService:
     def __init__(self, bus: Bus, store: Store, partition: int = 0) -> None:
         self.bus = bus
         self.store = store
-        self.queries = Queries(store)
+        # A run's detail says which of its nodes wait for a worker that none running could be.
+        self.directory = WorkerDirectory(bus)
+        self.queries = Queries(store, self.directory)
         self.partition = partition
         self.name = f"status-api-p{partition}"
         self._subs: list[Any] = []
@@ -47,6 +55,9 @@ class ApiService:
         )
         self._subs.append(
             await self.bus.serve(topo.api_subject("runs", self.partition), self._runs)
+        )
+        self._subs.append(
+            await self.bus.serve(topo.api_subject("workers", self.partition), self._workers)
         )
 
     async def close(self) -> None:
@@ -80,6 +91,13 @@ class ApiService:
         filters = RunFilter(request.get("workflow"), (status,) if status else ())
         runs, _ = await self.queries.list_runs(filters, limit=max(1, min(limit, 1000)))
         return _reply(ok=True, runs=runs)
+
+    async def _workers(self, payload: bytes) -> bytes:
+        try:
+            workers = await self.directory.workers()
+        except BusError as exc:
+            return _reply(ok=False, error=f"cannot read the workers' heartbeats: {exc}")
+        return _reply(ok=True, workers=[w.to_dict() for w in workers])
 
 
 def _reply(**fields: Any) -> bytes:

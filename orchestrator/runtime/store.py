@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS waits (
     PRIMARY KEY (run_id, node_key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS waits_by_type ON waits (type);
+CREATE TABLE IF NOT EXISTS positions (
+    key TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS schedule_cursors (
     key TEXT PRIMARY KEY,
     last_instant REAL NOT NULL
@@ -157,6 +161,13 @@ class Store:
             (event_type,),
         )
         return [Wait(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    async def position(self, key: str) -> int:
+        """The last stream sequence a reader committed under `key` (0: none yet)."""
+        rows = await self._run(
+            _fetchall, self._db, "SELECT seq FROM positions WHERE key = ?", (key,)
+        )
+        return int(rows[0][0]) if rows else 0
 
     async def schedule_cursor(self, key: str) -> float | None:
         rows = await self._run(
@@ -279,6 +290,8 @@ def _commit_sync(db: sqlite3.Connection, batch: Batch) -> None:
                     " VALUES (?,?,?,?,?)",
                     (run_id, node_key, wait.attempt, wait.type, _dumps(wait.match)),
                 )
+        for key, seq in batch.positions.items():
+            db.execute("INSERT OR REPLACE INTO positions (key, seq) VALUES (?, ?)", (key, seq))
         if batch.outbox_deleted:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in batch.outbox_deleted])
         if batch.outbox:

@@ -46,8 +46,12 @@ class Harness:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.client: Client
 
-    def common(self) -> roles.Common:
-        return roles.Common(nats=NatsSettings(servers=(self.server.url,)), topology=self.topology)
+    def common(self, metrics_port: int | None = None) -> roles.Common:
+        return roles.Common(
+            nats=NatsSettings(servers=(self.server.url,)),
+            topology=self.topology,
+            metrics_port=metrics_port,
+        )
 
     async def open(self) -> Harness:
         os.environ["CONVEYOR_TEST_DIR"] = str(self.workdir)
@@ -56,9 +60,9 @@ class Harness:
         return self
 
     @contextlib.asynccontextmanager
-    async def _process(self, *owned: object) -> AsyncIterator[roles.Process]:
+    async def _process(self, metrics_port: int | None = None) -> AsyncIterator[roles.Process]:
         """A process to build; served once built (closed again if building it failed)."""
-        process = roles.Process(self.common(), handle_signals=False)
+        process = roles.Process(self.common(metrics_port), handle_signals=False)
         await process.__aenter__()
         try:
             yield process
@@ -72,11 +76,19 @@ class Harness:
     def _owns(self, component: object) -> None:
         self._by_component[id(component)] = len(self._served) - 1
 
-    async def start_orchestrator(self, **engine_options: Any) -> Engine:
+    async def start_orchestrator(
+        self, partition: int = 0, metrics_port: int | None = None, **engine_options: Any
+    ) -> Engine:
         """An engine with its status API (triggers started apart: `start_router`)."""
-        async with self._process() as process:
+        db = self.db if partition == 0 else self.workdir / f"conveyor-p{partition}.db"
+        async with self._process(metrics_port) as process:
             engine = await roles.orchestrator(
-                process, db=self.db, topology="check", triggers=False, **engine_options
+                process,
+                db=db,
+                partition=partition,
+                topology="check",
+                triggers=False,
+                **engine_options,
             )
         self._owns(engine)
         self.engine = engine
@@ -113,8 +125,10 @@ class Harness:
         finally:
             await process.__aexit__(None, None, None)
 
-    async def start_worker(self, tasks: Iterable[Task[Any, Any]], **options: Any) -> Worker:
-        async with self._process() as process:
+    async def start_worker(
+        self, tasks: Iterable[Task[Any, Any]], metrics_port: int | None = None, **options: Any
+    ) -> Worker:
+        async with self._process(metrics_port) as process:
             worker = await roles.worker(process, tasks, **options)
         return worker
 
@@ -145,6 +159,7 @@ class Harness:
             "CONVEYOR_NAMESPACE": self.topology.namespace,
             "CONVEYOR_TASK_ACK_WAIT": str(self.topology.task_ack_wait_s),
             "CONVEYOR_TASK_MAX_DELIVERIES": str(self.topology.task_max_deliveries),
+            "CONVEYOR_WORKER_HEARTBEAT": str(self.topology.worker_heartbeat_s),
             "CONVEYOR_TEST_DIR": str(self.workdir),
             "CONVEYOR_NATS_URL": self.server.url,
         }

@@ -75,7 +75,7 @@ async def test_task_that_kills_every_worker_ends_as_a_failed_attempt(harness: Ha
         return status if status and status["status"] in ("failed", "succeeded") else None
 
     # A supervisor's job, done by the test: restart the worker each time the task kills it.
-    final = None
+    final, deaths = None, 0
     for _ in range(limit + 2):
         worker = harness.spawn_worker()
         while worker.poll() is None and final is None:
@@ -83,9 +83,18 @@ async def test_task_that_kills_every_worker_ends_as_a_failed_attempt(harness: Ha
             await asyncio.sleep(0.1)
         if final is not None:
             break
+        deaths += 1
     final = final or await eventually(finished, timeout=30, message="the run to end")
     assert final["status"] == "failed", harness.logs()
     error = final["error"]
     assert error["type"] == "WorkerLost"
-    assert f"delivered {limit} times" in error["message"]
+    # Its first delivery killed the worker; from the second on it ran alone in a child process,
+    # which it killed each time, and the worker lived on to say so.
+    assert deaths == 1, harness.logs()
+    assert error["message"] == (
+        f"task 'poison' killed its worker {limit - 1} times when run alone (from its 2nd "
+        "delivery on it ran in a process of its own; the last one ended: killed by SIGKILL "
+        f"(the out-of-memory killer, or kill -9?)); giving up on this attempt after {limit} "
+        "deliveries"
+    )
     assert executions(harness.workdir) == ["poison"] * limit

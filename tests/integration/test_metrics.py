@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import httpx
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.runtime.metrics import engine_registry, serve_metrics
+from orchestrator.runtime.health import HealthServer
 from tests.integration import flows
 from tests.integration.harness import Harness
 from tests.integration.test_runs import ALL_TASKS
-from workers.metrics import worker_registry
 
 
 def _free_port() -> int:
@@ -32,12 +33,10 @@ async def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 
 async def test_orchestrator_and_worker_metrics(harness: Harness) -> None:
-    engine = await harness.start_orchestrator()
-    worker = await harness.start_worker(ALL_TASKS)
-    await harness.register(flows.retry_then_succeed, flows.non_retryable)
     engine_port, worker_port = _free_port(), _free_port()
-    serve_metrics(engine_registry(engine), engine_port)
-    serve_metrics(worker_registry(worker), worker_port)
+    engine = await harness.start_orchestrator(metrics_port=engine_port)
+    await harness.start_worker(ALL_TASKS, metrics_port=worker_port)
+    await harness.register(flows.retry_then_succeed, flows.non_retryable)
 
     await harness.run(flows.retry_then_succeed, {"succeed_on": 2})
     await harness.run(flows.non_retryable, {"payload": {}})
@@ -60,3 +59,31 @@ async def test_orchestrator_and_worker_metrics(harness: Harness) -> None:
     assert work[("conveyor_worker_tasks_total", (("outcome", "failed"),))] == 2
     assert work[("conveyor_worker_task_seconds_count", (("task", "flaky"),))] == 2
     assert work[("conveyor_worker_in_flight", ())] == 0
+
+
+async def test_healthz_answers_for_a_running_process(harness: Harness) -> None:
+    port = _free_port()
+    await harness.start_orchestrator(metrics_port=port)
+    async with httpx.AsyncClient() as client:
+        healthy = await client.get(f"http://127.0.0.1:{port}/healthz")
+        assert (healthy.status_code, healthy.text) == (200, "ok\n")
+        assert (await client.get(f"http://127.0.0.1:{port}/nope")).status_code == 404
+        assert (await client.post(f"http://127.0.0.1:{port}/healthz")).status_code == 405
+
+
+async def test_healthz_turns_503_when_the_process_is_not_healthy() -> None:
+    state = {"healthy": True}
+    server = HealthServer(CollectorRegistry(), lambda: state["healthy"], port=0)
+    await server.start()
+    serving = asyncio.create_task(server.run())
+    try:
+        async with httpx.AsyncClient() as client:
+            url = f"http://127.0.0.1:{server.port}/healthz"
+            assert (await client.get(url)).status_code == 200
+            state["healthy"] = False  # a component failed, or the process is draining
+            answer = await client.get(url)
+            assert (answer.status_code, answer.text) == (503, "unhealthy\n")
+    finally:
+        server.stop()
+        await serving
+        await server.drain()

@@ -157,7 +157,7 @@ async def test_a_task_delivered_too_often_fails_as_worker_lost(harness: Harness,
     run_id = await harness.client.trigger("polyglot", {"text": "three words here"})
     # Play the workers that took the task and died: take it and hand it back, as often as allowed.
     # (This consumer is created with the Python worker's config; the Node worker binds to it.)
-    puller = await harness.client.bus.queue_puller("node")
+    puller = await harness.client.bus.task_puller("node", "word_count")
     for _ in range(harness.topology.task_max_deliveries):
         deliveries = await eventually(lambda: puller.fetch(1, timeout=1.0), message="a dispatch")
         await deliveries[0].settle(Outcome.SHUTDOWN)  # nak, no delay
@@ -171,7 +171,8 @@ async def test_a_task_delivered_too_often_fails_as_worker_lost(harness: Harness,
         True,
         "word_count",
     )
-    assert f"delivered {harness.topology.task_max_deliveries + 1} times" in error["message"]
+    assert f"delivered {harness.topology.task_max_deliveries} times" in error["message"]
+    assert "even run alone from its 2nd delivery on" in error["message"]
     assert final["nodes"]["word_count"]["attempts"] == 1
 
 
@@ -180,7 +181,7 @@ async def test_a_message_that_is_not_a_dispatch_is_parked_on_the_dlq(
 ) -> None:
     await start(harness)
     bus, topology = harness.client.bus, harness.topology
-    subject = topology.task_subject("node")
+    subject = topology.task_subject("node", "word_count")
     await bus.publish_raw(subject, {"Nats-Msg-Id": "junk-1", "x-origin": "test"}, b"not an event")
     spawn_node(harness, node)
 
@@ -287,3 +288,61 @@ def test_crc32_partitioning_matches_python(node: str) -> None:
     )
     expected = [f"{zlib.crc32(r.encode())} {zlib.crc32(r.encode()) % 7}" for r in run_ids]
     assert done.stdout.split("\n")[:-1] == expected
+
+
+# ---- heartbeats and the crash rule, in Node --------------------------------------------------
+
+# A Node worker whose only task notes when each run begins and ends (and on which delivery).
+NOTE_WORKER = """
+import { appendFileSync } from "node:fs";
+import { serve } from "./worker.mjs";
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+await serve({ nap: { params: { ms: "number" }, fn: async ({ ms }) => {
+  appendFileSync(process.env.NOTES, `begin ${ms}\\n`);
+  await sleep(ms);
+  appendFileSync(process.env.NOTES, `end ${ms}\\n`);
+  return { slept: ms };
+} } });
+process.exit(0);
+"""
+
+
+async def test_the_node_worker_announces_itself_and_says_goodbye(
+    harness: Harness, node: str
+) -> None:
+    from orchestrator.runtime.workers import read_workers
+
+    await start(harness, napping)
+    proc = spawn_node(harness, node, "--input-type=module", "-e", NAP_WORKER)
+
+    async def live() -> list[Any]:
+        return [w for w in await read_workers(harness.client.bus) if w.heartbeat.pid == proc.pid]
+
+    [info] = await eventually(live, message="the Node worker's heartbeat")
+    assert info.live, harness.logs()
+    beat = info.heartbeat
+    assert [(s.queue, s.task) for s in beat.serves] == [("node", "nap")]
+    assert beat.version.startswith("conveyor-node-example ")
+    assert (beat.concurrency, beat.in_flight, beat.state) == (4, 0, "running")
+    proc.terminate()
+    assert await asyncio.to_thread(proc.wait, 15) == 0, harness.logs()
+    [last] = await live()
+    assert (last.heartbeat.state, last.live) == ("stopped", False)
+
+
+async def test_the_node_worker_runs_a_suspect_alone(harness: Harness, node: str) -> None:
+    await start(harness, napping)
+    suspect = await harness.client.trigger("napping", {"ms": 700})
+    # Play a worker that took it and died: take it and hand it back.
+    puller = await harness.client.bus.task_puller("node", "nap")
+    [delivery] = await eventually(lambda: puller.fetch(1, timeout=1.0), message="the dispatch")
+    await delivery.settle(Outcome.SHUTDOWN)
+    await puller.close()
+    others = [await harness.client.trigger("napping", {"ms": ms}) for ms in (300, 400)]
+    notes = harness.workdir / "notes.log"
+    spawn_node(harness, node, "--input-type=module", "-e", NOTE_WORKER, env={"NOTES": str(notes)})
+    finals = [await _wait(harness, run_id, timeout=30) for run_id in [suspect, *others]]
+    assert [f["output"] for f in finals] == [{"slept": 700}, {"slept": 300}, {"slept": 400}]
+    lines = notes.read_text().split("\n")[:-1]
+    begin = lines.index("begin 700")
+    assert lines[begin + 1] == "end 700", lines  # nothing else ran while the suspect did

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from events.testing import eventually
+from pathlib import Path
+
+from events import EmbeddedServer, Topology
+from events.testing import eventually, unique_namespace
 from orchestrator.core.status import run_status
 from orchestrator.runtime.queries import Queries
 from orchestrator.runtime.store import Store
 from tests.integration import flows
 from tests.integration.harness import Harness
-from tests.integration.test_runs import start
+from tests.integration.test_runs import ALL_TASKS, start
 
 
 def _comparable(status: dict[str, object]) -> dict[str, object]:
@@ -49,11 +52,8 @@ async def test_projection_follows_the_orchestrator_and_rebuilds_from_the_stream(
         assert _comparable(projected) == _comparable(final)
     assert projection.metrics.outbox_published == 0  # a projection publishes nothing
 
-    # Rebuild: a fresh store and a fresh consumer replay the stream from its start.
+    # Rebuild: a fresh store replays the stream from its start (no server-side state).
     await harness.stop_engine(projection)
-    await harness.client.bus.delete_consumer(
-        harness.topology.events_stream, harness.topology.projection_consumer(0)
-    )
     _, rebuilt = await harness.start_projection(harness.workdir / "rebuilt.db")
     for final in finals:
         projected = await eventually(
@@ -61,3 +61,30 @@ async def test_projection_follows_the_orchestrator_and_rebuilds_from_the_stream(
             message=f"the rebuilt projection to show run {final['run_id']}",
         )
         assert _comparable(projected) == _comparable(final)
+
+
+async def test_a_projection_holds_every_partition_and_replicas_do_not_split_events(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    """`conveyor api` replicas each read every partition's events through their own ordered
+    reader: a fresh database shows every run, and two replicas both show all of them."""
+    topology = Topology(namespace=unique_namespace("proj"), partitions=3)
+    harness = await Harness(nats_server, topology, tmp_path).open()
+    try:
+        for partition in range(3):
+            await harness.start_orchestrator(partition=partition)
+        await harness.start_worker(ALL_TASKS)
+        await harness.register(flows.chain)
+        finals = [await harness.run(flows.chain, {"start": n}) for n in range(9)]
+        assert len({topology.partition(f["run_id"]) for f in finals}) == 3  # all partitions
+        _, first = await harness.start_projection(tmp_path / "api-1.db")
+        _, second = await harness.start_projection(tmp_path / "api-2.db")
+        for store in (first, second):
+            for final in finals:
+                projected = await eventually(
+                    lambda s=store, f=final: _projected(s, f["run_id"], "succeeded"),
+                    message=f"run {final['run_id']} in every projection",
+                )
+                assert projected["output"] == final["output"]
+    finally:
+        await harness.close()

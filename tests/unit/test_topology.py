@@ -94,7 +94,10 @@ def _matches(filters: list[str], subject: str) -> bool:
 
 def test_task_log_dlq_api_and_cancel_subjects():
     topology = Topology(namespace="ns")
-    assert topology.task_subject("gpu-large") == "ns.task.gpu-large"
+    assert topology.task_subject("gpu-large", "train") == "ns.task.gpu-large.train"
+    assert topology.legacy_task_subject("gpu-large") == "ns.task.gpu-large"
+    assert topology.worker_subject("host-12-ab") == "ns.worker.host-12-ab"
+    assert topology.workers_filter() == "ns.worker.*"
     assert topology.log_subject(RUN, "train_2") == f"ns.log.{RUN}.train_2"
     assert topology.dlq_subject("events") == "ns.dlq.events"
     assert topology.api_subject("status") == "ns.api.0.status"
@@ -105,7 +108,35 @@ def test_task_log_dlq_api_and_cancel_subjects():
 @pytest.mark.parametrize("queue", ["gpu.large", "a b", ">", "", "gpu\n"])
 def test_task_subject_refuses_unsafe_queue_names(queue):
     with pytest.raises(ValueError, match=re.escape(f"queue name {queue!r} is not subject-safe")):
-        Topology().task_subject(queue)
+        Topology().task_subject(queue, "train")
+    with pytest.raises(ValueError, match=re.escape(f"queue name {queue!r} is not subject-safe")):
+        Topology().task_consumer(queue, "train")
+
+
+@pytest.mark.parametrize("task", ["etl.load", "a b", "*", "", "x" * 129, "caf\u00e9"])
+def test_task_subject_and_consumer_refuse_unsafe_task_names(task):
+    with pytest.raises(ValueError, match=re.escape(f"task name {task!r} is not subject-safe")):
+        Topology().task_subject("default", task)
+    with pytest.raises(ValueError, match=re.escape(f"task name {task!r} is not subject-safe")):
+        Topology().task_consumer("default", task)
+
+
+def test_one_subject_and_one_consumer_per_task_and_queue():
+    topology = Topology(namespace="ns")
+    assert topology.task_consumer("gpu", "train") == "task:gpu:train"
+    assert topology.parse_task_consumer("task:gpu:train") == ("gpu", "train")
+    assert topology.parse_task_consumer("queue-gpu") is None
+    assert topology.parse_task_consumer("task:gpu:a.b") is None
+    # Distinct tasks never share a subject, and no task subject is the old whole-queue one.
+    subjects = {topology.task_subject(q, t) for q in ("a", "b") for t in ("x", "y")}
+    assert len(subjects) == 4
+    assert topology.legacy_task_subject("a") not in subjects
+
+
+@pytest.mark.parametrize("worker", ["host.example.com-1", "a b", "", "x" * 129])
+def test_worker_subject_refuses_unsafe_ids(worker):
+    with pytest.raises(ValueError, match="is not subject-safe"):
+        Topology().worker_subject(worker)
 
 
 # ---- names of streams, consumers, buckets ---------------------------------------------------
@@ -126,7 +157,7 @@ def test_names_derive_from_the_namespace():
 def test_stream_plans_cover_every_subject_family():
     topology = Topology(namespace="ns", duplicate_window_s=60.0, event_max_age_s=3600.0)
     plans = {plan.name: plan for plan in topology.streams()}
-    assert set(plans) == {"NS_EVENTS", "NS_TASKS", "NS_LOGS", "NS_DLQ", "NS_INGEST"}
+    assert set(plans) == {"NS_EVENTS", "NS_TASKS", "NS_LOGS", "NS_DLQ", "NS_INGEST", "NS_WORKERS"}
     assert plans["NS_INGEST"].subjects == ("ns.ingest.>",)
     assert plans["NS_EVENTS"].subjects == ("ns.evt.>",)
     assert plans["NS_EVENTS"].max_age_s == 3600.0
@@ -135,6 +166,12 @@ def test_stream_plans_cover_every_subject_family():
     assert not any(plans[name].work_queue for name in ("NS_EVENTS", "NS_LOGS", "NS_DLQ"))
     assert plans["NS_LOGS"].subjects == ("ns.log.>",)
     assert plans["NS_DLQ"].subjects == ("ns.dlq.>",)
+    # Heartbeats: the last one of each worker, read by direct get, gone after a while.
+    workers = plans["NS_WORKERS"]
+    assert workers.subjects == ("ns.worker.*",) and not workers.work_queue
+    assert workers.max_msgs_per_subject == 1 and workers.allow_direct
+    assert workers.max_age_s == topology.worker_max_age_s
+    assert all(plans[n].max_msgs_per_subject == -1 for n in plans if n != "NS_WORKERS")
 
 
 # ---- validation and environment -------------------------------------------------------------
@@ -154,6 +191,12 @@ def test_invalid_namespace(namespace):
         Topology(namespace=namespace)
 
 
+@pytest.mark.parametrize("interval", [0, -1.0, float("nan")])
+def test_worker_heartbeat_must_be_positive(interval):
+    with pytest.raises(ValueError, match="worker_heartbeat_s must be > 0"):
+        Topology(worker_heartbeat_s=interval)
+
+
 @pytest.mark.parametrize("partitions", [0, -1])
 def test_partitions_must_be_positive(partitions):
     with pytest.raises(ValueError, match=rf"partitions must be >= 1, got {partitions}"):
@@ -165,6 +208,7 @@ ENV = (
     "CONVEYOR_PARTITIONS",
     "CONVEYOR_TASK_ACK_WAIT",
     "CONVEYOR_TASK_MAX_DELIVERIES",
+    "CONVEYOR_WORKER_HEARTBEAT",
 )
 
 
@@ -179,7 +223,9 @@ def test_from_env_reads_every_setting(monkeypatch):
     monkeypatch.setenv("CONVEYOR_PARTITIONS", "8")
     monkeypatch.setenv("CONVEYOR_TASK_ACK_WAIT", "12.5")
     monkeypatch.setenv("CONVEYOR_TASK_MAX_DELIVERIES", "3")
+    monkeypatch.setenv("CONVEYOR_WORKER_HEARTBEAT", "2.5")
     topology = Topology.from_env()
+    assert topology.worker_heartbeat_s == 2.5
     assert topology.namespace == "staging"
     assert topology.partitions == 8
     assert topology.task_ack_wait_s == 12.5

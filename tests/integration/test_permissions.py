@@ -1,0 +1,183 @@
+"""NATS credentials per role: a real nats-server configured with `conveyor nats-config`'s
+authorization block; each role does its job with its own user, and is refused outside it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+import pytest_asyncio
+
+from events import EmbeddedServer
+from events.bus import Bus
+from events.envelope import CloudEvent
+from events.errors import BusError
+from events.models import RUN_SUCCEEDED, RunSucceeded
+from events.permissions import ROLES, password_variable
+from events.settings import NatsSettings
+from events.testing import eventually
+from events.topology import Topology
+from orchestrator import roles
+from orchestrator.client import Client
+from orchestrator.runtime.registry import Registry
+from tests.integration import flows
+
+NAMESPACE = "perm"
+TOPOLOGY = Topology(namespace=NAMESPACE, task_ack_wait_s=5.0)
+PASSWORDS = {role: f"pw-{role}-{os.urandom(4).hex()}" for role in ROLES}
+
+
+def _settings(server: EmbeddedServer, role: str) -> NatsSettings:
+    return NatsSettings(servers=(server.url,), user=f"{NAMESPACE}-{role}", password=PASSWORDS[role])
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    workdir = tmp_path_factory.mktemp("secured")
+    block = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "nats-config", "--namespace", NAMESPACE],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    config = workdir / "nats.conf"
+    config.write_text(block)
+    variables = {password_variable(role): PASSWORDS[role] for role in ROLES}
+    os.environ.update(variables)  # nats-server reads the $VARs of the block from its environment
+    try:
+        with EmbeddedServer(store_dir=workdir / "store", extra_args=("-c", str(config))) as server:
+            yield server
+    finally:
+        for name in variables:
+            os.environ.pop(name, None)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def applied(secured: EmbeddedServer) -> AsyncIterator[EmbeddedServer]:
+    admin = await Bus.connect(_settings(secured, "admin"), TOPOLOGY)
+    await admin.apply_topology()
+    await admin.close()
+    yield secured
+
+
+async def test_each_role_does_its_job_with_its_own_user(
+    applied: EmbeddedServer, tmp_path: Path
+) -> None:
+    os.environ["CONVEYOR_TEST_DIR"] = str(tmp_path)
+    processes: list[tuple[roles.Process, asyncio.Task[int]]] = []
+
+    async def serve(role: str, build: object) -> None:
+        process = roles.Process(
+            roles.Common(nats=_settings(applied, role), topology=TOPOLOGY), handle_signals=False
+        )
+        await process.__aenter__()
+        await build(process)  # type: ignore[operator]
+        supervisor = process.build_supervisor()
+        await supervisor.start()
+        processes.append((process, asyncio.create_task(supervisor.serve())))
+
+    async def orchestrator(process: roles.Process) -> None:
+        await roles.orchestrator(process, db=tmp_path / "o.db", topology="check")
+
+    async def worker(process: roles.Process) -> None:
+        runtime = await roles.worker(process, [flows.inc])
+        await Registry(runtime.bus).register_all([flows.chain.spec])
+
+    client = await Client.connect(_settings(applied, "client"), TOPOLOGY)
+    try:
+        await serve("orchestrator", orchestrator)
+        await serve("worker", worker)
+        run_id = await client.trigger("chain", {"start": 1})
+        final = await client.wait(run_id, timeout=60)
+        assert final["status"] == "succeeded" and final["output"] == 1 + flows.CHAIN_LENGTH
+    finally:
+        await client.close()
+        for process, task in processes:
+            assert process.supervisor is not None
+            process.supervisor.stop()
+            assert await asyncio.wait_for(task, 30) == 0, process.supervisor.failures
+            await process.__aexit__(None, None, None)
+
+
+async def _refused(server: EmbeddedServer, role: str, subject: str, body: bytes) -> str:
+    """Publish as `role`; the server's permission error, or '' when it was let through."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc = await nats.connect(
+        server.url,
+        user=f"{NAMESPACE}-{role}",
+        password=PASSWORDS[role],
+        error_cb=on_error,
+        allow_reconnect=False,
+    )
+    try:
+        await nc.publish(subject, body)
+        await nc.flush(timeout=5)
+        await eventually(
+            lambda: asyncio.sleep(0, result=bool(errors)), timeout=5, message="a permission error"
+        )
+    finally:
+        await nc.close()
+    return "; ".join(errors)
+
+
+@pytest.mark.parametrize(
+    ("role", "subject"),
+    [
+        ("worker", f"{NAMESPACE}.evt.0.run.succeeded.r1"),  # a worker cannot end a run
+        ("worker", f"{NAMESPACE}.task.default.inc"),  # nor dispatch tasks
+        ("gateway", f"{NAMESPACE}.evt.0.run.requested.r1"),  # the gateway only ingests
+        ("client", f"{NAMESPACE}.evt.0.task.completed.r1"),  # a client cannot forge results
+        ("api", "$JS.API.STREAM.DELETE.PERM_EVENTS"),  # the API cannot touch the topology
+        ("worker", "$JS.API.STREAM.CREATE.PERM_X"),
+    ],
+)
+async def test_a_role_is_refused_outside_its_job(
+    applied: EmbeddedServer, role: str, subject: str
+) -> None:
+    outcome = RunSucceeded(run_id="r1", workflow="chain", version=1, output=0)
+    event = CloudEvent.create(RUN_SUCCEEDED, "forged", outcome)
+    error = await _refused(applied, role, subject, event.data)
+    assert "permissions violation" in error.lower(), error
+    assert subject.lower() in error.lower()  # (nats-py lower-cases the message)
+
+
+async def test_the_gateway_may_ingest_and_nothing_else(applied: EmbeddedServer) -> None:
+    bus = await Bus.connect(_settings(applied, "gateway"), TOPOLOGY)
+    try:
+        event = CloudEvent.create("com.example.ping", "tests", {"n": 1})
+        await bus.publish(TOPOLOGY.ingest_subject(event.type), event)
+        with pytest.raises(BusError):
+            await bus.publish(TOPOLOGY.event_subject(RUN_SUCCEEDED, "r2"), event, timeout=1.0)
+    finally:
+        await bus.close()
+
+
+async def test_a_wrong_password_is_a_clear_connection_error(applied: EmbeddedServer) -> None:
+    wrong = NatsSettings(servers=(applied.url,), user=f"{NAMESPACE}-worker", password="nope")
+    with pytest.raises(BusError, match="cannot connect to NATS"):
+        await Bus.connect(wrong, TOPOLOGY, connect_timeout_s=1.0)
+    assert "nope" not in repr(wrong)
+
+
+def test_the_block_names_every_role_and_holds_no_secret() -> None:
+    block = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "nats-config", "--namespace", NAMESPACE],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for role in ROLES:
+        assert f'user: "{NAMESPACE}-{role}"' in block
+        assert f"password: ${password_variable(role)}" in block
+    assert all(password not in block for password in PASSWORDS.values())
+    assert block.count("allow_responses: true") == 1  # only the orchestrator answers requests

@@ -1,0 +1,119 @@
+"""What a worker says about an attempt: task.started, task.completed, task.failed.
+
+Each event has a deterministic id (`<run_id>:<node_id>:<attempt>:<verb>`): a redelivered attempt
+that runs again publishes the same ids, which JetStream drops as duplicates (and the
+orchestrator would ignore anyway). Each carries the run id and, when the dispatch had one, the
+attempt's trace context, so the run's trace stays whole. An output over the inline limit goes
+to the object store, and the event carries its key (claim check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from events.bus import Bus
+from events.envelope import CloudEvent
+from events.errors import BusClosed, BusUnavailable
+from events.models import (
+    INLINE_LIMIT_BYTES,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_STARTED,
+    ErrorInfo,
+    TaskCompleted,
+    TaskDispatched,
+    TaskFailed,
+    TaskStarted,
+    WireModel,
+)
+
+
+class Reporter:
+    def __init__(self, bus: Bus, worker: str, retry_s: float = 30.0) -> None:
+        self.bus = bus
+        self.worker = worker
+        # How long a finished attempt keeps trying to publish its result (a leader election).
+        self.retry_s = retry_s
+
+    async def started(
+        self, dispatched: TaskDispatched, trace: str | None
+    ) -> Callable[[], Awaitable[bool]]:
+        """Sent without waiting for its ack (the task starts at once); returns the waiter, to
+        await before the result is published, so that the start comes first in the log."""
+        data = TaskStarted(**self._attempt(dispatched))
+        event = self._event(TASK_STARTED, dispatched, "started", data, trace)
+        subject = self.bus.topology.event_subject(TASK_STARTED, dispatched.run_id)
+        return await self.bus.publish_pipelined(subject, event)
+
+    async def completed(
+        self, dispatched: TaskDispatched, output: Any, encoded: bytes, trace: str | None
+    ) -> None:
+        output_ref = None
+        if len(encoded) > INLINE_LIMIT_BYTES:
+            output, output_ref = None, await self.bus.put_artifact(encoded)
+        data = TaskCompleted(**self._attempt(dispatched), output=output, output_ref=output_ref)
+        await self._publish(TASK_COMPLETED, dispatched, "completed", data, trace)
+
+    async def failed(self, dispatched: TaskDispatched, error: ErrorInfo, trace: str | None) -> None:
+        data = TaskFailed(**self._attempt(dispatched), error=error)
+        await self._publish(TASK_FAILED, dispatched, "failed", data, trace)
+
+    def _attempt(self, dispatched: TaskDispatched) -> dict[str, Any]:
+        """Which attempt, and who speaks of it: what every one of these events carries."""
+        return {
+            "run_id": dispatched.run_id,
+            "node_id": dispatched.node_id,
+            "attempt": dispatched.attempt,
+            "worker": self.worker,
+        }
+
+    async def _publish(
+        self,
+        event_type: str,
+        dispatched: TaskDispatched,
+        verb: str,
+        data: WireModel,
+        trace: str | None,
+    ) -> None:
+        """Durably, retrying while JetStream is briefly away (electing a stream leader takes
+        seconds): the work is done, and handing the message back would run it again — alone, in
+        a child process, as a suspect — and count a delivery against it as if it had killed its
+        worker. The message stays ours meanwhile (heartbeats go on); after `retry_s` the error
+        propagates and the message is handed back."""
+        event = self._event(event_type, dispatched, verb, data, trace)
+        subject = self.bus.topology.event_subject(event_type, dispatched.run_id)
+        deadline = time.monotonic() + self.retry_s
+        pause = 0.1
+        while True:
+            try:
+                await self.bus.publish(subject, event)
+                return
+            except BusClosed:
+                raise
+            except BusUnavailable:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
+
+    def _event(
+        self,
+        event_type: str,
+        dispatched: TaskDispatched,
+        verb: str,
+        data: WireModel,
+        trace: str | None,
+    ) -> CloudEvent:
+        extensions = {"runid": dispatched.run_id}
+        if trace:
+            extensions["traceparent"] = trace
+        return CloudEvent.create(
+            event_type,
+            f"conveyor/worker/{self.worker}",
+            data,
+            id=f"{dispatched.run_id}:{dispatched.node_id}:{dispatched.attempt}:{verb}",
+            extensions=extensions,
+        )
