@@ -1,8 +1,9 @@
 """A run looked into: its event history, its timeline, its input and output in full (for a
-download); and the task queues' backlogs."""
+download); and the deployment's workers and task queues."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Annotated, Any, Literal
@@ -12,13 +13,16 @@ from fastapi.responses import Response
 
 from events.bus.admin import ConsumerState
 from events.topology import Topology
+from orchestrator.errors import UnknownWorkflow
+from orchestrator.runtime.workers import WorkerDirectory
 
 from .context import AppContext, context
 from .history import read_history
 from .models import Problem
 from .routes_runs import NODE_KEY, NOT_FOUND, RunId
 from .timeline import timeline_of
-from .views import HistoryPage, QueuesPage, QueueState, Timeline
+from .views import HistoryPage, QueuesPage, QueueState, Timeline, WorkersPage
+from .workers import workers_page
 
 router = APIRouter(tags=["inspect"], responses={422: {"model": Problem}})
 Ctx = Annotated[AppContext, Depends(context)]
@@ -97,6 +101,20 @@ async def list_queues(ctx: Ctx) -> QueuesPage:
     states = await bus.consumer_states(bus.topology.tasks_stream)
     dead = await bus.stream_size(bus.topology.dlq_stream)
     return QueuesPage(queues=[_queue(bus.topology, state) for state in states], dead_letters=dead)
+
+
+@router.get("/workers", response_model=WorkersPage)
+async def list_workers(ctx: Ctx) -> WorkersPage:
+    """Every worker whose last heartbeat the workers stream keeps (live ones first: running
+    and heard from within three of its heartbeat intervals; a stopped or silent one is
+    `gone`), and each registered workflow with a task no live worker serves."""
+    directory = ctx.queries.workers or WorkerDirectory(ctx.client.bus, ctx.registry)
+    workers = await directory.workers()
+    specs = []
+    for name in await ctx.registry.names():
+        with contextlib.suppress(UnknownWorkflow):  # removed since it was listed
+            specs.append(await ctx.registry.get(name))
+    return workers_page(workers, specs)
 
 
 def _queue(topology: Topology, state: ConsumerState) -> QueueState:

@@ -3,7 +3,7 @@ run's event history and timeline, task queues and live workers."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -103,3 +103,42 @@ class QueueState(BaseModel):
 class QueuesPage(BaseModel):
     queues: list[QueueState]
     dead_letters: int = Field(description="Messages parked on the dead-letter stream.")
+
+
+class ServedTask(BaseModel):
+    queue: str
+    task: str
+
+
+class WorkerState(BaseModel):
+    """A worker as its last heartbeat tells it (`io.conveyor.worker.heartbeat`)."""
+
+    worker: str = Field(description="Its id: the `worker` of the task events it publishes.")
+    host: str
+    pid: int | None = None
+    version: str
+    serves: list[ServedTask]
+    queues: list[str]
+    tasks: list[str]
+    concurrency: int
+    in_flight: int
+    isolated: int = Field(0, description="Of those, attempts run alone (suspected of crashing).")
+    started_at: float | None = None
+    last_heartbeat: float = Field(description="When the server stored its last heartbeat.")
+    interval_s: float
+    state: str = Field(description="What it said: running, draining or stopped.")
+    live: bool = Field(description="Running and heard from within 3 heartbeat intervals.")
+    status: Literal["alive", "draining", "gone"]
+
+
+class Unserved(BaseModel):
+    """A registered workflow some of whose tasks no live worker serves: its runs will wait."""
+
+    workflow: str
+    version: int
+    tasks: list[ServedTask]
+
+
+class WorkersPage(BaseModel):
+    workers: list[WorkerState] = Field(description="Live ones first, then the gone, newest first.")
+    unserved: list[Unserved]

@@ -56,6 +56,7 @@ async def test_openapi_documents_every_route(api: ApiEnv) -> None:
         ("get", "/api/runs/{run_id}/timeline"),
         ("get", "/api/runs/{run_id}/values/{which}"),
         ("get", "/api/queues"),
+        ("get", "/api/workers"),
     }
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
     for path, ops in schema["paths"].items():

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 from events.models import LogLine
+from events.testing import eventually
+from tests.api import flows
 from tests.api.support import ApiEnv
 
 
@@ -149,3 +151,27 @@ async def test_queues_show_each_consumer_and_its_backlog(api: ApiEnv) -> None:
     assert queue["oldest_waiting_s"] is None
     assert queue["waiting_pulls"] >= 1  # the idle worker's parked pull
     assert queue["last_active"] is not None
+
+
+async def test_workers_say_what_they_serve_and_what_nobody_serves(api: ApiEnv) -> None:
+    page = (await api.http.get("/api/workers")).json()
+    (worker,) = page["workers"]
+    assert worker["live"] and worker["status"] == "alive" and worker["state"] == "running"
+    assert worker["queues"] == ["default"]
+    assert set(worker["tasks"]) == {t.name for t in flows.TASKS}
+    assert worker["in_flight"] == 0 and worker["concurrency"] == 16
+    assert worker["last_heartbeat"] >= worker["started_at"] - 1
+    assert page["unserved"] == []
+
+    await api.harness.register(flows.long_chain)
+    await api.harness.stop_worker(api.harness.workers[0])
+
+    async def gone() -> dict[str, Any] | None:
+        got = (await api.http.get("/api/workers")).json()
+        return got if got["workers"] and got["workers"][0]["status"] == "gone" else None
+
+    page = await eventually(gone, message="the stopped worker to be gone")
+    assert page["workers"][0]["state"] == "stopped"
+    unserved = {u["workflow"]: u["tasks"] for u in page["unserved"]}
+    assert unserved["long_chain"] == [{"queue": "default", "task": "step"}]
+    assert {"report", "broken", "slow", "picky", "nightly"} <= set(unserved)

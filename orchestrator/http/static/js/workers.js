@@ -7,6 +7,7 @@ import { get } from "./api.js";
 import { el, clear, fmtDuration, fmtInt, timeEl } from "./util.js";
 
 const EVERY_MS = 3000;
+const PILL = { alive: "running", draining: "retrying", gone: "cancelled" };
 
 export function mountWorkers(view) {
   const warnings = el("div");
@@ -34,17 +35,18 @@ function renderWorkers(box, warnings, page) {
   clear(warnings);
   for (const gap of page.unserved || []) {
     warnings.append(el("div.form-error.section.unserved", { dataset: { workflow: gap.workflow } },
-      el("b", { text: gap.workflow }), `: no live worker serves ${gap.tasks.map((t) => `${t.task} (queue ${t.queue})`).join(", ")} — its runs will wait.`));
+      el("b", { text: `${gap.workflow} v${gap.version}` }), `: no live worker serves ${gap.tasks.map((t) => `${t.task} (queue ${t.queue})`).join(", ")} — its runs will wait for one.`));
   }
-  const rows = page.workers.map((w) => el("tr", { dataset: { worker: w.id, state: w.state } },
-    el("td", {}, el(`span.pill.st-${w.state === "alive" ? "running" : "cancelled"}`, { text: w.state })),
-    el("td", {}, el("div.mono", { text: w.id }), el("div.muted", { text: `${w.host}${w.pid ? ` · pid ${w.pid}` : ""} · v${w.version}` })),
+  const rows = page.workers.map((w) => el("tr", { dataset: { worker: w.worker, status: w.status } },
+    el("td", {}, el(`span.pill.st-${PILL[w.status]}`, { text: w.status }),
+      w.status === "gone" ? el("div.muted.worker-why", { text: w.state === "stopped" ? "stopped" : "no heartbeat" }) : null),
+    el("td", {}, el("div.mono", { text: w.worker }), el("div.muted", { text: `${w.host}${w.pid ? ` · pid ${w.pid}` : ""} · ${w.version}` })),
     el("td", {}, w.queues.map((q) => el("span.tag", { text: q })), el("div.muted.worker-tasks", { text: w.tasks.join(", ") })),
     el("td.num", { text: `${fmtInt(w.in_flight)} / ${fmtInt(w.concurrency)}` }),
     el("td", {}, timeEl(w.last_heartbeat)),
     el("td", {}, timeEl(w.started_at))));
   clear(box).append(
-    el("div.card-head", {}, el("h2", { text: "Workers" }), el("span.muted", { text: `${page.workers.filter((w) => w.state === "alive").length} alive` })),
+    el("div.card-head", {}, el("h2", { text: "Workers" }), el("span.muted.workers-alive", { text: `${page.workers.filter((w) => w.live).length} alive` })),
     rows.length
       ? el("div.table-scroll", {}, el("table.table.workers-table", {},
         el("thead", {}, el("tr", {}, ["State", "Worker", "Serves", "In flight", "Last heartbeat", "Started"].map((h) => el("th", { text: h })))),
