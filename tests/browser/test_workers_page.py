@@ -72,3 +72,14 @@ async def test_two_workers_then_one_stopped_is_shown_gone(two_workers: ApiEnv, p
     await expect(warnings).to_have_count(2)
     assert re.match(r"^\d{4}-\d\d-\d\d ", await errors.locator("time").first.inner_text())
     await shoot(page, "19-workers-one-gone")
+
+    # A run of `broken` now waits for a worker nobody runs: its page says so.
+    run_id = await api.trigger("broken", {"reason": "nobody home"})
+    await page.goto(f"{api.url}/#/runs/{run_id}")
+    node = page.locator(".dag-node[data-node='explode']")
+    await expect(node.locator(".sub")).to_have_text("explode · no worker", timeout=WAIT_MS)
+    await node.click()
+    await expect(page.locator(".panel .form-error")).to_contain_text(
+        "no worker has served task 'explode'"
+    )
+    await shoot(page, "20-run-waiting-for-a-worker")

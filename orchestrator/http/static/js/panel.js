@@ -30,6 +30,9 @@ export class NodePanel {
     this.loadDetails();
   }
 
+  /** What the run's detail says of this node that its own read does not (no live worker). */
+  setNote(noWorker) { this.noWorker = noWorker || null; }
+
   /** The node's status as the run page shows it (events applied ahead of the committed state). */
   setStatus(status) {
     if (!this.key || this.parent || !this.pillBox || status === this.shownStatus) return;
@@ -106,6 +109,7 @@ export class NodePanel {
       el("dt", { text: "Attempts" }), el("dd", { text: `${hist.length} of max ${n.max_attempts}` }),
       n.timeout_s ? [el("dt", { text: "Timeout" }), el("dd", { text: fmtDuration(n.timeout_s) })] : null,
       last ? [el("dt", { text: "Worker" }), el("dd.mono", { text: last.worker || "–" })] : null));
+    if (this.noWorker) box.append(el("div.form-error.section", {}, this.noWorker.message, " — see ", el("a", { href: "#/workers", text: "Workers" }), "."));
     if (node.error) box.append(el("div.section", {}, el("h3", { text: "Error" }), errorBox(node.error)));
     if (hist.length) box.append(el("div.section", {}, el("h3", { text: "Attempts" }), attemptsTable(hist)));
     box.append(this.valueSection("Input", "input", node.input));

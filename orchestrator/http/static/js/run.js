@@ -168,7 +168,8 @@ export function mountRun(view, runId, params) {
     let detail = "";
     const h = node.attempt_history || [];
     const last = h[h.length - 1];
-    if (status === "succeeded" && last && last.finished_at) detail = fmtDuration(last.finished_at - (last.started_at || last.dispatched_at));
+    if (node.no_worker && status === "dispatched") detail = "no worker";
+    else if (status === "succeeded" && last && last.finished_at) detail = fmtDuration(last.finished_at - (last.started_at || last.dispatched_at));
     else if (status === "failed" && node.error) detail = node.error.type;
     else if ((status === "running" || status === "retrying" || status === "dispatched") && spec && spec.max_attempts > 1 && last) detail = `attempt ${last.attempt}/${spec.max_attempts}`;
     return { status, detail, counts: node.children || null };
@@ -189,7 +190,10 @@ export function mountRun(view, runId, params) {
       }
     }
     dagView.update(states);
-    if (panel.key && states.has(panel.key)) panel.setStatus(states.get(panel.key).status);
+    if (panel.key && states.has(panel.key)) {
+      panel.setNote(run.nodes[panel.key] && run.nodes[panel.key].no_worker);
+      panel.setStatus(states.get(panel.key).status);
+    }
     clear(progress).append(...LEGEND.filter((s) => tally[s]).map((s) =>
       el(`span.legend-item.st-${s}`, { dataset: { status: s } }, el("i"), `${fmtInt(tally[s])} ${s}`)));
     renderHead();
