@@ -150,11 +150,15 @@ class TaskCompleted(TaskRef):
     worker: str
     output: Any = None
     output_ref: str | None = None  # claim check, as for TaskDispatched.input_ref
+    # How long the attempt ran, when no task.started was sent for it (a short task's start is
+    # folded into its result): the orchestrator dates the start from it, on its own clock.
+    ran_s: float | None = Field(None, ge=0)
 
 
 class TaskFailed(TaskRef):
     worker: str
     error: ErrorInfo
+    ran_s: float | None = Field(None, ge=0)  # as for TaskCompleted
 
 
 class TaskCancelRequested(TaskRef):

@@ -160,6 +160,10 @@ def role_permissions(topology: Topology) -> dict[str, Permissions]:
             "publish": [
                 *check_topology,
                 *run_control,
+                # `conveyor register`: specs in the bucket, and their tasks' consumers.
+                f"$KV.{t.workflows_bucket}.>",
+                f"$JS.API.CONSUMER.CREATE.{t.tasks_stream}.>",
+                f"$JS.API.CONSUMER.INFO.{t.tasks_stream}.>",
                 f"{ns}.ingest.>",
                 f"{ns}.api.>",
                 *_consumers_of(t.events_stream),

@@ -250,19 +250,32 @@ class Client:
         """Follow the run live until it ends; `on_update` gets each new status. Returns the last.
 
         `newer_than` (an `updated_at`) ignores an end state from before it: after a retry, the
-        run's old failure must not count as the end."""
+        run's old failure must not count as the end.
+
+        The run's events are followed on their subjects; its status is asked of the
+        orchestrator only when that can change the answer — at once when an outcome event
+        arrives, at most every `progress_s` while someone watches (`on_update`), and every
+        `backstop_s` in case an event was missed (or the orchestrator restarted). A status
+        request costs the orchestrator a read and a reply: a waiter must not add one per event
+        of a 1,000-task run."""
+        ended = asyncio.Event()
         changed = asyncio.Event()
 
         async def on_event(subject: str, headers: Mapping[str, str], body: bytes) -> None:
-            with contextlib.suppress(MalformedEvent):
-                decode(headers, body)
-                changed.set()
+            try:
+                event = decode(headers, body)
+            except MalformedEvent:
+                return
+            changed.set()
+            if event.type in _TERMINAL_TYPES:
+                ended.set()
 
         sub = await self.bus.subscribe(self.topology.run_events_filter(run_id), on_event)
         try:
             async with asyncio.timeout(timeout):
                 last: dict[str, Any] | None = None
                 while True:
+                    ended.clear()
                     changed.clear()
                     try:
                         status = await self.status(run_id)
@@ -281,13 +294,29 @@ class Client:
                         and (newer_than is None or status["updated_at"] > newer_than)
                     ):
                         return status
-                    # Woken by the run's next event; the poll is a backstop for missed ones.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), timeout=1.0)
-                    await asyncio.sleep(0.05)  # coalesce bursts of events into one refresh
+                    await self._until_worth_asking(ended, changed, watched=on_update is not None)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    progress_s = 0.25
+    backstop_s = 2.0
+
+    async def _until_worth_asking(
+        self, ended: asyncio.Event, changed: asyncio.Event, *, watched: bool
+    ) -> None:
+        waits = {asyncio.ensure_future(ended.wait())}
+        if watched:
+            waits.add(asyncio.ensure_future(changed.wait()))
+        try:
+            await asyncio.wait(waits, timeout=self.backstop_s, return_when="FIRST_COMPLETED")
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if watched and not ended.is_set():
+            # Coalesce a burst of events into one refresh; an outcome still ends it at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), self.progress_s)
 
 
 def _ascii(text: str) -> str:

@@ -49,16 +49,29 @@ class Reporter:
         return await self.bus.publish_pipelined(subject, event)
 
     async def completed(
-        self, dispatched: TaskDispatched, output: Any, encoded: bytes, trace: str | None
+        self,
+        dispatched: TaskDispatched,
+        output: Any,
+        encoded: bytes,
+        trace: str | None,
+        ran_s: float | None = None,
     ) -> None:
         output_ref = None
         if len(encoded) > INLINE_LIMIT_BYTES:
             output, output_ref = None, await self.bus.put_artifact(encoded)
-        data = TaskCompleted(**self._attempt(dispatched), output=output, output_ref=output_ref)
+        data = TaskCompleted(
+            **self._attempt(dispatched), output=output, output_ref=output_ref, ran_s=ran_s
+        )
         await self._publish(TASK_COMPLETED, dispatched, "completed", data, trace)
 
-    async def failed(self, dispatched: TaskDispatched, error: ErrorInfo, trace: str | None) -> None:
-        data = TaskFailed(**self._attempt(dispatched), error=error)
+    async def failed(
+        self,
+        dispatched: TaskDispatched,
+        error: ErrorInfo,
+        trace: str | None,
+        ran_s: float | None = None,
+    ) -> None:
+        data = TaskFailed(**self._attempt(dispatched), error=error, ran_s=ran_s)
         await self._publish(TASK_FAILED, dispatched, "failed", data, trace)
 
     def _attempt(self, dispatched: TaskDispatched) -> dict[str, Any]:

@@ -69,27 +69,57 @@ class _InFlight:
     alone: bool = False  # run alone: a suspect (delivered before without a result)
 
 
-class _Start:
-    """task.started for one attempt, sent once, when the attempt really starts (a child process
-    first loads the task, which takes a while and must not count against its timeout). It is
-    sent without waiting for its ack, so the task starts at once; `acked()` waits for it before
-    the result is published, so the start comes first in the event log (the orchestrator copes
-    with a result that has no start before it anyway)."""
+START_DEFER_S = 0.1
 
-    def __init__(self, reporter: Reporter, dispatched: TaskDispatched, trace: str | None) -> None:
+
+class _Start:
+    """task.started for one attempt: only for an attempt still running `defer_s` after it
+    really started (a child process first loads the task, which must not count). A shorter one
+    folds its start into its result (`ran_s`): the orchestrator then applies one event, one
+    commit, per task instead of two, and nothing a person could have watched is lost — a task
+    shows as running only once it has run for a noticeable time. When it is sent, it is sent
+    without waiting for its ack; `finish()` waits for that ack before the result is published,
+    so the start comes first in the event log."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        dispatched: TaskDispatched,
+        trace: str | None,
+        defer_s: float,
+    ) -> None:
         self._reporter = reporter
         self._dispatched = dispatched
         self._trace = trace
-        self._acked: Callable[[], Awaitable[bool]] | None = None
+        self._defer_s = defer_s
+        self._began: float | None = None
+        self._sending = False
+        self._later: asyncio.Task[Callable[[], Awaitable[bool]]] | None = None
 
     async def __call__(self) -> None:
-        if self._acked is None:
-            self._acked = await self._reporter.started(self._dispatched, self._trace)
+        """The attempt starts now."""
+        if self._began is None:
+            self._began = time.monotonic()
+            self._later = asyncio.create_task(self._send_later())
 
-    async def acked(self) -> None:
-        if self._acked is not None:
-            with contextlib.suppress(BusError):  # a lost start changes nothing that matters
-                await self._acked()
+    async def _send_later(self) -> Callable[[], Awaitable[bool]]:
+        await asyncio.sleep(self._defer_s)
+        self._sending = True  # from here on, let it finish: it may already be on the wire
+        return await self._reporter.started(self._dispatched, self._trace)
+
+    async def finish(self) -> float | None:
+        """The attempt ended: how long it ran when its start was folded into the result (None
+        when task.started was sent, acked first, or when it never started)."""
+        later, self._later = self._later, None
+        if later is None or self._began is None:
+            return None
+        if not self._sending:
+            later.cancel()
+            return round(time.monotonic() - self._began, 6)
+        with contextlib.suppress(BusError):  # a lost start changes nothing that matters
+            acked = await later
+            await acked()
+        return None
 
 
 def default_name() -> str:
@@ -143,6 +173,9 @@ class Worker:
             )
         self.grace_s = grace_s
         self.progress_s = max(0.2, self.topology.task_ack_wait_s / 3)
+        # A task still running after this long says so (task.started); a shorter one folds
+        # its start into its result. Short enough that a person watching sees it run.
+        self.start_defer_s = START_DEFER_S
         # One long-poll per consumer, each holding a slot while it waits: with more consumers
         # than slots they take turns, so keep each turn short.
         self.poll_s = (
@@ -255,12 +288,16 @@ class Worker:
             # Long-poll for one task, then take what else is already there (up to the free
             # slots) with a short second fetch. A single batched long-poll shared by several
             # worker processes can hold messages it already has until its timeout (~1 s from
-            # dispatch to start, bench/repro_fetch_stall.py); this shape does not.
+            # dispatch to start, bench/repro_fetch_stall.py); this shape does not. The second
+            # fetch happens only when the first message says more are waiting: a batched fetch
+            # that finds fewer than it asked for waits out its whole expiry (at least 10 ms),
+            # which every task of a chain used to pay before it started.
             deliveries = await fetcher.fetch(1, timeout=self.poll_s)
             free = self._free_slots()
-            if deliveries and free > 0:
+            waiting = deliveries[0].num_pending if deliveries else 0
+            if waiting > 0 and free > 0:
                 # Keep the one already in hand whatever happens to this second fetch.
-                deliveries += await fetcher.fetch(min(free, 255), timeout=0.002)
+                deliveries += await fetcher.fetch(min(free, waiting, 255), timeout=0.002)
             if not deliveries:
                 self._slots.release()
                 if burst and not self._jobs:
@@ -374,7 +411,7 @@ class Worker:
         task = self.tasks[dispatched.task]
         item.job = asyncio.current_task()
         item.alone = delivery.num_delivered > 1
-        start = _Start(self._reporter, dispatched, item.trace)
+        start = _Start(self._reporter, dispatched, item.trace, self.start_defer_s)
         raw_input = dispatched.input
         if dispatched.input_ref is not None:
             raw_input = json.loads(await self.bus.get_artifact(dispatched.input_ref))
@@ -408,10 +445,10 @@ class Worker:
                 )
         elapsed = round(time.monotonic() - started, 4)
         self.task_seconds.labels(task=task.name).observe(elapsed)
-        await start.acked()
+        ran_s = await start.finish()
         if isinstance(result, Died):
             return await self._died(dispatched, delivery.num_delivered, result, item, bound)
-        return await self._report(dispatched, result, elapsed, item, bound)
+        return await self._report(dispatched, result, elapsed, ran_s, item, bound)
 
     async def _run_alone(
         self,
@@ -467,18 +504,19 @@ class Worker:
         dispatched: TaskDispatched,
         result: Result,
         elapsed: float,
+        ran_s: float | None,
         item: _InFlight,
         bound: Any,
     ) -> Outcome:
         if result.error is not None:
-            await self._reporter.failed(dispatched, result.error, item.trace)
+            await self._reporter.failed(dispatched, result.error, item.trace, ran_s)
             self.failed += 1
             error = result.error
             bound.warning(
                 "task failed", error_type=error.type, error=error.message, seconds=elapsed
             )
             return Outcome.DONE
-        await self._reporter.completed(dispatched, result.output, result.encoded, item.trace)
+        await self._reporter.completed(dispatched, result.output, result.encoded, item.trace, ran_s)
         self.completed += 1
         bound.debug("task completed", seconds=elapsed)
         return Outcome.DONE

@@ -73,6 +73,32 @@ class Consumers(Connection):
             max_ack_pending=max_ack_pending,
         )
 
+    async def ensure_task_consumer(self, queue: str, task: str) -> bool:
+        """Create the consumer of a task if it does not exist yet (True when created), with the
+        config `task_puller` gives it — never changing one a worker already set up. Registering
+        a workflow does this for its tasks, so a task's backlog can be measured (KEDA scales a
+        pool from zero on it) before any worker that serves it has ever run."""
+        topo = self.topology
+        durable = topo.task_consumer(queue, task)
+        try:
+            await self.js.consumer_info(topo.tasks_stream, durable)
+            return False
+        except nats.js.errors.NotFoundError:
+            pass
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot look up consumer {durable}", exc) from exc
+        config = self._pull_config(
+            durable,
+            [topo.task_subject(queue, task)],
+            ack_wait=topo.task_ack_wait_s,
+            max_ack_pending=1_000,
+        )
+        try:
+            await self.js.add_consumer(topo.tasks_stream, config)
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot create consumer {durable}", exc) from exc
+        return True
+
     async def event_reader(self, start_seq: int) -> OrderedReader:
         """Every event of every partition from stream sequence `start_seq` on, in order, with no
         durable consumer: what a projection reads (each API replica its own, complete copy)."""
@@ -176,6 +202,20 @@ class Consumers(Connection):
         ack_wait: float,
         max_ack_pending: int,
     ) -> Puller:
+        config = self._pull_config(
+            durable, filters, ack_wait=ack_wait, max_ack_pending=max_ack_pending
+        )
+        try:
+            await self.js.add_consumer(stream, config)
+            sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot create consumer {durable} on {stream}", exc) from exc
+        return Puller(sub, f"{stream}/{durable}")
+
+    @staticmethod
+    def _pull_config(
+        durable: str, filters: list[str], *, ack_wait: float, max_ack_pending: int
+    ) -> api.ConsumerConfig:
         config = api.ConsumerConfig(
             durable_name=durable,
             ack_policy=api.AckPolicy.EXPLICIT,
@@ -191,12 +231,7 @@ class Consumers(Connection):
             config.filter_subject = filters[0]
         else:
             config.filter_subjects = filters
-        try:
-            await self.js.add_consumer(stream, config)
-            sub = await self.js.pull_subscribe_bind(durable, stream=stream)
-        except nats.errors.Error as exc:
-            raise self._closed_error(f"cannot create consumer {durable} on {stream}", exc) from exc
-        return Puller(sub, f"{stream}/{durable}")
+        return config
 
     # ---- reading a stream without a durable consumer -----------------------------------
     async def read_stream(

@@ -8,7 +8,6 @@ worker, api, projection, webhooks, dev), `replay.py`. Exit codes are in `common.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import threading
@@ -38,6 +37,7 @@ from orchestrator.errors import (
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
+from orchestrator.runtime import loop
 from orchestrator.runtime.supervisor import StartupFailed
 
 _USAGE_ERRORS = (
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         extra.append(structlog_processor)
     configure_logging(json=args.log_json, level=args.log_level, extra_processors=extra)
     try:
-        code = asyncio.run(args.handler(args))
+        code = loop.run(args.handler(args))
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except BaseException as exc:

@@ -42,17 +42,21 @@ class CompiledNode:
     deps: frozenset[str]
     until: Template | None = None
     match: Mapping[str, Template] = field(default_factory=dict)
+    # What the node does, decided once here (the machine asks on every event).
+    kind: str = field(init=False, default="task")
 
-    @property
-    def kind(self) -> str:
+    def __post_init__(self) -> None:
         spec = self.spec
-        if spec.sleep is not None:
-            return "sleep"
-        if spec.wait_for is not None:
-            return "wait_for"
-        if spec.workflow is not None:
-            return "workflow"
-        return "task"
+        kind = (
+            "sleep"
+            if spec.sleep is not None
+            else "wait_for"
+            if spec.wait_for is not None
+            else "workflow"
+            if spec.workflow is not None
+            else "task"
+        )
+        object.__setattr__(self, "kind", kind)
 
 
 @dataclass(frozen=True, slots=True)

@@ -262,13 +262,17 @@ def _started(step: Step, node: NodeState, event: NodeEventData) -> bool:
 
 def _completed(step: Step, node: NodeState, event: NodeEventData) -> bool:
     assert isinstance(event, TaskCompleted)
+    attempt = node.attempts[-1]
     step.completed(node, event.output, event.worker)
+    step.ran_for(attempt, event.ran_s)
     return True
 
 
 def _failed(step: Step, node: NodeState, event: NodeEventData) -> bool:
     assert isinstance(event, TaskFailed)
+    attempt = node.attempts[-1]
     step.failed(node, event.error, event.worker)
+    step.ran_for(attempt, event.ran_s)
     return True
 
 

@@ -9,6 +9,7 @@ than restating them (a restated copy drifts: the CLI once retried runs the machi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import operator
 from collections.abc import Callable, Mapping
@@ -53,6 +54,7 @@ def retryable(error: ErrorInfo, policy: RetryPolicy) -> bool:
     return error.retryable and error.type not in policy.non_retryable
 
 
+@functools.lru_cache(maxsize=16)  # one clock reading per batch, many rows stamped with it
 def iso_utc(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
 

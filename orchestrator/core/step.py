@@ -276,6 +276,13 @@ class Step(RunOutcomes):
                 ]
         self.schedule_ready()
 
+    def ran_for(self, attempt: Attempt, seconds: float | None) -> None:
+        """A result that folds in its start (no task.started was sent for a short task): the
+        attempt started `seconds` before it ended — on this clock, never before its dispatch."""
+        if seconds is None or attempt.started_at is not None or attempt.finished_at is None:
+            return
+        attempt.started_at = max(attempt.dispatched_at, attempt.finished_at - seconds)
+
     def failed(self, node: NodeState, error: ErrorInfo, worker: str | None) -> None:
         self.close_attempt(node, NodeStatus.FAILED, worker, error)
         policy = self.compiled(node).spec.retry

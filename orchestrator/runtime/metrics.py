@@ -70,10 +70,12 @@ class EngineMetrics:
                     self.tasks["retried"] += 1
             elif isinstance(command, Emit) and command.event_type in _RUN_OUTCOMES:
                 self.runs[_RUN_OUTCOMES[command.event_type]] += 1
-        if isinstance(data, TaskCompleted):
-            self.tasks["succeeded"] += 1
-        elif isinstance(data, TaskFailed):
-            self.tasks["failed"] += 1
+        if isinstance(data, TaskCompleted | TaskFailed):
+            self.tasks["succeeded" if isinstance(data, TaskCompleted) else "failed"] += 1
+            if data.ran_s is not None and transition.run is not None:
+                # A short task's start came folded into its result: it started all the same.
+                self.tasks["started"] += 1
+                self._observe_start(transition.run.nodes.get(data.node_id))
         elif isinstance(data, TimerFired) and data.kind == "deadline":
             self.tasks["timed_out"] += 1
         elif isinstance(data, TaskStarted) and transition.run is not None:

@@ -51,6 +51,10 @@ class Registry:
         ]
         if missing:
             raise SpecError(name, missing)
+        # Its tasks' consumers first: a task's backlog can then be measured (and a pool
+        # scaled from zero on it) before any worker that serves it has ever run.
+        for queue, task in sorted({(n.queue, n.task) for n in compiled.spec.nodes if n.task}):
+            await self.bus.ensure_task_consumer(queue, task)
         for _ in range(20):
             latest = await self.bus.kv_get(self.bucket, f"wf.{name}.latest")
             pointer: dict[str, Any] = (

@@ -32,3 +32,18 @@ def relay(x: int = 0) -> int:
     for _ in range(STEPS):
         x = hop(x)
     return x
+
+
+@task
+def gated(x: int) -> int:
+    """Holds while $CONVEYOR_TEST_DIR/gate exists (a test keeps tasks in flight with it)."""
+    gate = Path(os.environ["CONVEYOR_TEST_DIR"]) / "gate"
+    deadline = time.monotonic() + 120
+    while gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return x
+
+
+@workflow
+def held(x: int = 0) -> int:
+    return gated(x)

@@ -216,3 +216,27 @@ async def test_payloads_over_the_inline_limit_go_by_claim_check(harness: Harness
     assert shown == {"truncated": True, "bytes": 300_002, "type": "str"}
     artifacts = await harness.client.bus.stream_size(f"OBJ_{harness.topology.artifacts_bucket}")
     assert artifacts >= 2  # the output, then the same bytes as the next input (+ metadata)
+
+
+async def test_a_short_task_folds_its_start_into_its_result_and_a_long_one_says_it_started(
+    harness: Harness,
+) -> None:
+    """One event and one commit per short task; a task that runs for a while shows as running."""
+    await start(harness, flows.chain, flows.long_running)
+    final = await harness.run(flows.chain, {"start": 0})
+    bus, topology = harness.client.bus, harness.topology
+    events = await bus.stream_messages(topology.events_stream)
+    run_subjects = [m.subject for m in events if m.subject.endswith(final["run_id"])]
+    assert not [s for s in run_subjects if ".task.started." in s]
+    for node in final["nodes"].values():
+        [attempt] = node["attempt_history"]
+        assert attempt["dispatched_at"] <= attempt["started_at"] <= attempt["finished_at"]
+
+    run_id = await harness.client.trigger("long_running", {"seconds": 0.5})
+
+    async def running() -> bool:
+        status = await harness.client.status(run_id)
+        return status is not None and status["nodes"]["block"]["status"] == "running"
+
+    await eventually(running, timeout=20, message="the long task to show as running")
+    assert (await harness.client.wait(run_id, timeout=30))["status"] == "succeeded"

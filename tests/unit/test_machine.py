@@ -821,3 +821,26 @@ def test_retry_of_a_running_or_succeeded_run_changes_nothing() -> None:
     spec = map_spec()
     run = run_of(start(spec, {"items": ITEMS, "scale": 1}))
     _assert_changes_nothing(spec, run, RunRetryRequested(run_id=RUN))
+
+
+def test_a_result_that_folds_its_start_dates_the_start_on_the_orchestrators_clock() -> None:
+    """A short task sends no task.started: its result says how long it ran (`ran_s`), and the
+    attempt's start is its end minus that, never before its dispatch."""
+    spec = spec_of([{"id": "a", "task": "t"}, {"id": "b", "task": "t", "depends_on": ["a"]}])
+    run = run_of(start(spec))
+    done = completed("a", output=1).model_copy(update={"ran_s": 0.25})
+    advance(spec, run, done, NOW + 1.0)
+    first = run.nodes["a"].attempts[0]
+    assert (first.started_at, first.finished_at) == (NOW + 0.75, NOW + 1.0)
+    late = failed("b", retryable=False).model_copy(update={"ran_s": 99.0})
+    advance(spec, run, late, NOW + 2.0)
+    second = run.nodes["b"].attempts[0]
+    assert second.started_at == second.dispatched_at == NOW + 1.0  # clamped to the dispatch
+
+
+def test_a_folded_start_never_overrides_a_start_that_was_sent() -> None:
+    spec = spec_of([{"id": "a", "task": "t"}])
+    run = run_of(start(spec))
+    advance(spec, run, started("a"), NOW + 0.5)
+    advance(spec, run, completed("a").model_copy(update={"ran_s": 0.1}), NOW + 3.0)
+    assert run.nodes["a"].attempts[0].started_at == NOW + 0.5
