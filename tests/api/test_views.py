@@ -30,9 +30,10 @@ async def test_the_event_history_of_a_run(api: ApiEnv) -> None:
     events = page["events"]
     types = [e["type"].removeprefix("io.conveyor.") for e in events]
     assert types[0] == "run.requested" and types[-1] == "run.succeeded"
-    # Every task started and completed once: fetch, 3 children of enrich, audit, summarise,
-    # publish.
-    assert types.count("task.started") == types.count("task.completed") == 7
+    # Every task completed once: fetch, 3 children of enrich, audit, summarise, publish (a short
+    # task folds its start into its result: task.started only for those still running at 0.1 s).
+    assert types.count("task.completed") == 7
+    assert types.count("task.started") <= 7
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and page["next_after"] == seqs[-1] and page["more"] is False
     requested = events[0]

@@ -53,9 +53,11 @@ async def test_two_workers_then_one_stopped_is_shown_gone(two_workers: ApiEnv, p
     await expect(page.locator(".unserved[data-workflow='slow']")).to_contain_text(
         "wait_for (queue default)"
     )
-    # The queues: one consumer per task a worker bound, with its backlog.
+    # The queues: one consumer per task of a registered workflow (registering creates them, so
+    # wait_for has one though no worker serves it), each with its backlog.
     queues = page.locator("#queues-card tbody tr")
-    await expect(queues).to_have_count(6)  # 5 of report's tasks + explode
+    await expect(queues).to_have_count(7)  # 5 of report's tasks, explode, wait_for
+    await expect(queues.filter(has_text="wait_for")).to_have_count(1)
     await expect(page.locator("#queues-card")).to_contain_text("dead letters")
     await shoot(page, "18-workers-two-alive")
 

@@ -71,5 +71,5 @@ function renderQueues(box, page) {
       ? el("div.table-scroll", {}, el("table.table.queues-table", {},
         el("thead", {}, el("tr", {}, ["Queue", "Consumer", "Waiting", "Running", "Idle pulls", "Oldest waiting", "Redelivered", "Last delivery"].map((h) => el("th", { text: h })))),
         el("tbody", {}, rows)))
-      : el("div.empty", { text: "No queue has a consumer yet: a worker creates its queue's when it starts." }));
+      : el("div.empty", { text: "No queue has a consumer yet: registering a workflow creates one per task, and so does a worker when it starts." }));
 }
