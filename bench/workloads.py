@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import random
 import shutil
 import sqlite3
@@ -175,8 +176,15 @@ async def chains(
         _, verb, run_id = subject_parts(subject)
         parts = headers.get("ce-id", "").split(":")
         when = ce_time(headers)
-        if len(parts) == 4 and when is not None:
-            stamps.setdefault(run_id, {})[f"{parts[1]}:{verb}"] = when
+        if len(parts) != 4 or when is None:
+            return
+        seen = stamps.setdefault(run_id, {})
+        seen[f"{parts[1]}:{verb}"] = when
+        if verb == "completed":
+            # A short task sends no task.started: its result says how long it ran.
+            ran_s = json.loads(body).get("ran_s")
+            if ran_s is not None:
+                seen.setdefault(f"{parts[1]}:started", when - float(ran_s))
 
     tap = EventTap(client)
     tap.add(on_task)
@@ -284,8 +292,9 @@ async def start_latency(
     """`run.requested` published -> first task started, over sequential one-task runs: the
     ce-time of the run.requested event (stamped by the client as it builds the event, just
     before publishing) to the ce-time of the task.started event (stamped by the worker as it
-    starts the task). Split at the ce-time of the task.dispatched message (stamped by the
-    orchestrator as it applies the request)."""
+    starts the task) — or, for a short task, which folds its start into its result, the
+    result's ce-time minus the `ran_s` it reports. Split at the ce-time of the task.dispatched
+    message (stamped by the orchestrator as it applies the request)."""
     client = followed.client
     marks: dict[str, dict[str, float]] = {}
 
@@ -297,11 +306,18 @@ async def start_latency(
         if kind != "dispatched":
             noun, verb, _ = subject_parts(subject)
             kind = f"{noun}.{verb}"
+            if kind == "task.completed":
+                ran_s = json.loads(body).get("ran_s")
+                if ran_s is None:
+                    return
+                kind, when = "task.started", when - float(ran_s)
         marks.setdefault(run_id, {}).setdefault(kind, when)
 
     tap = EventTap(client)
     tap.add(on_event)
-    await tap.start("evt.*.run.requested.*", "evt.*.task.started.*", "task.>")
+    await tap.start(
+        "evt.*.run.requested.*", "evt.*.task.started.*", "evt.*.task.completed.*", "task.>"
+    )
     warmup = 5
     totals: list[float] = []
     to_dispatch: list[float] = []

@@ -17,11 +17,22 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from events.errors import MalformedEvent
+from events.ids import event_key
 
 SPEC_VERSION = "1.0"
 JSON = "application/json"
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def strict_json(raw: bytes | str) -> Any:
+    """JSON as RFC 8259 has it. Python reads (and writes) NaN and Infinity, no other parser
+    does: a value that would break every reader downstream is a ValueError here."""
+    return json.loads(raw, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def utc_now_iso() -> str:
@@ -70,6 +81,12 @@ class CloudEvent:
             extensions=dict(extensions or {}),
         )
 
+    @property
+    def key(self) -> str:
+        """The event's identity (`source` and `id` together) as one string: `events.ids.event_key`.
+        What deduplicates an event, on the bus and in the orchestrator."""
+        return event_key(self.source, self.id)
+
     def data_as(self, model: builtins.type[M]) -> M:
         """Decode the data into `model`; a mismatch is a MalformedEvent naming the event."""
         try:
@@ -89,6 +106,6 @@ class CloudEvent:
         if not self.data:
             return None
         try:
-            return json.loads(self.data)
+            return strict_json(self.data)
         except ValueError as exc:
             raise MalformedEvent(f"event {self.id!r}: data is not JSON: {exc}") from None

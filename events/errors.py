@@ -7,6 +7,7 @@
     │   ├── BusUnavailable             no connection / no stream answered (retry later)
     │   ├── BusClosed                  the connection is closed for good: end the process
     │   ├── MessageTooLarge            headers + body over the server's max payload (not sent)
+    │   ├── BadSubject                 a subject the server would close the connection over
     │   └── TopologyMissing            a stream, bucket or store this process needs is absent
     └── ServerError                    the embedded nats-server could not be started
 
@@ -46,6 +47,12 @@ class BusClosed(BusError):
 class MessageTooLarge(BusError):
     """Headers and body together are over the server's max payload. Refused before sending:
     the server would answer such a message by closing the connection."""
+
+
+class BadSubject(BusError):
+    """A subject NATS cannot carry (whitespace or a control character, an empty token, a
+    wildcard to publish to, or too long for the protocol line). Refused before sending: the
+    server answers some of these by closing the connection."""
 
 
 class TopologyMissing(BusError):

@@ -42,3 +42,19 @@ def is_token(value: str) -> bool:
 
 def partition_of(run_id: str, partitions: int) -> int:
     return zlib.crc32(run_id.encode()) % partitions
+
+
+def event_key(source: str, event_id: str) -> str:
+    """The identity of the event (`source`, `id`) as one short ASCII string.
+
+    CloudEvents identify an event by its source and id together: the same id from two sources
+    is two events. The key is JetStream's `Nats-Msg-Id` (so the server drops a repeat of the
+    same event, and only that) and the orchestrator's processed-event key. It is the first 32
+    hex digits of SHA-256 over the UTF-8 source, a NUL byte and the UTF-8 id: no two pairs give
+    the same bytes (CloudEvents attributes cannot hold a NUL), and the key has a fixed length
+    whatever the attributes' (a readable `source/id` pair would need escaping and could outgrow
+    a header). Deterministic, so an outbox re-publish is still dropped as a duplicate."""
+    joined = (
+        source.encode("utf-8", "surrogatepass") + b"\0" + event_id.encode("utf-8", "surrogatepass")
+    )
+    return hashlib.sha256(joined).hexdigest()[:32]

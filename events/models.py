@@ -6,9 +6,11 @@ Type names are reverse-DNS and always have exactly two tokens after `io.conveyor
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from events.ids import TOKEN_PATTERN
 
 PREFIX = "io.conveyor."
 # Payloads over this size travel through the artifacts object store (NATS' max_payload is 1 MiB).
@@ -31,6 +33,12 @@ WEBHOOK_ATTEMPTED = "io.conveyor.webhook.attempted"
 WORKER_HEARTBEAT = "io.conveyor.worker.heartbeat"
 
 
+# A run id is one subject token (events are published on `<ns>.evt.<p>.<noun>.<verb>.<run_id>`):
+# checked where a message is read, so a message naming another kind of run id is refused as
+# malformed (and parked) instead of failing later, when a reply cannot be published.
+RunId = Annotated[str, Field(pattern=rf"^{TOKEN_PATTERN}$")]
+
+
 class WireModel(BaseModel):
     # Unknown fields are ignored, not refused: a newer publisher may add fields and an older
     # reader must keep working. Missing or mistyped fields are refused with a clear error.
@@ -51,7 +59,7 @@ class ErrorInfo(WireModel):
 class ParentRef(WireModel):
     """The node of another run that this run executes (a sub-workflow)."""
 
-    run_id: str
+    run_id: RunId
     node_id: str
     attempt: int = Field(1, ge=1)
 
@@ -61,7 +69,7 @@ class RunRequested(WireModel):
     version: int | None = None
     input: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = None
-    run_id: str | None = None
+    run_id: RunId | None = None
     parent: ParentRef | None = None
 
 
@@ -79,21 +87,21 @@ def requested_run_id(request: RunRequested, source: str, event_id: str) -> str:
 
 
 class RunCancelRequested(WireModel):
-    run_id: str
+    run_id: RunId
     reason: str = "cancelled by request"
 
 
 class RunRetryRequested(WireModel):
     """Re-run a failed or cancelled run from the nodes that did not succeed (same run id)."""
 
-    run_id: str
+    run_id: RunId
     reason: str = "retried by request"
 
 
 class LogLine(WireModel):
     """One log line emitted inside a task, published on `<ns>.log.<run_id>.<node_id>`."""
 
-    run_id: str
+    run_id: RunId
     node_id: str
     attempt: int
     time: str
@@ -104,21 +112,21 @@ class LogLine(WireModel):
 
 
 class RunSucceeded(WireModel):
-    run_id: str
+    run_id: RunId
     workflow: str
     version: int
     output: Any = None
 
 
 class RunFailed(WireModel):
-    run_id: str
+    run_id: RunId
     workflow: str
     version: int
     error: ErrorInfo
 
 
 class RunCancelled(WireModel):
-    run_id: str
+    run_id: RunId
     workflow: str
     version: int
     reason: str
@@ -127,7 +135,7 @@ class RunCancelled(WireModel):
 class TaskRef(WireModel):
     """Identifies one attempt of one node of one run: the unit of deduplication."""
 
-    run_id: str
+    run_id: RunId
     node_id: str
     attempt: int = Field(ge=1)
 
@@ -166,7 +174,7 @@ class TaskCancelRequested(TaskRef):
 
 
 class TimerFired(WireModel):
-    run_id: str
+    run_id: RunId
     timer_id: str
     # "start": the attempt's schedule-to-start timeout (no worker started it in time).
     kind: Literal["retry", "deadline", "sleep", "start"]
@@ -183,7 +191,7 @@ class WaitMatched(TaskRef):
 class WebhookAttempted(WireModel):
     """One attempt to deliver a run's outcome to a URL (recorded on the run, shown in status)."""
 
-    run_id: str
+    run_id: RunId
     url: str
     outcome_event: str  # the id of the run event being delivered
     attempt: int

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from events.ids import is_token, partition_of
+from events.ids import derived_id, is_token, partition_of
 from events.models import (
     RUN_CANCEL_REQUESTED,
     RUN_REQUESTED,
@@ -43,6 +43,7 @@ from events.models import (
     type_suffix,
 )
 
+_MAX_TYPE_TOKEN = 128
 # No '-': stream names upper-case the namespace, and 'a-b' and 'a_b' must not collide.
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")  # \Z, not `$`: no trailing "\n"
 # What the orchestrator consumes; its own outputs (run.succeeded, ...) are for everyone else.
@@ -189,8 +190,13 @@ class Topology:
         return f"notifier-p{partition}"
 
     def ingest_subject(self, event_type: str) -> str:
-        """Where anyone publishes a CloudEvent for triggers and waits (any `<ns>.ingest.>`)."""
+        """Where anyone publishes a CloudEvent for triggers and waits (any `<ns>.ingest.>`).
+        The last token is the type made subject-safe, and bounded: a type of any length is a
+        valid CloudEvent, but a subject over the server's control-line limit closes the
+        connection. A long type keeps its first 96 characters and a hash of the whole."""
         token = "".join(c if c.isalnum() or c in "-_" else "_" for c in event_type) or "event"
+        if len(token) > _MAX_TYPE_TOKEN:
+            token = f"{token[:96]}_{derived_id('ingest', event_type)[1:17]}"
         return f"{self.namespace}.ingest.{token}"
 
     def outcome_filters(self, partition: int) -> list[str]:

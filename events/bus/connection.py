@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import nats
@@ -18,12 +19,19 @@ from nats.js import JetStreamContext, api
 
 from events.codec import encode, header_block_size
 from events.envelope import CloudEvent
-from events.errors import BusClosed, BusError, BusUnavailable, MessageTooLarge
+from events.errors import BadSubject, BusClosed, BusError, BusUnavailable, MessageTooLarge
 from events.settings import NatsSettings, SettingsError
 from events.topology import Topology
 
 PublishItem = tuple[str, Mapping[str, str], bytes]
+_RECONNECT_WAIT_S = 0.5  # between two tries of the same server, once connected
 log = structlog.get_logger("conveyor.bus")
+# The server reads `HPUB <subject> <reply> <sizes>` as one control line of at most 4 KiB by
+# default, and closes the connection over a longer one: a subject keeps well under that.
+MAX_SUBJECT_BYTES = 2048
+# A token of a subject one can publish to: not empty, no whitespace or control character (and
+# not a lone `*` or `>`: wildcards are for subscriptions).
+_TOKEN = re.compile(r"[^\x00-\x20\x7f.]+")
 
 
 class _CloseWatch:
@@ -55,8 +63,10 @@ class Connection:
     async def _connect(
         settings: NatsSettings | str, name: str, connect_timeout_s: float
     ) -> tuple[Client, _CloseWatch]:
-        """Connect, failing with BusUnavailable after `connect_timeout_s`; once connected, the
-        client reconnects forever (a server restart is an outage, not an exit)."""
+        """Connect, retrying the seed list for `connect_timeout_s` (0: one pass over the seed
+        list, so a refused connection is reported at once) and then failing with
+        BusUnavailable; once connected, the client reconnects forever (a server restart is an
+        outage, not an exit)."""
         if isinstance(settings, str):
             settings = NatsSettings.from_env(servers=settings)
         try:
@@ -64,14 +74,19 @@ class Connection:
         except SettingsError as exc:
             raise BusUnavailable(str(exc)) from exc
         watch = _CloseWatch()
+        # nats-py tries each server of the seed list once more than `max_reconnect_attempts`
+        # (at least once more: 0 would mean forever), waiting `reconnect_time_wait` before it
+        # tries a server again. Short waits for a short window: connect_timeout_s=0 gives two
+        # quick tries per server, ~10 ms in all when they refuse.
+        retry_wait_s = min(_RECONNECT_WAIT_S, max(connect_timeout_s, 0.01))
         try:
             nc = await nats.connect(
                 **options,
                 name=name,
                 connect_timeout=2,
                 # Finite for the first connection, so a wrong URL fails fast...
-                max_reconnect_attempts=max(1, int(connect_timeout_s / 0.5)),
-                reconnect_time_wait=0.5,
+                max_reconnect_attempts=max(1, int(connect_timeout_s / retry_wait_s)),
+                reconnect_time_wait=retry_wait_s,
                 allow_reconnect=True,
                 error_cb=_quiet,
                 disconnected_cb=_noop,
@@ -80,8 +95,9 @@ class Connection:
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__
             raise BusUnavailable(f"cannot connect to NATS at {settings.url}: {detail}") from exc
-        # ...and unlimited afterwards. nats-py reads this option at each reconnect.
+        # ...and unlimited afterwards, at a steady pace. nats-py reads both at each reconnect.
         nc.options["max_reconnect_attempts"] = -1
+        nc.options["reconnect_time_wait"] = _RECONNECT_WAIT_S
         return nc, watch
 
     @property
@@ -117,6 +133,12 @@ class Connection:
                 f"max payload of {self.max_payload}"
             )
 
+    def _check(self, subject: str, headers: Mapping[str, str], body: bytes) -> None:
+        """Refuse, before sending, what the server would close the connection over: no single
+        message may end a connection that every other message shares."""
+        _check_subject(subject)
+        self._check_size(subject, headers, body)
+
     def _closed_error(self, what: str, exc: BaseException) -> BusError:
         if isinstance(exc, nats.errors.ConnectionClosedError) or self.nc.is_closed:
             return BusClosed(f"{what}: the NATS connection is closed")
@@ -137,7 +159,7 @@ class Connection:
             # Fail now rather than after the timeout: a caller such as the webhook gateway
             # answers 503 at once, and the sender retries.
             raise BusUnavailable(f"not connected to NATS (reconnecting); {subject} not published")
-        self._check_size(subject, headers, body)
+        self._check(subject, headers, body)
         try:
             ack = await self.js.publish(subject, body, timeout=timeout, headers=dict(headers))
         except (
@@ -157,7 +179,7 @@ class Connection:
 
         For publishes nobody needs to wait for before doing the next thing (task.started)."""
         headers, body = encode(event)
-        self._check_size(subject, headers, body)
+        self._check(subject, headers, body)
         try:
             future = await self.js.publish_async(
                 subject, body, headers=dict(headers), wait_stall=timeout
@@ -183,7 +205,7 @@ class Connection:
         caller can get on with its next step while JetStream acknowledges."""
         futures: list[asyncio.Future[api.PubAck]] = []
         for subject, headers, body in items:
-            self._check_size(subject, headers, body)
+            self._check(subject, headers, body)
         try:
             for subject, headers, body in items:
                 futures.append(
@@ -226,12 +248,19 @@ class Connection:
     async def publish_core(
         self, subject: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> None:
-        """Fire-and-forget core NATS publish (notifications nobody must rely on)."""
+        """Fire-and-forget core NATS publish (notifications nobody must rely on): what cannot be
+        sent (a bad subject, too large, no connection) is dropped."""
+        try:
+            self._check(subject, headers or {}, body)
+        except BusError as exc:
+            log.warning("core message dropped", subject=subject[:200], error=str(exc))
+            return
         with contextlib.suppress(nats.errors.Error):
             await self.nc.publish(subject, body, headers=dict(headers) if headers else None)
 
     # ---- request / reply and plain subscriptions ---------------------------------------
     async def request(self, subject: str, payload: bytes, timeout: float = 5.0) -> bytes:
+        self._check(subject, {}, payload)
         try:
             msg = await self.nc.request(subject, payload, timeout=timeout)
         except nats.errors.NoRespondersError as exc:
@@ -271,6 +300,23 @@ class Connection:
     async def flush(self) -> None:
         with contextlib.suppress(nats.errors.Error):
             await self.nc.flush(timeout=5)
+
+
+def _check_subject(subject: str) -> None:
+    try:
+        size = len(subject.encode())
+    except UnicodeEncodeError:
+        raise BadSubject(f"subject {subject[:80]!r} is not UTF-8 (a lone surrogate)") from None
+    if size > MAX_SUBJECT_BYTES:
+        raise BadSubject(
+            f"subject {subject[:80]!r}... is {size} bytes long, over the {MAX_SUBJECT_BYTES} "
+            "a NATS protocol line can carry"
+        )
+    if any(not _TOKEN.fullmatch(t) or t in ("*", ">") for t in subject.split(".")):
+        raise BadSubject(
+            f"subject {subject[:200]!r} cannot be published to: it has an empty token, "
+            "whitespace, a control character or a wildcard"
+        )
 
 
 async def _quiet(exc: Exception) -> None:

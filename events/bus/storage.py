@@ -82,7 +82,9 @@ class Storage(Consumers):
         kv = await self._kv(bucket)
         try:
             entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.InvalidKeyError):
+            # A key that cannot exist holds nothing (a name taken from a message, such as a
+            # workflow name with a space): not a broker failure to retry forever.
             return None
         except nats.errors.Error as exc:
             raise BusUnavailable(f"cannot read {bucket}/{key}: {exc}") from exc

@@ -1,6 +1,7 @@
 // A Conveyor worker in Node.js, written from docs/protocol.md alone (section "The worker's side";
 // the step numbers below are the doc's). It serves one task, `word_count`, of a workflow
 // defined in Python (examples/polyglot.py). Run: `node worker.mjs` (see README.md).
+import { createHash } from "node:crypto";
 import os from "node:os";
 import { pathToFileURL } from "node:url";
 import { AckPolicy, DeliverPolicy, Match, connect, headers, nanos } from "nats";
@@ -123,14 +124,21 @@ function decodeDispatch(msg) {
   return { ...d, traceparent };
 }
 
+// An event's identity is its source and id together (docs/protocol.md): the Nats-Msg-Id is
+// the first 32 hex digits of SHA-256 over the UTF-8 source, a NUL byte and the UTF-8 id.
+export function eventKey(source, id) {
+  return createHash("sha256").update(`${source}\0${id}`, "utf8").digest("hex").slice(0, 32);
+}
+
 // Publishes one of our events (binary mode) and resolves with JetStream's ack. The id is
 // deterministic, so a redelivered task's second result is dropped by JetStream's dedupe window.
 function publishEvent(js, d, verb, data) {
   const id = `${d.run_id}:${d.node_id}:${d.attempt}:${verb}`;
+  const source = `conveyor/worker/${WORKER}`;
   const h = headers();
   h.set("ce-specversion", "1.0");
   h.set("ce-id", id);
-  h.set("ce-source", `conveyor/worker/${WORKER}`);
+  h.set("ce-source", source);
   h.set("ce-type", `io.conveyor.task.${verb}`);
   h.set("ce-time", new Date().toISOString());
   h.set("ce-runid", d.run_id);
@@ -139,7 +147,8 @@ function publishEvent(js, d, verb, data) {
   const { run_id, node_id, attempt } = d;
   const body = { run_id, node_id, attempt, worker: WORKER, ...data };
   const subject = `${NS}.evt.${partitionOf(d.run_id)}.task.${verb}.${d.run_id}`;
-  return js.publish(subject, JSON.stringify(body), { msgID: id, headers: h, timeout: 5000 });
+  const msgID = eventKey(source, id);
+  return js.publish(subject, JSON.stringify(body), { msgID, headers: h, timeout: 5000 });
 }
 
 function errorInfo(err) {
@@ -347,7 +356,10 @@ function heartbeat(js, tasks, state, load) {
     state,
   };
   return js
-    .publish(`${NS}.worker.${WORKER}`, JSON.stringify(body), { msgID: id, headers: h })
+    .publish(`${NS}.worker.${WORKER}`, JSON.stringify(body), {
+      msgID: eventKey(`conveyor/worker/${WORKER}`, id),
+      headers: h,
+    })
     .catch((err) => log("heartbeat not published", { error: err.message }));
 }
 heartbeat.count = 0;

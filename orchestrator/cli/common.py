@@ -128,20 +128,27 @@ def cli_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+# A command tries each server of the seed list once and reports a refused connection at once:
+# a person is waiting, and retrying is theirs to decide. The long-running processes (worker,
+# orchestrator, api, ...) keep the bus's default window of a few seconds, so one started beside
+# its NATS server (compose, a pod restarted with it) does not exit while the server boots.
+CLI_CONNECT_TIMEOUT_S = 0.0
+
+
 @contextlib.asynccontextmanager
 async def connected_client(connection: Connection) -> AsyncIterator[Client]:
-    client = await Client.connect(
-        connection.settings(), connection.topology(), source=CLI_SOURCE, actor=cli_actor()
-    )
-    try:
-        yield client
-    finally:
-        await client.close()
+    async with connected_bus(connection, name="conveyor-client") as bus:
+        yield Client(bus, source=CLI_SOURCE, actor=cli_actor())
 
 
 @contextlib.asynccontextmanager
 async def connected_bus(connection: Connection, name: str = "conveyor-cli") -> AsyncIterator[Bus]:
-    bus = await Bus.connect(connection.settings(), connection.topology(), name=name)
+    bus = await Bus.connect(
+        connection.settings(),
+        connection.topology(),
+        name=name,
+        connect_timeout_s=CLI_CONNECT_TIMEOUT_S,
+    )
     try:
         yield bus
     finally:

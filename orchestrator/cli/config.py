@@ -56,11 +56,19 @@ def apply_defaults(parser: argparse.ArgumentParser, env: Environment | None = No
                 continue  # a default list would be extended by the flags: `fill_unset` sets it
             action.default = values[setting.key].value
             action.required = False  # the file or the environment gives it
-    parser.set_defaults(log_level=values["log.level"].value)
 
 
 def fill_unset(ns: argparse.Namespace, env: Environment | None = None) -> None:
-    """After parsing: a repeatable flag not given takes the setting's value (`--queue`)."""
+    """After parsing: a repeatable flag not given takes the setting's value (`--queue`), and so
+    do the options every command shares. Those are filled here, not with set_defaults: their
+    actions are the same objects in every command's parser, so a default set on the top parser
+    became the command parser's too and reset a flag given before the command
+    (`conveyor --log-level debug runs`)."""
+    if not hasattr(ns, "log_json"):
+        ns.log_json = False
+    if not hasattr(ns, "log_level"):
+        env = environment() if env is None else env
+        ns.log_level = next(r.value for r in resolve(env=env) if r.setting.key == "log.level")
     command = getattr(ns, "config_command", None)
     for setting in SETTINGS:
         for bound_command, dest in setting.flags:

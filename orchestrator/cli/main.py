@@ -57,12 +57,10 @@ _USAGE_ERRORS = (
 
 def main(argv: list[str] | None = None) -> NoReturn:
     try:
-        parser = build_parser()
+        args = parse_args(argv)
     except SettingsError as exc:  # a configuration file or variable that does not parse
         print(f"error: {exc}", file=sys.stderr)
         _exit(EXIT_USAGE)
-    args = parser.parse_args(argv)
-    config.fill_unset(args)
     extra = []
     if args.handler in (processes.cmd_worker, processes.cmd_dev):
         from workers.logcapture import structlog_processor  # the composition root may
@@ -113,6 +111,14 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed flags, each setting not given taking its value from the settings model
+    (environment, conveyor.toml, default). SettingsError for a value that does not parse."""
+    args = build_parser().parse_args(argv)
+    config.fill_unset(args)
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Options every command takes, before or after the command's name.
     shared = argparse.ArgumentParser(add_help=False)
@@ -138,7 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `conveyor COMMAND --help` for a command's options and an example.",
     )
     parser.add_argument("--version", action="version", version=f"conveyor {_version()}")
-    parser.set_defaults(log_json=False, log_level=os.environ.get("CONVEYOR_LOG_LEVEL", "warning"))
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     processes_register(sub, [shared])
     runs.register(sub, [shared])
@@ -208,13 +213,13 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--partition",
         type=int,
-        default=int(os.environ.get("CONVEYOR_PARTITION", "0")),
+        default=0,
         help="the partition this orchestrator owns ($CONVEYOR_PARTITION, default 0)",
     )
     p.add_argument(
         "--topology",
         choices=["auto", "apply", "check"],
-        default=os.environ.get("CONVEYOR_TOPOLOGY", "auto"),
+        default="auto",
         help="create/update the streams (apply) or wait for them (check); auto: apply with "
         "CONVEYOR_REPLICAS=1, check on a cluster ($CONVEYOR_TOPOLOGY)",
     )

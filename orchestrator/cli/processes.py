@@ -25,8 +25,10 @@ from orchestrator.cli.common import (
     typed,
 )
 from orchestrator.cli.runs import follow
+from orchestrator.core.compiler import compile_spec
+from orchestrator.core.rules import input_problems
 from orchestrator.dsl.loader import LoadedModule, load_module
-from orchestrator.errors import UnknownWorkflow
+from orchestrator.errors import InvalidInput, UnknownWorkflow
 from orchestrator.runtime.registry import Registry
 
 
@@ -185,6 +187,10 @@ async def cmd_dev(ns: argparse.Namespace) -> int:
     if args.run and args.run not in loaded.workflows:
         raise UnknownWorkflow(args.run, known=list(loaded.workflows))
     input_data = json_object(args.input) if args.run else {}
+    if args.run:  # the machine's own check, before anything starts
+        problems = input_problems(compile_spec(loaded.workflows[args.run].spec), dict(input_data))
+        if problems:
+            raise InvalidInput(args.run, problems)
     common = _common(ns, metrics_port=None)
     async with roles.Process(common) as process:
         urls = await _dev_components(process, args, loaded)
@@ -237,10 +243,14 @@ async def _dev_run(
     supervisor = process.build_supervisor()
     await supervisor.start()
     serving = asyncio.create_task(supervisor.serve())
-    run_id = await client.trigger(workflow, input_data)
-    if not args.json:
-        print(run_id, flush=True)
-    following = asyncio.create_task(follow(client, workflow, run_id, args.json, args.timeout))
+
+    async def trigger_and_follow() -> int:
+        run_id = await client.trigger(workflow, input_data)
+        if not args.json:
+            print(run_id, flush=True)
+        return await follow(client, workflow, run_id, args.json, args.timeout)
+
+    following = asyncio.create_task(trigger_and_follow())
     await asyncio.wait({serving, following}, return_when=asyncio.FIRST_COMPLETED)
     if not following.done():
         following.cancel()
@@ -248,4 +258,7 @@ async def _dev_run(
         return EXIT_RUN_FAILED
     supervisor.stop()
     code = await serving
-    return following.result() if code == EXIT_OK else code
+    # Raised only now, everything stopped: a refused trigger is one line, not every component
+    # crashing on a connection closed under it.
+    result = following.result()
+    return result if code == EXIT_OK else code

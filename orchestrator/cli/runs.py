@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from events.errors import ConveyorError
 from events.models import LogLine
 from orchestrator.cli.common import (
     EXIT_OK,
@@ -21,7 +22,7 @@ from orchestrator.cli.common import (
     json_object,
     typed,
 )
-from orchestrator.cli.progress import Progress, node_text, summary
+from orchestrator.cli.progress import Progress, Tally, node_text, summary
 from orchestrator.client import Client
 from orchestrator.core.rules import retry_refusal
 from orchestrator.core.statuses import RUN_TERMINAL, RunStatus
@@ -39,8 +40,14 @@ class RunArgs:
     timeout: float | None
 
 
+def _timeout_needs_wait(timeout: float | None, wait: bool) -> None:
+    if timeout is not None and not wait:
+        raise UsageError("--timeout bounds the waiting: it goes with --wait")
+
+
 async def cmd_run(ns: argparse.Namespace) -> int:
     args = typed(RunArgs, ns)
+    _timeout_needs_wait(args.timeout, args.wait)
     input_data = json_object(args.input)
     async with connected_client(typed(Connection, ns)) as client:
         run_id = await client.trigger(
@@ -65,11 +72,18 @@ async def follow(
     """Follow a run live until it ends; print its result. Giving up (a timeout, Ctrl-C) says
     that the run carries on, and how to see it later."""
     progress = Progress(run_id, workflow)
+    limits: dict[str, int] | None = None
+
+    async def update(status: dict[str, Any]) -> None:
+        nonlocal limits
+        if limits is None:
+            limits = await max_attempts_of(client, status)
+            progress.set_max_attempts(limits)
+        progress.update(status)
+
     try:
         with progress:
-            final = await client.wait(
-                run_id, progress.update, timeout=timeout, newer_than=newer_than
-            )
+            final = await client.wait(run_id, update, timeout=timeout, newer_than=newer_than)
     except TimeoutError:
         print(
             f"gave up waiting after {timeout:g}s; run {run_id} carries on "
@@ -87,8 +101,17 @@ async def follow(
     if as_json:
         print(json.dumps(final, default=str))
     else:
-        print(summary(final))
+        print(summary(final, limits))
     return EXIT_OK if final["status"] == RunStatus.SUCCEEDED else EXIT_RUN_FAILED
+
+
+async def max_attempts_of(client: Client, status: dict[str, Any]) -> dict[str, int]:
+    """Each node's retry budget, from the spec version the run pinned ({} if it is gone)."""
+    try:
+        spec = await client.registry.get(status["workflow"], status["version"])
+    except ConveyorError:
+        return {}
+    return {node_id: node.spec.retry.max_attempts for node_id, node in spec.nodes.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +124,16 @@ async def cmd_status(ns: argparse.Namespace) -> int:
     args = typed(RunIdArgs, ns)
     async with connected_client(typed(Connection, ns)) as client:
         status = await existing_run(client, args.run_id)
+        limits = {} if args.json else await max_attempts_of(client, status)
     if args.json:
         print(json.dumps(status, default=str))
         return EXIT_OK
     print(
         f"run {status['run_id']} · {status['workflow']} v{status['version']} · {status['status']}"
     )
+    print("  " + Tally(status).line(status.get("duration_s") or 0.0))
     for name, node in status["nodes"].items():
-        print(f"  {name}: {node_text(node)}")
+        print(f"  {name}: {node_text(node, limits.get(name))}")
         if node.get("no_worker"):
             print(f"      {node['no_worker']['message']}")
         if node.get("error"):
@@ -116,8 +141,9 @@ async def cmd_status(ns: argparse.Namespace) -> int:
     for note in status.get("notifications") or []:
         outcome = "delivered" if note["delivered"] else note.get("error") or "failed"
         print(f"  webhook {note['url']} attempt {note['attempt']}: {outcome}")
-    ending = summary(status)
-    print(ending.split("\n", 1)[1] if "\n" in ending else "")
+    ending = summary(status, limits).split("\n", 1)
+    if len(ending) > 1:
+        print(ending[1])
     return EXIT_OK
 
 
@@ -148,6 +174,7 @@ class RetryArgs:
 
 async def cmd_retry(ns: argparse.Namespace) -> int:
     args = typed(RetryArgs, ns)
+    _timeout_needs_wait(args.timeout, args.wait)
     async with connected_client(typed(Connection, ns)) as client:
         status = await existing_run(client, args.run_id)
         refusal = retry_refusal(status["status"], status.get("error"))

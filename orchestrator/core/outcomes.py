@@ -124,6 +124,8 @@ class RunOutcomes(abc.ABC):
         fresh retry budget; attempt numbers continue (they key deduplication)."""
         run = self.run
         self.move_run(RunStatus.RUNNING, retry=True)
+        run.earlier_active_s = run.active_s()
+        run.resumed_at = self.now
         run.error = None
         run.output = None
         run.finished_at = None

@@ -5,9 +5,9 @@ The event stream is the source of truth from which the orchestrator's state can 
 (DESIGN §3). Replaying it answers "how did this run get here?" one transition at a time —
 each event, whether it moved the run, the commands it produced — and whether the state it
 arrives at is the one the orchestrator stored. Events are applied as the orchestrator applies
-them: the machine's inputs only, each event id once. The clock of each transition is the
-event's own `time`; the orchestrator used its clock when it applied the event, so timestamps
-may differ by the delivery delay, which is why states are compared without them.
+them: the machine's inputs only, each event (source and id) once. The clock of each transition
+is the event's own `time`; the orchestrator used its clock when it applied the event, so
+timestamps may differ by the delivery delay, which is why states are compared without them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,18 @@ from orchestrator.core.state import RunState
 from orchestrator.core.status import run_status
 
 # Keys of `run_status` that hold clock readings: not compared between a replay and the store.
-_TIMES = frozenset({"created_at", "updated_at", "finished_at", "dispatched_at", "started_at", "at"})
+_TIMES = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "dispatched_at",
+        "started_at",
+        "at",
+        "resumed_at",
+        "duration_s",
+    }
+)
 # Envelope metadata the shell records on a run (its trace, its trigger): not the machine's.
 _SHELL = frozenset({"traceparent", "trigger"})
 
@@ -74,8 +85,9 @@ def fold(
     spec: CompiledSpec, run_id: str, events: Iterable[CloudEvent], *, dedupe: bool = True
 ) -> Replay:
     """Apply the run's events in order; events the orchestrator does not consume (its own
-    outputs) and repeats of an event id are listed as skipped. `dedupe=False` hands repeats to
-    the machine too (which must then change nothing: invariant 2 without the id check)."""
+    outputs) and repeats of an event (same source and id) are listed as skipped. `dedupe=False`
+    hands repeats to the machine too (which must then change nothing: invariant 2 without the
+    id check)."""
     out = Replay()
     seen: set[str] = set()
     last = 0.0
@@ -84,10 +96,10 @@ def fold(
         if event.type not in ORCHESTRATOR_INPUTS:
             out.steps.append(_skipped(event, out.run, "an output, not an input of the machine"))
             continue
-        if dedupe and event.id in seen:
-            out.steps.append(_skipped(event, out.run, "a repeat of an applied event id"))
+        if dedupe and event.key in seen:
+            out.steps.append(_skipped(event, out.run, "a repeat of an applied event"))
             continue
-        seen.add(event.id)
+        seen.add(event.key)
         try:
             data = event.data_as(DATA_MODELS[event.type])
         except MalformedEvent as exc:

@@ -24,11 +24,16 @@ from orchestrator.core.state import NodeState
 from orchestrator.core.statuses import RunStatus
 
 
-def backoff_delay(policy: RetryPolicy, run_id: str, node_key: str, attempt: int) -> float:
-    """Delay before attempt `attempt + 1`: exponential, with jitter derived from the ids, and
-    never longer than `backoff_max_s` (the cap applies after the jitter: a user who sets a
-    maximum expects no wait above it, not one up to `jitter` above it)."""
-    base = min(policy.backoff_max_s, policy.backoff_s * policy.backoff_multiplier ** (attempt - 1))
+def backoff_delay(
+    policy: RetryPolicy, run_id: str, node_key: str, attempt: int, used: int | None = None
+) -> float:
+    """Delay before attempt `attempt + 1`: exponential in `used` (the attempts spent since the
+    budget started: the first attempt, or a manual retry of the run — default `attempt`), with
+    jitter derived from the ids, and never longer than `backoff_max_s` (the cap applies after the
+    jitter: a user who sets a maximum expects no wait above it, not one up to `jitter` above
+    it)."""
+    exponent = (attempt if used is None else used) - 1
+    base = min(policy.backoff_max_s, policy.backoff_s * policy.backoff_multiplier**exponent)
     digest = hashlib.blake2b(f"{run_id}/{node_key}/{attempt}".encode(), digest_size=8).digest()
     unit = int.from_bytes(digest, "big") / 2**64  # in [0, 1)
     return min(policy.backoff_max_s, max(0.0, base * (1 + policy.jitter * (2 * unit - 1))))
@@ -118,7 +123,8 @@ def input_problems(spec: CompiledSpec, run_input: dict[str, Any]) -> list[str]:
 def retry_refusal(status: str, error: Mapping[str, Any] | None) -> str | None:
     """Why a run in `status` (ended with `error`) cannot be retried, or None when it can."""
     if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-        return f"it is {status}; only a failed or cancelled run can be retried"
+        state = "succeeded" if status == RunStatus.SUCCEEDED else f"is {status}"
+        return f"it {state}; only a failed or cancelled run can be retried"
     if error and error.get("type") == "InvalidInput":
         return "it failed on its input, which a retry would not change; trigger a new run"
     return None

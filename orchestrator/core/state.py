@@ -58,6 +58,11 @@ class NodeState:
     # The attempt from which the retry policy's budget counts (moves on a manual run retry).
     first_attempt: int = 1
 
+    @property
+    def attempts_since_retry(self) -> int:
+        """Attempts since the run's last manual retry: what the retry policy's max counts."""
+        return max(0, self.attempt - self.first_attempt + 1)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
@@ -103,6 +108,17 @@ class RunState:
     # The spec's nodes in topological order: how the run is shown (store rows come back sorted
     # by key, which would list a pipeline alphabetically).
     node_order: list[str] = field(default_factory=list)
+    # A manual retry resumes an ended run: its active time is counted in spans (from the request
+    # or a resume to the end), so the idle gap before a retry is not part of its duration.
+    resumed_at: float | None = None  # the last resume, if any: the current span's start
+    earlier_active_s: float = 0.0  # the spans before the current one
+
+    def active_s(self) -> float:
+        """Seconds the run has been active: its earlier spans, and the current one up to its end
+        (or, while it runs, up to its last applied event)."""
+        since = self.created_at if self.resumed_at is None else self.resumed_at
+        until = self.updated_at if self.finished_at is None else self.finished_at
+        return self.earlier_active_s + max(0.0, until - since)
 
     def header_dict(self) -> dict[str, Any]:
         """Everything but the nodes (stored in their own rows)."""
@@ -123,6 +139,8 @@ class RunState:
             "traceparent": self.traceparent,
             "trigger": self.trigger,
             "notifications": self.notifications,
+            "resumed_at": self.resumed_at,
+            "earlier_active_s": self.earlier_active_s,
         }
 
     @classmethod

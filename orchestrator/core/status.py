@@ -29,7 +29,12 @@ def bounded(value: Any, limit: int) -> Any:
 
 def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
     """`run_id, workflow, version, status, output, error, timings` and `nodes`: one entry per
-    node of the spec (mapped nodes summarised with counts of their children by status)."""
+    node of the spec (mapped nodes summarised with counts of their children by status).
+
+    `duration_s` is the run's active time (up to its end, or while it runs up to its last
+    update): a manual retry starts a new span at `resumed_at`. A node's `attempts` counts every
+    attempt it had; `attempts_since_retry`, those since the last manual retry of the run — what
+    its retry policy's `max_attempts` applies to."""
     parents: dict[str, dict[str, Any]] = {}
     child_counts: dict[str, Counter[str]] = {}
     child_attempts: Counter[str] = Counter()
@@ -44,6 +49,8 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "status": node.status,
             "attempts": len(node.attempts),
+            # What the retry policy's max_attempts counts: a manual retry of the run starts over.
+            "attempts_since_retry": node.attempts_since_retry,
             "attempt_history": [a.to_dict() for a in node.attempts],
             "error": node.error,
         }
@@ -52,6 +59,7 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
             entry["output"] = bounded(node.output, MAX_NODE_VALUE_BYTES)
         if node.children is not None:
             entry["children"] = {"total": node.children}
+            del entry["attempts_since_retry"]  # each child has a budget of its own
         parents[node.key] = entry
     for node_id, counts in child_counts.items():
         entry = parents[node_id]
@@ -73,6 +81,9 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
         "created_at": run.created_at,
         "updated_at": run.updated_at,
         "finished_at": run.finished_at,
+        "resumed_at": run.resumed_at,
+        # Active time: the idle gap between an end and a manual retry is not counted.
+        "duration_s": round(run.active_s(), 3),
         "idempotency_key": run.idempotency_key,
         "traceparent": run.traceparent,
         "trigger": run.trigger,

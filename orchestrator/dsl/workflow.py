@@ -29,7 +29,8 @@ from typing import Any, overload
 import pydantic
 
 from events.tasks import TaskDeclaration, tracing
-from orchestrator.core.compiler import validate_spec
+from orchestrator.core.compiler import compile_spec, validate_spec
+from orchestrator.core.rules import input_problems
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.dsl.refs import Ref, to_template
 from orchestrator.dsl.tracer import WorkflowTracer
@@ -181,7 +182,28 @@ def _trace(
         spec = validate_spec(raw)
     except SpecError as exc:
         raise WorkflowDefinitionError(str(exc)) from None
+    _check_trigger_inputs(spec, params)
     return spec, tracer.tasks
+
+
+def _check_trigger_inputs(spec: WorkflowSpec, params: Mapping[str, Ref]) -> None:
+    """The input each trigger will give the function must fit its parameters: a run started by
+    an event gets `{"event": ...}`, a scheduled one its schedule's `input`. Checked here, where
+    the parameters are known, rather than failing every triggered run."""
+    if spec.on and "event" not in params:
+        raise WorkflowDefinitionError(
+            f"workflow {spec.name!r} is started by events (on=...) but has no `event` "
+            f"parameter: add one to receive the triggering CloudEvent as JSON "
+            f"(def {spec.name}(event: dict): ...)"
+        )
+    compiled = compile_spec(spec)
+    for schedule in spec.schedules:
+        problems = input_problems(compiled, dict(schedule.input))
+        if problems:
+            raise WorkflowDefinitionError(
+                f"workflow {spec.name!r}: the input of schedule {schedule.cron!r} does not fit "
+                f"its parameters: {'; '.join(problems)}"
+            )
 
 
 def _parameters(fn: Callable[..., Any], name: str) -> tuple[dict[str, Any], dict[str, Ref]]:
@@ -209,7 +231,11 @@ def _parameters(fn: Callable[..., Any], name: str) -> tuple[dict[str, Any], dict
         fields[param.name] = (annotation, default)
         params[param.name] = Ref("input", None, (param.name,))
     try:
-        model = pydantic.create_model(f"{name}_input", **fields)
+        # extra="forbid": the schema says `additionalProperties: false`, so an input key that
+        # names no parameter is refused (a typo must not run silently with the defaults).
+        model = pydantic.create_model(
+            f"{name}_input", __config__=pydantic.ConfigDict(extra="forbid"), **fields
+        )
         input_schema = model.model_json_schema()
     except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError) as exc:
         raise WorkflowDefinitionError(

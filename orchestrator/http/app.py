@@ -133,17 +133,20 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _problem(status: int, detail: str, problems: list[str] | None = None) -> JSONResponse:
+def problem(status: int, detail: str, problems: list[str] | None = None) -> JSONResponse:
+    """An error answer: a `Problem` body (the one error shape of every HTTP app of ours)."""
     body = Problem(detail=detail, problems=problems or [])
     return JSONResponse(jsonable_encoder(body), status_code=status)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error is a `Problem` body; foreign and domain errors map to a status here."""
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error an app can give is a `Problem`: FastAPI's and Starlette's own (404, 405,
+    a request that fails validation) and an unexpected exception (500, logged) alike — never
+    their default bodies (`{"detail": [...]}` or plain text)."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = _problem(exc.status_code, str(exc.detail))
+        response = problem(exc.status_code, str(exc.detail))
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
@@ -154,27 +157,37 @@ def _install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
             for err in exc.errors()
         ]
-        return _problem(422, "the request is invalid: " + "; ".join(problems), problems)
+        return problem(422, "the request is invalid: " + "; ".join(problems), problems)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the exception and re-raises it once this answer is sent.
+        return problem(500, f"internal error ({type(exc).__name__}); see the server's log")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error is a `Problem` body; foreign and domain errors map to a status here."""
+    install_problem_handlers(app)
 
     @app.exception_handler(UnknownWorkflow)
     async def unknown_workflow(request: Request, exc: UnknownWorkflow) -> JSONResponse:
-        return _problem(404, str(exc))
+        return problem(404, str(exc))
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
-        return _problem(422, str(exc), exc.problems)
+        return problem(422, str(exc), exc.problems)
 
     @app.exception_handler(BadCursor)
     async def bad_cursor(request: Request, exc: BadCursor) -> JSONResponse:
-        return _problem(400, str(exc))
+        return problem(400, str(exc))
 
     @app.exception_handler(BusError)
     async def bus_error(request: Request, exc: BusError) -> JSONResponse:
         # Nothing was accepted: the client may retry (a run request with an idempotency key
         # or a run id is deduplicated).
         status = 503 if isinstance(exc, BusUnavailable) else 502
-        return _problem(status, f"NATS is unavailable: {exc}")
+        return problem(status, f"NATS is unavailable: {exc}")
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
-        return _problem(503, f"the store is unavailable: {exc}")
+        return problem(503, f"the store is unavailable: {exc}")

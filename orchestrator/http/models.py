@@ -13,6 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+SINCE_RETRY = (
+    "Attempts since the run's last manual retry: what the retry policy's max_attempts counts "
+    "(not set on a mapped node: each child has its own budget)."
+)
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -145,7 +150,8 @@ class NodeStatus(_Open):
     counts by status)."""
 
     status: str
-    attempts: int
+    attempts: int = Field(description="Every attempt it had, across manual retries of the run.")
+    attempts_since_retry: int | None = Field(None, description=SINCE_RETRY)
     attempt_history: list[Attempt]
     error: ErrorBody | None = None
     input: Any = None
@@ -181,6 +187,12 @@ class RunDetail(_Open):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+    resumed_at: float | None = Field(None, description="The last manual retry's resume, if any.")
+    duration_s: float | None = Field(
+        None,
+        description="Active time: up to its end (or, while it runs, its last update), without "
+        "the idle gap before a manual retry.",
+    )
     idempotency_key: str | None = None
     trigger: Trigger | None = None
     nodes: dict[str, NodeStatus] = Field(description="Every node of the spec, in spec order.")
@@ -220,6 +232,7 @@ class NodeDetail(BaseModel):
     index: int | None = None
     status: str
     attempt: int
+    attempts_since_retry: int | None = Field(None, description=SINCE_RETRY)
     attempt_history: list[Attempt]
     input: Any = None
     output: Any = None

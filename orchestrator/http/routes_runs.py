@@ -121,6 +121,10 @@ async def get_node(
             "index": node.index,
             "status": node.status,
             "attempt": node.attempt,
+            # A mapped parent has no budget of its own: each child has one.
+            "attempts_since_retry": None
+            if node.children is not None
+            else node.attempts_since_retry,
             "attempt_history": [a.to_dict() for a in node.attempts],
             "input": node.input,
             "output": node.output,

@@ -142,20 +142,21 @@ class Applier:
         """Apply `items` into one Batch. A contract breach (unknown run or node, unknown
         workflow, invalid spec) marks its item as a problem. Any other exception is a bug: it
         propagates — unless `isolated` (one event on its own), when the event is parked."""
-        ids = [i.event.id for i in items if i.event is not None and i.problem is None]
-        seen = await self.store.already_processed(ids)
+        # An event is identified by its source and id together (`CloudEvent.key`).
+        keys = [i.event.key for i in items if i.event is not None and i.problem is None]
+        seen = await self.store.already_processed(keys)
         out = Applied(Batch())
         for item in items:
             if item.problem is not None or item.event is None:
                 continue
-            if item.event.id in seen:
+            if item.event.key in seen:
                 self.metrics.events["duplicate"] += 1
                 continue
-            seen.add(item.event.id)
+            seen.add(item.event.key)
             transition = await self._apply_one(item, now, isolated)
             if transition is None:
                 continue
-            out.batch.processed.append(item.event.id)
+            out.batch.processed.append(item.event.key)
             if not transition.applied:
                 self.metrics.events["stale"] += 1
                 continue

@@ -70,6 +70,7 @@ class Supervisor:
         self.failures: list[str] = []
         self._stopping = asyncio.Event()
         self._started: list[Component] = []
+        self._signals = False
 
     def stop(self) -> None:
         """Ask every component to stop (safe to call from a signal handler, more than once)."""
@@ -88,33 +89,47 @@ class Supervisor:
 
     async def start(self) -> None:
         """Start every component in order; on a failure, drain the started ones and raise
-        StartupFailed (nothing is left half-open)."""
+        StartupFailed (nothing is left half-open). Signals are handled from here on: a SIGTERM
+        while a component starts (a worker already heartbeats) stops the process cleanly."""
+        self._handle_signals()
         for component in self.components:
             try:
                 await component.start()
             except BaseException as exc:
                 self._stopping.set()
                 await self._drain()
+                self._ignore_signals()
                 raise StartupFailed(component.name, exc) from exc
             self._started.append(component)
+            if self._stopping.is_set():  # a signal came during start-up: this one stops too
+                component.stop()
+
+    def _handle_signals(self) -> None:
+        if self.handle_signals and not self._signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+            self._signals = True
+
+    def _ignore_signals(self) -> None:
+        if self._signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            self._signals = False
 
     async def serve(self) -> int:
         """Start (unless started), run until stopped or until a component fails, drain; the exit
         status: 0 after a requested stop, 1 when a component failed."""
         if not self._started:
             await self.start()
-        loop = asyncio.get_running_loop()
-        if self.handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.stop)
+        self._handle_signals()
         try:
             async with asyncio.TaskGroup() as group:
                 runs = [group.create_task(self._supervise(c), name=c.name) for c in self._started]
                 group.create_task(self._watchdog(runs))
         finally:
-            if self.handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+            self._ignore_signals()
             await self._drain()
         return EXIT_FAILED if self.failures else EXIT_OK
 

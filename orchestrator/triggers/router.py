@@ -13,14 +13,15 @@ For each event:
     triggers once however many partitions there are.)
   - every node of this partition waiting for the event's type whose `match` attributes equal the
     event's gets a wait.matched event.
-Published durably first, acked after: nothing accepted is lost.
+Published durably first, acked after: nothing accepted is lost. What no retry can handle is parked
+on `<ns>.dlq.router` with the reason: a message that is no CloudEvent, and an event too large to
+carry as a run's input (its data as JSON, or base64 when it is not JSON: a third larger).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,8 +33,8 @@ from events.bus import Bus, Delivery, settle_quietly
 from events.codec import decode
 from events.consuming import Fetcher
 from events.dlq import park
-from events.envelope import CloudEvent
-from events.errors import BusClosed, BusError, MalformedEvent
+from events.envelope import CloudEvent, strict_json
+from events.errors import BusClosed, BusError, MalformedEvent, MessageTooLarge
 from events.filters import attribute, matches
 from events.ids import derived_id
 from events.models import (
@@ -56,8 +57,8 @@ def event_as_json(event: CloudEvent) -> dict[str, Any]:
     or base64 for binary data)."""
     data: Any
     try:
-        data = json.loads(event.data) if event.data else None
-    except ValueError:
+        data = strict_json(event.data) if event.data else None
+    except (ValueError, RecursionError):
         data = {"base64": base64.b64encode(event.data).decode()}
     return {
         "id": event.id,
@@ -156,23 +157,34 @@ class Router:
                     log.warning("router could not handle an event; retrying", error=str(exc))
 
     async def handle(self, delivery: Delivery) -> None:
+        """Trigger and wake what `delivery` matches, then ack it; park what cannot be handled
+        whatever is retried (not a CloudEvent; an event too large to carry as a run's input or
+        a wait's match); hand back (BusError) what failed for a reason that may pass."""
         try:
             event = decode(delivery.headers, delivery.data)
         except MalformedEvent as exc:
-            try:
-                await park(self.bus, delivery, "router", exc.reason)
-            except BusError:
-                await settle_quietly(delivery, Outcome.TRANSIENT)
-                raise
-            await delivery.settle(Outcome.PARKED)
+            await self._park(delivery, exc.reason)
             return
         try:
             await self._trigger(event)
             await self._wake(event)
+        except MessageTooLarge as exc:
+            # The event itself fits, but the run request or wait.matched that carries it as
+            # JSON does not: no retry can change that.
+            await self._park(delivery, f"event {event.id!r} cannot be carried to a run: {exc}")
+            return
         except BusError:
             await settle_quietly(delivery, Outcome.TRANSIENT)
             raise
         await delivery.settle(Outcome.DONE)
+
+    async def _park(self, delivery: Delivery, reason: str) -> None:
+        try:
+            await park(self.bus, delivery, "router", reason)
+        except BusError:
+            await settle_quietly(delivery, Outcome.TRANSIENT)
+            raise
+        await delivery.settle(Outcome.PARKED)
 
     async def _trigger(self, event: CloudEvent) -> None:
         if self.partition != 0:
@@ -203,7 +215,9 @@ class Router:
                 attempt=wait.attempt,
                 event=event_as_json(event),
             )
-            event_id = derived_id("wait", wait.run_id, wait.node_key, str(wait.attempt), event.id)
+            event_id = derived_id(
+                "wait", wait.run_id, wait.node_key, str(wait.attempt), event.source, event.id
+            )
             out = CloudEvent.create(
                 WAIT_MATCHED, SOURCE, matched, id=event_id, extensions={"runid": wait.run_id}
             )

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from events.acks import Outcome
+from events.ids import event_key
 from events.testing import eventually
 from orchestrator import workflow
 from orchestrator.dsl.loader import load_module
@@ -288,6 +289,24 @@ def test_crc32_partitioning_matches_python(node: str) -> None:
     )
     expected = [f"{zlib.crc32(r.encode())} {zlib.crc32(r.encode()) % 7}" for r in run_ids]
     assert done.stdout.split("\n")[:-1] == expected
+
+
+def test_the_event_key_matches_python(node: str) -> None:
+    """Nats-Msg-Id is a function of the event's source and id, the same in every language."""
+    pairs = [["conveyor/worker/w1", "r1:a:1:completed"], ["shop", "Ünïcødé-東京"], ["a", ""]]
+    script = (
+        'import { eventKey } from "./worker.mjs";'
+        f"for (const [s, i] of {json.dumps(pairs)}) console.log(eventKey(s, i));"
+    )
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        cwd=NODE_WORKER,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout.split("\n")[:-1] == [event_key(s, i) for s, i in pairs]
 
 
 # ---- heartbeats and the crash rule, in Node --------------------------------------------------

@@ -75,8 +75,15 @@ async def test_a_projection_holds_every_partition_and_replicas_do_not_split_even
             await harness.start_orchestrator(partition=partition)
         await harness.start_worker(ALL_TASKS)
         await harness.register(flows.chain)
-        finals = [await harness.run(flows.chain, {"start": n}) for n in range(9)]
-        assert len({topology.partition(f["run_id"]) for f in finals}) == 3  # all partitions
+        # Run ids chosen so that every partition holds runs (random ones may miss one).
+        run_ids = [f"proj-{n}" for n in range(40)]
+        chosen = [next(r for r in run_ids if topology.partition(r) == p) for p in range(3)]
+        chosen += [r for r in run_ids if r not in chosen][:6]
+        finals = []
+        for n, run_id in enumerate(chosen):
+            await harness.client.trigger("chain", {"start": n}, run_id=run_id)
+            finals.append(await harness.client.wait(run_id, timeout=60))
+        assert {topology.partition(f["run_id"]) for f in finals} == {0, 1, 2}
         _, first = await harness.start_projection(tmp_path / "api-1.db")
         _, second = await harness.start_projection(tmp_path / "api-2.db")
         for store in (first, second):

@@ -94,7 +94,7 @@ async def test_standard_webhooks_delivery_starts_a_run_and_replays_do_not(
     )
     assert response.status_code == 202, response.text
     answer = response.json()
-    assert answer["events"] == [{"id": "msg-1", "duplicate": False}]
+    assert answer["events"] == [{"id": "msg-1", "source": "shop", "duplicate": False}]
     [run] = answer["runs"]
     assert run["workflow"] == "on_order"
     final = await harness.client.wait(run["run_id"], timeout=20)
@@ -104,13 +104,14 @@ async def test_standard_webhooks_delivery_starts_a_run_and_replays_do_not(
         "/hooks/orders", content=body, headers=_standard_headers(body, "msg-1")
     )
     assert again.status_code == 202 and again.json()["events"][0]["duplicate"] is True
+    assert again.json()["runs"] == []  # it started nothing, and the answer says so
     # An old delivery replayed outside the tolerance window: refused.
     stale = await gateway.post(
         "/hooks/orders",
         content=body,
         headers=_standard_headers(body, "msg-2", int(time.time()) - 3600),
     )
-    assert stale.status_code == 401 and "tolerance" in stale.json()["error"]
+    assert stale.status_code == 401 and "tolerance" in stale.json()["detail"]
     assert len(await _runs(harness, 1)) == 1
 
 
@@ -125,11 +126,13 @@ async def test_github_signed_delivery(harness: Harness, gateway: httpx.AsyncClie
     }
     ok = await gateway.post("/hooks/github", content=body, headers=headers)
     assert ok.status_code == 202, ok.text
-    assert ok.json()["events"] == [{"id": "gh-1", "duplicate": False}]
+    assert ok.json()["events"] == [{"id": "gh-1", "source": "webhook/github", "duplicate": False}]
     forged = await gateway.post("/hooks/github", content=body + b" ", headers=headers)
-    assert forged.status_code == 401 and "does not match" in forged.json()["error"]
+    assert forged.status_code == 401 and "does not match" in forged.json()["detail"]
     unsigned = await gateway.post("/hooks/github", content=body)
-    assert unsigned.status_code == 401 and "missing X-Hub-Signature-256" in unsigned.json()["error"]
+    assert (
+        unsigned.status_code == 401 and "missing X-Hub-Signature-256" in unsigned.json()["detail"]
+    )
 
 
 async def test_cloudevents_sdk_binary_structured_and_batch(
@@ -205,7 +208,7 @@ async def test_bad_deliveries_are_refused_and_publish_nothing(
 ) -> None:
     response = await gateway.post(f"/hooks/{hook}", content=body, headers=headers)
     assert response.status_code == status, response.text
-    assert message in response.json()["error"]
+    assert message in response.json()["detail"]
     ingested = await harness.client.bus.stream_messages(harness.topology.ingest_stream)
     assert ingested == []
 
@@ -220,7 +223,7 @@ async def test_jetstream_unreachable_is_a_503(tmp_path: Any) -> None:
             server.stop()
             response = await client.post("/hooks/open", json={"order": 1})
             assert response.status_code == 503
-            assert "JetStream is unavailable" in response.json()["error"]
+            assert "JetStream is unavailable" in response.json()["detail"]
     finally:
         await bus.close()
         server.stop()

@@ -20,7 +20,7 @@ from events.config import (
 from events.settings import NatsSettings
 from events.topology import Topology
 from orchestrator.cli.config import apply_defaults, fill_unset, settings_by_flag
-from orchestrator.cli.main import build_parser
+from orchestrator.cli.main import build_parser, parse_args
 from orchestrator.roles import Common
 
 CONFIG = """
@@ -117,10 +117,10 @@ def test_every_commands_flags_default_from_the_model(
     assert parser.parse_args(["orchestrator"]).db == "/var/p0.db"
     monkeypatch.setenv("CONVEYOR_WORKER_CONCURRENCY", "48")
     monkeypatch.setenv("CONVEYOR_LOG_LEVEL", "info")
-    parser = build_parser()
-    args = parser.parse_args(["worker", "flows.py"])
+    args = parse_args(["worker", "flows.py"])
     assert (args.concurrency, args.log_level) == (48, "info")
-    assert parser.parse_args(["worker", "m.py", "--log-level", "debug"]).log_level == "debug"
+    assert parse_args(["worker", "m.py", "--log-level", "debug"]).log_level == "debug"
+    assert parse_args(["--log-level", "debug", "worker", "m.py"]).log_level == "debug"
     # A required flag the file gives need not be typed.
     (here / "conveyor.toml").write_text('[webhooks]\nhooks = "hooks.yaml"\n')
     assert build_parser().parse_args(["webhooks"]).hooks == "hooks.yaml"

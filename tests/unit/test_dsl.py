@@ -117,6 +117,43 @@ def test_input_schema_comes_from_type_hints_with_defaults():
     assert not validator.is_valid({"lrs": [0.1]})
 
 
+def test_the_input_schema_refuses_keys_that_name_no_parameter():
+    @workflow
+    def flow(rows: int = 5, name: str = "x"):
+        return extract(rows)
+
+    assert flow.spec.input_schema is not None
+    assert flow.spec.input_schema["additionalProperties"] is False
+    validator = compile_spec(flow.spec).input_validator
+    assert validator.is_valid({"rows": 3})
+    assert not validator.is_valid({"m": 3})  # a typo of a parameter, not a silent default
+
+
+def test_a_workflow_started_by_events_must_take_the_event():
+    @workflow(on="com.shop.order.created")
+    def on_order(order_id: str = ""):
+        return extract(1)
+
+    with pytest.raises(WorkflowDefinitionError) as info:
+        _ = on_order.spec
+    assert "workflow 'on_order' is started by events (on=...) but has no `event` parameter" in (
+        str(info.value)
+    )
+
+
+def test_a_schedule_input_must_fit_the_parameters():
+    @workflow(schedule={"cron": "0 * * * *", "input": {"rwos": 3}})
+    def hourly(rows: int = 1):
+        return extract(rows)
+
+    with pytest.raises(WorkflowDefinitionError) as info:
+        _ = hourly.spec
+    assert (
+        "workflow 'hourly': the input of schedule '0 * * * *' does not fit its parameters: "
+        "input.rwos: workflow 'hourly' has no parameter 'rwos' (it takes: rows)"
+    ) in str(info.value)
+
+
 def test_task_calls_become_nodes_wired_to_their_upstream():
     @workflow
     def flow(rows: int):

@@ -1,38 +1,54 @@
 """The webhook gateway: `POST /hooks/{name}` turns HTTP deliveries into CloudEvents on the ingest
 subjects, where the trigger router starts the workflows they match.
 
-Accepted bodies: the CloudEvents HTTP binding — binary, structured (parsed with the official
-`cloudevents` SDK) and batch (`application/cloudevents-batch+json`) — or any JSON body, wrapped
-into a CloudEvent of the hook's type. Answers:
+Accepted bodies, decoded by `events.codec` — the functions that decode events off the bus, so an
+event reads the same through either door (attributes percent-decoded, extension values in their
+canonical string forms):
+- the CloudEvents HTTP binding: binary mode (`ce-*` headers), structured mode
+  (`application/cloudevents+json`) and batch mode (`application/cloudevents-batch+json`);
+- any JSON body, wrapped into a CloudEvent of the hook's type and source whose id is the
+  sender's delivery id (`webhook-id` / `svix-id`, `X-GitHub-Delivery`, `Idempotency-Key`), so a
+  sender's retry is the same event.
 
-    202  {"events": [{"id", "duplicate"}], "runs": [{"workflow", "run_id"}]}   only after
-         JetStream acknowledged every event (nothing accepted is lost)
-    400  a malformed body (says what)        401  missing or bad signature, or a replay
-    404  unknown hook                        413  body over the hook's size limit
-    503  JetStream unreachable
-On every error nothing is published.
+Every answer is documented in the OpenAPI schema (`/openapi.json`); errors are `Problem`s:
+
+    202  every event acknowledged by JetStream (nothing accepted is lost); `duplicate: true` for
+         an event JetStream already held (same source and id): it started nothing, and no run
+         is listed for it
+    400  a malformed body or attribute (says what)   401  missing or bad signature, or a replay
+    404  unknown hook   413  body over the hook's limit, or an event too large for the bus
+    503  JetStream unreachable: retry (what was published is listed, and a retry repeats it
+         harmlessly)
+On every error but 503 nothing is published.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 
-from cloudevents.core.bindings import http as ce_http
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from events.bus import Bus
-from events.codec import decode
-from events.envelope import CloudEvent
-from events.errors import BusError, BusUnavailable, MalformedEvent
+from events.codec import BATCH, decode, decode_batch, encode, header_block_size
+from events.envelope import CloudEvent, strict_json
+from events.errors import BusError, MalformedEvent
 from orchestrator.errors import SpecError
+from orchestrator.http.app import install_problem_handlers, problem
 from orchestrator.runtime.registry import Registry
 from orchestrator.triggers.router import TriggerIndex
+from orchestrator.triggers.webhooks.answers import (
+    RECEIVE_RESPONSES,
+    REQUEST_BODY,
+    SIGNATURE_HEADERS,
+    Accepted,
+    EventAccepted,
+    Health,
+    RunStarted,
+    Unavailable,
+)
 from orchestrator.triggers.webhooks.config import Hook, HooksConfig
 from orchestrator.triggers.webhooks.signatures import (
     SignatureError,
@@ -40,8 +56,6 @@ from orchestrator.triggers.webhooks.signatures import (
     verify_github,
     verify_standard,
 )
-
-BATCH = "application/cloudevents-batch+json"
 
 
 class _Refused(Exception):
@@ -54,45 +68,73 @@ class _Refused(Exception):
 def create_gateway(
     bus: Bus, config: HooksConfig, *, clock: Callable[[], float] = time.time
 ) -> FastAPI:
-    app = FastAPI(title="Conveyor webhook gateway", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Conveyor webhook gateway",
+        version="0.1.0",
+        summary="HTTP deliveries in, CloudEvents on the ingest subjects out.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
     triggers = TriggerIndex(Registry(bus))
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Health:
+        return Health()
 
-    @app.post("/hooks/{name}", status_code=202)
+    @app.post(
+        "/hooks/{name}",
+        status_code=202,
+        response_model=Accepted,
+        responses=RECEIVE_RESPONSES,
+        openapi_extra={"requestBody": REQUEST_BODY, "parameters": SIGNATURE_HEADERS},
+        summary="Deliver a webhook or CloudEvents to the hook `name`",
+    )
     async def receive(name: str, request: Request) -> JSONResponse:
         try:
             hook = config.hooks.get(name)
             if hook is None:
                 raise _Refused(404, f"unknown hook {name!r}")
             body = await _read_limited(request, hook.max_bytes)
-            headers = dict(request.headers)
+            headers = _headers(request)
             delivery_id = _authenticate(hook, name, headers, body, clock())
             events = _events(hook, name, headers, body, delivery_id)
+            messages = [_encoded(event, bus.max_payload) for event in events]
         except _Refused as exc:
-            return JSONResponse({"error": exc.message}, status_code=exc.status)
-        published, runs = [], []
-        try:
-            for event in events:
-                subject = bus.topology.ingest_subject(event.type)
-                duplicate = await bus.publish(subject, event)
-                published.append({"id": event.id, "duplicate": duplicate})
-                runs += [
-                    {"workflow": spec.name, "run_id": run_id}
-                    for spec, run_id in await triggers.runs_for(event)
-                ]
-        except (BusUnavailable, BusError) as exc:
-            # Events published before the failure stay published (they were acked): retrying
-            # the delivery republishes them with the same ids, which JetStream drops.
-            return JSONResponse(
-                {"error": f"JetStream is unavailable: {exc}", "published": published},
-                status_code=503,
-            )
-        return JSONResponse({"events": published, "runs": runs}, status_code=202)
+            return problem(exc.status, exc.message)
+        return await _publish(bus, triggers, events, messages)
 
     return app
+
+
+async def _publish(
+    bus: Bus,
+    triggers: TriggerIndex,
+    events: list[CloudEvent],
+    messages: list[tuple[dict[str, str], bytes]],
+) -> JSONResponse:
+    """Publish each event (binary mode, on its ingest subject); 202 once JetStream acked all."""
+    published: list[EventAccepted] = []
+    runs: list[RunStarted] = []
+    try:
+        for event, (headers, body) in zip(events, messages, strict=True):
+            subject = bus.topology.ingest_subject(event.type)
+            duplicate = await bus.publish_raw(subject, headers, body)
+            published.append(EventAccepted(id=event.id, source=event.source, duplicate=duplicate))
+            if not duplicate:  # a duplicate started nothing: no run is listed for it
+                runs += [
+                    RunStarted(workflow=spec.name, run_id=run_id)
+                    for spec, run_id in await triggers.runs_for(event)
+                ]
+    except BusError as exc:
+        # Events published before the failure stay published (they were acked): retrying the
+        # delivery republishes them with the same source and id, which JetStream drops. (A
+        # connection closed for good ends the process; the retry reaches a fresh one.)
+        answer = Unavailable(
+            detail=f"JetStream is unavailable: {exc}", published=published
+        ).model_dump()
+        return JSONResponse(answer, status_code=503, headers={"retry-after": "5"})
+    return JSONResponse(Accepted(events=published, runs=runs).model_dump(), status_code=202)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -108,8 +150,21 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _headers(request: Request) -> dict[str, str]:
+    """The request's headers, names in lower case. Values are ASCII by the HTTP binding's rule
+    (percent-encoded); raw UTF-8 from a lax sender is read as UTF-8, not as Latin-1."""
+    out = {}
+    for raw_name, raw_value in request.headers.raw:
+        try:
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            value = raw_value.decode("latin-1")
+        out[raw_name.decode("latin-1").lower()] = value
+    return out
+
+
 def _authenticate(
-    hook: Hook, name: str, headers: dict[str, str], body: bytes, now: float
+    hook: Hook, name: str, headers: Mapping[str, str], body: bytes, now: float
 ) -> str | None:
     """Verify the delivery; returns the sender's delivery id when it has one."""
     auth = hook.auth
@@ -129,96 +184,50 @@ def _authenticate(
 
 
 def _events(
-    hook: Hook, name: str, headers: dict[str, str], body: bytes, delivery_id: str | None
+    hook: Hook, name: str, headers: Mapping[str, str], body: bytes, delivery_id: str | None
 ) -> list[CloudEvent]:
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if content_type == BATCH:
-            items = json.loads(body)
-            if not isinstance(items, list) or not items:
-                raise _Refused(400, "a batch body must be a non-empty JSON array of events")
-            return [_from_sdk(_structured(item, index)) for index, item in enumerate(items)]
-        if any(k.startswith("ce-") for k in headers) or content_type.startswith(
-            "application/cloudevents+json"
+            return decode_batch(body)
+        if content_type.startswith("application/cloudevents") or any(
+            k.startswith("ce-") for k in headers
         ):
-            message = ce_http.HTTPMessage(headers=headers, body=body)
-            return [_from_sdk(ce_http.from_http_event(message))]
-    except _Refused:
-        raise
-    except Exception as exc:  # the SDK raises assorted types for bad input
-        raise _Refused(400, f"not a valid CloudEvent: {exc}") from None
-    try:
-        data = json.loads(body) if body else None
-    except ValueError as exc:
-        raise _Refused(400, f"body is not JSON (and not a CloudEvent): {exc}") from None
-    subject = headers.get("x-github-event")
-    return [
-        CloudEvent.create(
-            hook.type,
-            hook.source or f"webhook/{name}",
-            data,
-            id=delivery_id or headers.get("idempotency-key") or uuid.uuid4().hex,
-            subject=subject,
-        )
-    ]
-
-
-def _structured(item: Any, index: int) -> Any:
-    if not isinstance(item, dict):
-        raise _Refused(400, f"batch[{index}] is not a JSON object")
-    message = ce_http.HTTPMessage(
-        headers={"content-type": "application/cloudevents+json"}, body=json.dumps(item).encode()
-    )
-    try:
-        return ce_http.from_structured_event(message)
-    except Exception as exc:
-        raise _Refused(400, f"batch[{index}] is not a valid CloudEvent: {exc}") from None
-
-
-def _from_sdk(sdk_event: Any) -> CloudEvent:
-    """The SDK's event as ours (then validated by our codec's rules)."""
-    attributes = dict(sdk_event.get_attributes())
-    core = {
-        k: attributes.pop(k, None)
-        for k in (
-            "id",
-            "source",
-            "type",
-            "specversion",
-            "time",
-            "subject",
-            "dataschema",
-            "datacontenttype",
-        )
-    }
-    when = core["time"]
-    data = sdk_event.get_data()
-    content_type = core["datacontenttype"] or ("application/json" if data is not None else None)
-    if data is None:
-        raw = b""
-    elif isinstance(data, bytes):
-        raw = data
-    elif isinstance(data, str) and "json" not in (content_type or ""):
-        raw = data.encode()
-    else:
-        raw = json.dumps(data, separators=(",", ":")).encode()
-    headers = {
-        f"ce-{k}": str(v)
-        for k, v in {
-            "specversion": core["specversion"] or "1.0",
-            "id": core["id"],
-            "source": core["source"],
-            "type": core["type"],
-            "subject": core["subject"],
-            "dataschema": core["dataschema"],
-            "time": when.isoformat() if isinstance(when, dt.datetime) else when,
-            **{name: value for name, value in attributes.items()},
-        }.items()
-        if v is not None
-    }
-    if content_type:
-        headers["content-type"] = content_type
-    try:
-        return decode(headers, raw)
+            return [decode(headers, body)]
+        return [_wrapped(hook, name, headers, body, delivery_id)]
     except MalformedEvent as exc:
         raise _Refused(400, f"not a valid CloudEvent: {exc.reason}") from None
+
+
+def _wrapped(
+    hook: Hook, name: str, headers: Mapping[str, str], body: bytes, delivery_id: str | None
+) -> CloudEvent:
+    """A plain JSON delivery as a CloudEvent of the hook's type (MalformedEvent if it cannot
+    be one: an id or subject header holding what no attribute may)."""
+    try:
+        data = strict_json(body) if body else None
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        raise _Refused(400, f"body is not JSON (and not a CloudEvent): {exc}") from None
+    event = CloudEvent.create(
+        hook.type,
+        hook.source or f"webhook/{name}",
+        data,
+        id=delivery_id or headers.get("idempotency-key") or uuid.uuid4().hex,
+        subject=headers.get("x-github-event"),
+    )
+    encode(event)  # the same checks as on the way out: a bad header value is a 400, not a 500
+    return event
+
+
+def _encoded(event: CloudEvent, max_payload: int) -> tuple[dict[str, str], bytes]:
+    """The message an event becomes, checked against the bus's limit before anything is sent
+    (so a batch is published whole or not at all)."""
+    headers, body = encode(event)
+    size = header_block_size(headers) + len(body)
+    if size > max_payload:
+        raise _Refused(
+            413,
+            f"event {event.id!r} is {size} bytes as a message, over the bus's limit of "
+            f"{max_payload} (send large data by reference)",
+        )
+    return headers, body

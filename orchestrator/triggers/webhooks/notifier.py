@@ -8,6 +8,10 @@ Each delivery is the outcome CloudEvent in structured mode, with Standard Webhoo
 timeout, a status other than 2xx) is retried with exponential backoff up to `max_attempts`;
 every attempt is recorded on the run as an `io.conveyor.webhook.attempted` event, which
 `conveyor status` shows. The outcome event is acked once every delivery has ended.
+
+Anyone can publish on the outcome subjects: a message that is no outcome (not a CloudEvent,
+data that does not fit, a run id that is not one, a workflow that does not exist) is parked on
+the dead-letter stream with the reason (`<ns>.dlq.notifier`), never retried in a loop.
 """
 
 from __future__ import annotations
@@ -23,12 +27,20 @@ import httpx
 import structlog
 
 from events.acks import Outcome
-from events.bus import Bus, Delivery, keep_alive
+from events.bus import Bus, Delivery, keep_alive, settle_quietly
 from events.codec import decode
 from events.consuming import Fetcher
+from events.dlq import park
 from events.envelope import CloudEvent
-from events.errors import BusError, MalformedEvent
-from events.models import WEBHOOK_ATTEMPTED, WebhookAttempted
+from events.errors import BusClosed, BusError, MalformedEvent
+from events.models import (
+    DATA_MODELS,
+    WEBHOOK_ATTEMPTED,
+    RunCancelled,
+    RunFailed,
+    RunSucceeded,
+    WebhookAttempted,
+)
 from orchestrator.core.spec import Notify
 from orchestrator.errors import ConfigError, UnknownWorkflow
 from orchestrator.runtime.registry import Registry
@@ -65,6 +77,7 @@ class Notifier:
         self._fetcher: Fetcher | None = None
         self._stopping = asyncio.Event()
         self._jobs: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
 
     # ---- lifecycle (runtime.supervisor.Component) -----------------------------------------
     async def start(self) -> None:
@@ -90,10 +103,17 @@ class Notifier:
             await self.start()
         assert self._fetcher is not None
         while not self._stopping.is_set():
+            if self._failure is not None:
+                raise self._failure  # a job found the connection closed for good
             for delivery in await self._fetcher.fetch(32, timeout=1.0):
                 job = asyncio.create_task(self.handle(delivery))
                 self._jobs.add(job)
-                job.add_done_callback(self._jobs.discard)
+                job.add_done_callback(self._job_done)
+
+    def _job_done(self, job: asyncio.Task[None]) -> None:
+        self._jobs.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            self._failure = job.exception()
 
     async def drain(self) -> None:
         for job in list(self._jobs):
@@ -104,20 +124,32 @@ class Notifier:
         await self._client.aclose()
 
     async def handle(self, delivery: Delivery) -> None:
+        """Deliver one outcome to its workflow's `notify` URLs, then ack it. An outcome that is
+        malformed, or names a workflow that does not exist, is parked with the reason; a broker
+        that fails hands it back (nak with backoff). Never raises but BusClosed."""
         try:
-            event = decode(delivery.headers, delivery.data)
-            outcome = _OUTCOMES[event.type]
-            data = event.json_data()
-            spec = (await self.registry.get(data["workflow"], data["version"])).spec
-        except (MalformedEvent, KeyError, TypeError, UnknownWorkflow) as exc:
-            log.warning("outcome event skipped", error=str(exc))
-            await delivery.settle(Outcome.DONE)
+            await self._handle(delivery)
+        except BusClosed:
+            raise  # the process ends (its connection watch sees the same)
+        except BusError as exc:
+            log.warning("outcome event handed back; will retry", error=str(exc))
+            await settle_quietly(delivery, Outcome.TRANSIENT)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            event, outcome = _outcome_of(delivery)
+            spec = (await self.registry.get(outcome.workflow, outcome.version)).spec
+        except (MalformedEvent, UnknownWorkflow) as exc:
+            reason = exc.reason if isinstance(exc, MalformedEvent) else str(exc)
+            await park(self.bus, delivery, "notifier", reason)
+            await delivery.settle(Outcome.PARKED)
             return
-        targets = [n for n in spec.notify if outcome in n.on]
+        verb = _OUTCOMES[event.type]
+        targets = [n for n in spec.notify if verb in n.on]
         if targets:
             heartbeat = asyncio.create_task(keep_alive([delivery], 20.0))
             try:
-                await asyncio.gather(*(self.deliver(event, data["run_id"], n) for n in targets))
+                await asyncio.gather(*(self.deliver(event, outcome.run_id, n) for n in targets))
             finally:
                 heartbeat.cancel()
         await delivery.settle(Outcome.DONE)
@@ -194,6 +226,16 @@ class Notifier:
         )
         with contextlib.suppress(BusError):  # the record is for people; the delivery happened
             await self.bus.publish(self.topology.event_subject(WEBHOOK_ATTEMPTED, run_id), out)
+
+
+def _outcome_of(delivery: Delivery) -> tuple[CloudEvent, RunSucceeded | RunFailed | RunCancelled]:
+    """The outcome event a delivery holds, checked: MalformedEvent says what is wrong."""
+    event = decode(delivery.headers, delivery.data)
+    if event.type not in _OUTCOMES:
+        raise MalformedEvent(f"event {event.id!r} of type {event.type!r} is not a run outcome")
+    outcome = event.data_as(DATA_MODELS[event.type])  # a run id that is not one is refused here
+    assert isinstance(outcome, RunSucceeded | RunFailed | RunCancelled)
+    return event, outcome
 
 
 def _secret(target: Notify, workflow: str) -> str | None:

@@ -3,8 +3,11 @@
 - GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`.
 - Standard Webhooks (standardwebhooks.com): `webhook-id`, `webhook-timestamp` (unix seconds),
   `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>` (space-separated
-  list; any match passes). The secret is `whsec_<base64 key>` (a bare secret is used as is).
-  A timestamp outside the tolerance window is refused, which stops replays of old deliveries.
+  list; any match passes; other schemes such as `v1a,` are skipped). Svix, the spec's origin,
+  sends the same under `svix-id`, `svix-timestamp`, `svix-signature`: those are read where the
+  `webhook-*` ones are absent, as the spec allows. The secret is `whsec_<base64 key>` (padding
+  optional; a bare secret is used as is). A timestamp outside the tolerance window is refused,
+  which stops replays of old deliveries.
 - Bearer: `Authorization: Bearer <token>`.
 Comparisons are constant-time. Errors say what is wrong, never echo a secret.
 """
@@ -44,8 +47,9 @@ def verify_github(headers: Mapping[str, str], body: bytes, secret: str) -> None:
 
 def _standard_key(secret: str) -> bytes:
     if secret.startswith("whsec_"):
+        encoded = secret[len("whsec_") :]
         try:
-            return base64.b64decode(secret[len("whsec_") :], validate=True)
+            return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except ValueError as exc:
             raise SignatureError("the configured whsec_ secret is not valid base64") from exc
     return secret.encode()
@@ -61,11 +65,12 @@ def verify_standard(
     headers: Mapping[str, str], body: bytes, secret: str, now: float, tolerance_s: int = TOLERANCE_S
 ) -> str:
     """Check a Standard Webhooks delivery; returns its `webhook-id`."""
-    msg_id = _header(headers, "webhook-id")
-    timestamp = _header(headers, "webhook-timestamp")
-    signatures = _header(headers, "webhook-signature")
+    msg_id, timestamp, signatures = _standard_headers(headers)
     if not (msg_id and timestamp and signatures):
-        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+        raise SignatureError(
+            "missing webhook-id, webhook-timestamp or webhook-signature header "
+            "(or their Svix names svix-id, svix-timestamp, svix-signature)"
+        )
     try:
         sent = int(timestamp)
     except ValueError:
@@ -80,6 +85,16 @@ def verify_standard(
         if hmac.compare_digest(candidate, expected):
             return msg_id
     raise SignatureError("no webhook-signature matches the body")
+
+
+def _standard_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """(id, timestamp, signatures) under the Standard Webhooks names, else under Svix's — one
+    set or the other, never mixed, so a delivery is checked as its sender signed it."""
+    standard = tuple(_header(headers, f"webhook-{n}") for n in ("id", "timestamp", "signature"))
+    if any(standard):
+        return standard[0], standard[1], standard[2]
+    svix = tuple(_header(headers, f"svix-{n}") for n in ("id", "timestamp", "signature"))
+    return svix[0], svix[1], svix[2]
 
 
 def verify_bearer(headers: Mapping[str, str], token: str) -> None:

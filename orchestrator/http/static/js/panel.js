@@ -106,7 +106,7 @@ export class NodePanel {
     const last = hist[hist.length - 1];
     box.append(el("dl.kv", {},
       el("dt", { text: "Status" }), el("dd", {}, pill(node.status)),
-      el("dt", { text: "Attempts" }), el("dd", { text: `${hist.length} of max ${n.max_attempts}` }),
+      el("dt", { text: "Attempts" }), el("dd.node-attempts", { text: attemptsText(node, hist.length, n.max_attempts) }),
       n.timeout_s ? [el("dt", { text: "Timeout" }), el("dd", { text: fmtDuration(n.timeout_s) })] : null,
       last ? [el("dt", { text: "Worker" }), el("dd.mono", { text: last.worker || "–" })] : null));
     if (this.noWorker) box.append(el("div.form-error.section", {}, this.noWorker.message, " — see ", el("a", { href: "#/workers", text: "Workers" }), "."));
@@ -198,4 +198,10 @@ function attemptsTable(history) {
       el("td", { title: "dispatch to start", text: a.started_at ? fmtDuration(a.started_at - a.dispatched_at) : "–" }),
       el("td", { text: a.finished_at ? fmtDuration(a.finished_at - (a.started_at || a.dispatched_at)) : a.started_at ? "running…" : "–" }),
       el("td.muted", {}, timeEl(a.started_at || a.dispatched_at, { clock: true }))))));
+}
+
+/** Attempts against the retry budget, which a manual retry of the run starts over. */
+function attemptsText(node, all, max) {
+  const since = node.attempts_since_retry ?? all;
+  return since === all ? `${all} of max ${max}` : `${since} of max ${max} since the run's retry (${all} in all)`;
 }

@@ -171,7 +171,9 @@ export function mountRun(view, runId, params) {
     if (node.no_worker && status === "dispatched") detail = "no worker";
     else if (status === "succeeded" && last && last.finished_at) detail = fmtDuration(last.finished_at - (last.started_at || last.dispatched_at));
     else if (status === "failed" && node.error) detail = node.error.type;
-    else if ((status === "running" || status === "retrying" || status === "dispatched") && spec && spec.max_attempts > 1 && last) detail = `attempt ${last.attempt}/${spec.max_attempts}`;
+    else if ((status === "running" || status === "retrying" || status === "dispatched") && spec && spec.max_attempts > 1 && last) {
+      detail = `attempt ${Math.max(lv ? lv.attempt : 0, last.attempt) - attemptsBeforeRetry(node)}/${spec.max_attempts}`;
+    }
     return { status, detail, counts: node.children || null };
   }
 
@@ -206,7 +208,6 @@ export function mountRun(view, runId, params) {
     const key = JSON.stringify([run.status, run.finished_at, run.version, Boolean(run.error)]);
     if (key === headKey) return;
     headKey = key;
-    const duration = (run.finished_at || Date.now() / 1000) - run.created_at;
     const actions = el("div.run-actions");
     if (!TERMINAL.has(run.status)) actions.append(el("button.btn.btn-danger", { type: "button", text: "Cancel run", id: "cancel-run", onclick: cancel }));
     if (run.status === "failed" || run.status === "cancelled") {
@@ -221,7 +222,8 @@ export function mountRun(view, runId, params) {
           el("div.run-meta", {},
             el("span", {}, el("b", { text: "Workflow" }), el("a", { href: `#/workflows/${enc(run.workflow)}?version=${run.version}`, text: `${run.workflow} v${run.version}` })),
             el("span.run-started", {}, el("b", { text: "Started" }), timeEl(run.created_at)),
-            el("span", { id: "run-duration" }, el("b", { text: "Duration" }), fmtDuration(duration)),
+            el("span", { id: "run-duration", title: run.resumed_at ? "Active time: the wait before its retry is not counted" : "" },
+              el("b", { text: "Duration" }), fmtDuration(activeSeconds(run, Date.now() / 1000))),
             run.trigger ? triggerEl(run.trigger) : null,
             run.idempotency_key ? el("span", {}, el("b", { text: "Key" }), el("code", { text: run.idempotency_key })) : null)),
         actions));
@@ -284,7 +286,9 @@ export function mountRun(view, runId, params) {
 
   function retriable(ev) {
     const spec = dagSpec && dagSpec.nodes.find((n) => n.id === ev.node_id);
-    return Boolean(ev.error && ev.error.retryable !== false && spec && ev.attempt < spec.max_attempts);
+    const node = run && run.nodes[ev.node_id];
+    const before = node ? attemptsBeforeRetry(node) : 0;
+    return Boolean(ev.error && ev.error.retryable !== false && spec && ev.attempt - before < spec.max_attempts);
   }
 
   // After (re)subscribing, events published before the subscription are gone (core NATS):
@@ -301,7 +305,7 @@ export function mountRun(view, runId, params) {
     }
     if (!run || run.finished_at) return;
     const span = document.getElementById("run-duration");
-    if (span) span.lastChild.textContent = fmtDuration(Date.now() / 1000 - run.created_at);
+    if (span) span.lastChild.textContent = fmtDuration(activeSeconds(run, Date.now() / 1000));
   }, 1000);
   showTab(tab);
   load().catch((err) => clear(dagBox).append(el("div.empty", { text: err.message })));
@@ -323,4 +327,18 @@ function triggerEl(trigger) {
     : el("span", { text: trigger.by });
   return el("span.run-trigger", { title: `source ${trigger.source} · event ${trigger.event_id}` },
     el("b", { text: "Trigger" }), el(`span.tag.kind-${trigger.kind}`, { text: kind }), " ", by);
+}
+
+/** The run's active time (the API's duration_s: a manual retry's idle wait not counted),
+ * carried on to `now` while the run moves. */
+function activeSeconds(run, now) {
+  if (run.duration_s === undefined || run.duration_s === null) return (run.finished_at || now) - run.created_at;
+  return run.duration_s + (run.finished_at ? 0 : Math.max(0, now - run.updated_at));
+}
+
+/** Attempts a node had before the run's last manual retry: its retry budget starts after them. */
+function attemptsBeforeRetry(node) {
+  const h = node.attempt_history || [];
+  const last = h.length ? h[h.length - 1].attempt : 0;
+  return node.attempts_since_retry === undefined || node.attempts_since_retry === null ? 0 : Math.max(0, last - node.attempts_since_retry);
 }
