@@ -234,7 +234,8 @@ def register(
     p = command(
         "completion",
         "print a shell completion script (bash or zsh)",
-        'eval "$(conveyor completion bash)"   # in ~/.bashrc (~/.zshrc: ... completion zsh)',
+        "conveyor completion bash > ~/.local/share/bash-completion/completions/conveyor\n"
+        '  eval "$(conveyor completion zsh)"   # in ~/.zshrc (or bash in ~/.bashrc)',
     )
     p.add_argument("shell", choices=SHELLS, help="the shell")
     p.set_defaults(handler=cmd_completion_for(root))
