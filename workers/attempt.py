@@ -1,25 +1,31 @@
 """One attempt of one task: refused before it runs (delivered too often, a task this worker does
-not have), or run — input validated from the function's hints, the function called (async on
-the loop, sync on a thread) within its timeout — and its outcome as a JSON-ready output or a
-typed `ErrorInfo` (type, message, traceback, retryable), never a formatted string."""
+not have, a claim-checked input that cannot be read), or run — input validated from the
+function's hints, the function called (async on the loop, sync on a thread) within its timeout —
+and its outcome as a JSON-ready output or a typed `ErrorInfo` (type, message, traceback,
+retryable), never a formatted string."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import threading
 import traceback
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from events.errors import BusError, BusUnavailable
 from events.models import ErrorInfo, TaskDispatched
 from workers.context import TaskContext, _current
 from workers.errors import NonRetryableError
 from workers.task import Task
+
+if TYPE_CHECKING:  # the bus (nats) is loaded by the worker runtime, not by `import workers`
+    from events.bus import Bus
 
 _ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)  # built once: ~40 µs each time
 
@@ -58,6 +64,27 @@ def refusal(
             retryable=True,
         )
     return None
+
+
+async def claimed_input(bus: Bus, dispatched: TaskDispatched) -> Any:
+    """The attempt's input, read from its claim check when it has one; an ErrorInfo when the
+    artifact is gone or is not JSON (the same on every delivery and every retry)."""
+    ref = dispatched.input_ref
+    if ref is None:
+        return dispatched.input
+    try:
+        return json.loads(await bus.get_artifact(ref))
+    except BusUnavailable:
+        raise  # the object store is unreachable for now: the delivery comes back
+    except BusError as exc:
+        problem = f"{exc} (deleted, or expired with the object store's TTL?)"
+    except ValueError as exc:
+        problem = f"artifact {ref} is not JSON: {exc}"
+    return ErrorInfo(
+        type="InputUnavailable",
+        message=f"the input of this attempt cannot be read: {problem}",
+        retryable=False,
+    )
 
 
 def died_alone(dispatched: TaskDispatched, deliveries: int, how: str) -> ErrorInfo:

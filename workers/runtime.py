@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import socket
@@ -42,11 +41,8 @@ from events.codec import decode
 from events.consuming import Fetcher
 from events.errors import BusError, MalformedEvent
 from events.ids import is_token
-from events.models import (
-    TaskCancelRequested,
-    TaskDispatched,
-)
-from workers.attempt import Executor, Result, died_alone, perform, refusal
+from events.models import ErrorInfo, TaskCancelRequested, TaskDispatched
+from workers.attempt import Executor, Result, claimed_input, died_alone, perform, refusal
 from workers.context import TaskContext
 from workers.forwarding import LegacyForwarder, park_and_settle
 from workers.isolation import Died, Solo, address_of, run_in_child
@@ -394,6 +390,11 @@ class Worker:
         except BusError as exc:
             bound.warning("could not publish the result; it will be redelivered", error=str(exc))
             outcome = Outcome.TRANSIENT
+        except Exception:  # a defect of ours, not the task's (its errors are reported)
+            # Said once, with its traceback, and the delivery comes back later: the attempt is
+            # not lost, and after CONVEYOR_TASK_MAX_DELIVERIES it is failed with a clear reason.
+            bound.exception("could not handle the delivery; it will be redelivered")
+            outcome = Outcome.TRANSIENT
         finally:
             self._inflight.pop(key, None)
         with contextlib.suppress(BusError):
@@ -405,16 +406,14 @@ class Worker:
         limit = self.topology.task_max_deliveries
         refused = refusal(dispatched, delivery.num_delivered, limit, self.tasks, self.name)
         if refused is not None:
-            await self._reporter.failed(dispatched, refused, item.trace)
-            bound.error("attempt refused", error_type=refused.type, error=refused.message)
-            return Outcome.GAVE_UP
+            return await self._refuse(dispatched, refused, item, bound)
+        raw_input = await claimed_input(self.bus, dispatched)
+        if isinstance(raw_input, ErrorInfo):
+            return await self._refuse(dispatched, raw_input, item, bound)
         task = self.tasks[dispatched.task]
         item.job = asyncio.current_task()
         item.alone = delivery.num_delivered > 1
         start = _Start(self._reporter, dispatched, item.trace, self.start_defer_s)
-        raw_input = dispatched.input
-        if dispatched.input_ref is not None:
-            raw_input = json.loads(await self.bus.get_artifact(dispatched.input_ref))
         context = TaskContext(
             dispatched.run_id,
             dispatched.node_id,
@@ -449,6 +448,13 @@ class Worker:
         if isinstance(result, Died):
             return await self._died(dispatched, delivery.num_delivered, result, item, bound)
         return await self._report(dispatched, result, elapsed, ran_s, item, bound)
+
+    async def _refuse(
+        self, dispatched: TaskDispatched, error: ErrorInfo, item: _InFlight, bound: Any
+    ) -> Outcome:
+        await self._reporter.failed(dispatched, error, item.trace)
+        bound.error("attempt refused", error_type=error.type, error=error.message)
+        return Outcome.GAVE_UP
 
     async def _run_alone(
         self,

@@ -197,3 +197,9 @@ def measure(text: str) -> int:
 def big_payloads(n: int = 300_000) -> dict[str, int]:
     """Over the inline limit both ways: blob's output and measure's input go by claim check."""
     return {"length": measure(blob(n))}
+
+
+@workflow
+def measure_given(text: str) -> int:
+    """A run input over the inline limit: the first attempt's input goes by claim check."""
+    return measure(text)

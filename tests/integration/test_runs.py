@@ -218,6 +218,29 @@ async def test_payloads_over_the_inline_limit_go_by_claim_check(harness: Harness
     assert artifacts >= 2  # the output, then the same bytes as the next input (+ metadata)
 
 
+async def test_an_input_artifact_that_is_gone_fails_the_attempt_at_once_and_says_why(
+    harness: Harness,
+) -> None:
+    """Not redelivered until the delivery limit and blamed on crashes: the same on every try."""
+    await harness.start_orchestrator()
+    await harness.register(flows.measure_given)
+    run_id = await harness.client.trigger("measure_given", {"text": "y" * 300_000})
+
+    async def dispatched() -> bool:
+        status = await harness.client.status(run_id)
+        return status is not None and status["nodes"]["measure"]["status"] == "dispatched"
+
+    await eventually(dispatched, timeout=20, message="the claim-checked attempt to be dispatched")
+    await harness.client.bus.js.purge_stream(f"OBJ_{harness.topology.artifacts_bucket}")
+    await harness.start_worker(ALL_TASKS)
+    final = await harness.client.wait(run_id, timeout=30)
+    assert final["status"] == "failed", final
+    [attempt] = final["nodes"]["measure"]["attempt_history"]
+    assert attempt["error"]["type"] == "InputUnavailable", attempt
+    assert "cannot be read" in attempt["error"]["message"]
+    assert "does not exist" in attempt["error"]["message"]
+
+
 async def test_a_short_task_folds_its_start_into_its_result_and_a_long_one_says_it_started(
     harness: Harness,
 ) -> None:
