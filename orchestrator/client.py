@@ -196,7 +196,8 @@ class Client:
         extensions: Mapping[str, str] | None = None,
     ) -> Published:
         """Publish any CloudEvent (JSON data) where triggers and waits see it (the ingest
-        stream); returns once JetStream holds it. The same `id` twice is stored once.
+        stream); returns once JetStream holds it. The same `source` and `id` twice (a CloudEvent's
+        identity) is stored once.
         MalformedEvent (nothing sent) for an attribute CloudEvents or NATS cannot carry."""
         event = CloudEvent.create(
             type,

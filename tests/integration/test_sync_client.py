@@ -117,23 +117,30 @@ async def test_publish_any_cloudevent_starts_the_workflows_it_triggers(
         id="order-A-1",
     )
     assert isinstance(published, Published) and not published.duplicate
-    again = await blocking(sync.publish, "com.shop.order.created", {}, id="order-A-1")
-    assert again.duplicate  # the same id is stored once
+    again = await blocking(
+        sync.publish, "com.shop.order.created", {}, source="shop/orders", id="order-A-1"
+    )
+    assert again.duplicate  # the same event (source and id: its identity) is stored once
+    other = await blocking(
+        sync.publish, "com.shop.order.created", {}, source="shop/refunds", id="order-A-1"
+    )
+    assert not other.duplicate  # the same id from another source is another event
 
     async def started() -> list[dict[str, Any]] | None:
         runs = await blocking(sync.runs, "on_order")
-        return runs if runs and runs[0]["status"] == "succeeded" else None
+        done = len(runs) == 2 and all(r["status"] == "succeeded" for r in runs)
+        return runs if done else None
 
-    runs = await eventually(started, message="a finished run of on_order")
-    assert len(runs) == 1
-    run = await blocking(sync.status, runs[0]["run_id"])
-    assert run is not None
-    assert run["trigger"]["kind"] == "event"
-    assert run["trigger"]["detail"] == {
-        "type": "com.shop.order.created",
-        "source": "shop/orders",
-        "id": "order-A-1",
-    }
+    runs = await eventually(started, message="two finished runs of on_order, one per source")
+    triggers = []
+    for summary in runs:
+        run = await blocking(sync.status, summary["run_id"])
+        assert run is not None and run["trigger"]["kind"] == "event"
+        triggers.append(run["trigger"]["detail"])
+    assert sorted(triggers, key=lambda t: t["source"]) == [
+        {"type": "com.shop.order.created", "source": source, "id": "order-A-1"}
+        for source in ("shop/orders", "shop/refunds")
+    ]
 
 
 async def test_a_closed_client_says_so_and_an_unreachable_server_is_clear(
