@@ -87,6 +87,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("topology.worker_heartbeat", "CONVEYOR_WORKER_HEARTBEAT", float, 5.0),
     Setting("startup_timeout", "CONVEYOR_STARTUP_TIMEOUT", float, 30.0),
     _flag("log.level", "CONVEYOR_LOG_LEVEL", str, "warning", "*.log_level"),
+    Setting("event_loop", "CONVEYOR_EVENT_LOOP", str, "uvloop"),
     _flag(
         "orchestrator.db",
         "CONVEYOR_ORCHESTRATOR_DB",

@@ -118,7 +118,7 @@ class ApiArgs:
 async def cmd_api(ns: argparse.Namespace) -> int:
     """The HTTP API + dashboard, over its own read-side projection."""
     args = typed(ApiArgs, ns)
-    token = args.token or os.environ.get("CONVEYOR_API_TOKEN")
+    token = args.token  # the flag, else $CONVEYOR_API_TOKEN or the file (the settings model)
     if not token and not args.dev:
         raise UsageError("the API needs a token: --token, $CONVEYOR_API_TOKEN, or --dev (open)")
     async with roles.Process(_common(ns)) as process:

@@ -22,6 +22,7 @@ from events.topology import Topology
 from orchestrator.cli.config import apply_defaults, fill_unset, settings_by_flag
 from orchestrator.cli.main import build_parser, parse_args
 from orchestrator.roles import Common
+from orchestrator.runtime import loop
 
 CONFIG = """
 namespace = "fromfile"
@@ -103,6 +104,15 @@ def test_the_readers_of_settings_read_the_file(here: Path, monkeypatch: pytest.M
     assert Topology.from_env("flagged").namespace == "flagged"
 
 
+def test_the_event_loop_is_a_setting_too(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert loop.loop_name() == "uvloop"  # the default where uvloop is installed (a dependency)
+    (here / "conveyor.toml").write_text('event_loop = "asyncio"\n')
+    assert loop.loop_name() == "asyncio"
+    assert _sources()["event_loop"] == ("asyncio", f"file {here / 'conveyor.toml'}")
+    monkeypatch.setenv("CONVEYOR_EVENT_LOOP", "uvloop")
+    assert loop.loop_name() == "uvloop"
+
+
 def test_every_commands_flags_default_from_the_model(
     here: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,3 +192,14 @@ def test_a_bad_variable_says_which(here: Path) -> None:
         resolve(env=environment({"CONVEYOR_WORKER_CONCURRENCY": "x"}))
     with pytest.raises(SettingsError):
         apply_defaults(build_parser(), environment({"CONVEYOR_API_PORT": "eighty"}))
+
+
+def test_the_api_token_comes_from_the_file_or_the_environment(
+    here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert parse_args(["api"]).token is None  # `conveyor api` then asks for one, or --dev
+    (here / "conveyor.toml").write_text(CONFIG)
+    assert parse_args(["api"]).token == "api-secret"
+    monkeypatch.setenv("CONVEYOR_API_TOKEN", "env-secret")
+    assert parse_args(["api"]).token == "env-secret"
+    assert parse_args(["api", "--token", "flag-secret"]).token == "flag-secret"
