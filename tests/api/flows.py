@@ -11,8 +11,9 @@ from workers import NonRetryableError, task
 
 log = logging.getLogger("tests.flows")
 
-# A test that needs to see a run midway holds `fetch` with an event here and sets it to let the
-# node finish. The worker runs in-process on the test's event loop, so an asyncio.Event works.
+# A test that needs to see a run midway holds `fetch` (or `enrich`) with an event here and sets
+# it to let the node finish. The worker runs in-process on the test's event loop, so an
+# asyncio.Event works.
 GATES: dict[str, asyncio.Event] = {}
 
 
@@ -28,6 +29,9 @@ async def fetch(rows: int) -> list[int]:
 
 @task
 async def enrich(x: int, factor: int) -> int:
+    gate = GATES.get("enrich")
+    if gate is not None:
+        await gate.wait()
     return x * factor
 
 

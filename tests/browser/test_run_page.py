@@ -27,16 +27,26 @@ WAIT_MS = 30_000
 ONE_FORMAT = re.compile(r"^\d{4}-\d\d-\d\d [0-2]\d:[0-5]\d:[0-5]\d \S+$")
 
 
-@pytest.fixture
-def fetch_gate() -> Iterator[asyncio.Event]:
-    """Holds every `fetch` task until set, so a test can watch a run midway."""
+def _gate(task: str) -> Iterator[asyncio.Event]:
     gate = asyncio.Event()
-    flows.GATES["fetch"] = gate
+    flows.GATES[task] = gate
     try:
         yield gate
     finally:
         gate.set()
-        flows.GATES.pop("fetch", None)
+        flows.GATES.pop(task, None)
+
+
+@pytest.fixture
+def fetch_gate() -> Iterator[asyncio.Event]:
+    """Holds every `fetch` task until set, so a test can watch a run midway."""
+    yield from _gate("fetch")
+
+
+@pytest.fixture
+def enrich_gate() -> Iterator[asyncio.Event]:
+    """Holds every child of the mapped `enrich` until set."""
+    yield from _gate("enrich")
 
 
 async def _log(api: ApiEnv, run_id: str, node_id: str, message: str) -> None:
@@ -174,6 +184,36 @@ async def test_event_history_expands_and_follows_the_run_live(
     shown = await pane.locator(".ev-row:visible .ev-node").all_inner_texts()
     assert shown and all(n.startswith("enrich[") for n in shown), shown
     await shoot(page, "12-event-history")
+
+
+async def test_a_running_mapped_node_and_the_items_of_its_children(
+    api: ApiEnv, page: Page, enrich_gate: asyncio.Event
+) -> None:
+    run_id = await api.trigger("report", {"rows": 3, "factor": 10})
+    await api.wait_node(run_id, "enrich", "running")
+    await sign_in(page)
+    await page.goto(f"{api.url}/#/runs/{run_id}")
+    await page.click(".dag-node[data-node='enrich']")
+    panel = page.locator(".panel")
+    # Its children say how it goes: no "Output null" and no attempts dash while they run.
+    await expect(panel.locator("dl.kv")).to_contain_text("of 3 finished", timeout=WAIT_MS)
+    await expect(panel).to_contain_text("once every child succeeded")
+    text = await panel.inner_text()
+    assert "null" not in text and "\N{EN DASH}" not in text.split("Mapped over")[0], text
+    await panel.get_by_role("tab", name="Children").click()
+    children = panel.locator(".child-row")
+    await expect(children).to_have_count(3)
+    # Each child shows the item it was mapped over.
+    assert await panel.locator(".child-item").all_inner_texts() == ["0", "1", "2"]
+    await shoot(page, "13-mapped-node-running")
+
+    enrich_gate.set()
+    await api.wait(run_id)
+    await panel.get_by_role("tab", name="Details").click()
+    output = panel.locator("[data-value='output'] pre.json")
+    await expect(output).to_be_visible(timeout=WAIT_MS)
+    assert json.loads(await output.inner_text()) == [0, 10, 20]  # the children's, in order
+    await expect(panel.locator("dl.kv")).to_contain_text("3 of 3 finished")
 
 
 async def test_run_wide_logs_with_node_filters(api: ApiEnv, page: Page) -> None:
