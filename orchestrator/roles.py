@@ -288,11 +288,14 @@ async def worker(
     return runtime
 
 
-async def client(process: Process) -> Client:
-    from orchestrator.client import Client
+async def client(
+    process: Process, *, source: str | None = None, actor: str | None = None
+) -> Client:
+    """A client on the process's connection; `source` and `actor` say who its runs come from."""
+    from orchestrator.client import SOURCE, Client
 
     bus = await process.connect("client")
-    return Client(bus)
+    return Client(bus, source=source or SOURCE, actor=actor)
 
 
 def embedded_server(process: Process, store_dir: Path, port: int | None) -> EmbeddedServer:

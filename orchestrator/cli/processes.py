@@ -21,12 +21,14 @@ from orchestrator.cli.common import (
     EXIT_RUN_FAILED,
     Connection,
     UsageError,
+    cli_actor,
     json_object,
     typed,
 )
 from orchestrator.cli.runs import follow
 from orchestrator.core.compiler import compile_spec
 from orchestrator.core.rules import input_problems
+from orchestrator.core.trigger import CLI_SOURCE
 from orchestrator.dsl.loader import LoadedModule, load_module
 from orchestrator.errors import InvalidInput, UnknownWorkflow
 from orchestrator.runtime.registry import Registry
@@ -239,7 +241,7 @@ async def _dev_run(
 ) -> int:
     """Serve while one run is followed to its end; then stop everything. A component failing
     under the run ends it all (exit 1)."""
-    client = await roles.client(process)
+    client = await roles.client(process, source=CLI_SOURCE, actor=cli_actor())
     supervisor = process.build_supervisor()
     await supervisor.start()
     serving = asyncio.create_task(supervisor.serve())
