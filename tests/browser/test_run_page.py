@@ -205,7 +205,7 @@ async def test_a_running_mapped_node_and_the_items_of_its_children(
     await expect(children).to_have_count(3)
     # Each child shows the item it was mapped over.
     assert await panel.locator(".child-item").all_inner_texts() == ["0", "1", "2"]
-    await shoot(page, "13-mapped-node-running")
+    await shoot(page, "21-mapped-node-running")
 
     enrich_gate.set()
     await api.wait(run_id)
