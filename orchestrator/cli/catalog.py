@@ -22,7 +22,7 @@ from orchestrator.cli.common import (
     json_value,
     typed,
 )
-from orchestrator.core.compiler import validate_spec
+from orchestrator.core.admission import admit_version
 from orchestrator.core.cron import iso, next_instants
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.dsl.loader import load_module
@@ -63,7 +63,7 @@ def specs_from_file(path: str) -> list[WorkflowSpec]:
     for doc in documents:
         if not isinstance(doc, dict):
             raise UsageError(f"{path}: each document must be a workflow spec object")
-        specs.append(validate_spec(doc))
+        specs.append(admit_version(doc).spec)
     return specs
 
 

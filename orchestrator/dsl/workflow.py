@@ -29,8 +29,7 @@ from typing import Any, overload
 import pydantic
 
 from events.tasks import TaskDeclaration, tracing
-from orchestrator.core.compiler import compile_spec, validate_spec
-from orchestrator.core.rules import input_problems
+from orchestrator.core.admission import admit_version
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.dsl.refs import Ref, to_template
 from orchestrator.dsl.tracer import WorkflowTracer
@@ -179,7 +178,7 @@ def _trace(
         "notify": notify,
     }
     try:
-        spec = validate_spec(raw)
+        spec = admit_version(raw).spec
     except SpecError as exc:
         raise WorkflowDefinitionError(str(exc)) from None
     _check_trigger_inputs(spec, params)
@@ -196,14 +195,6 @@ def _check_trigger_inputs(spec: WorkflowSpec, params: Mapping[str, Ref]) -> None
             f"parameter: add one to receive the triggering CloudEvent as JSON "
             f"(def {spec.name}(event: dict): ...)"
         )
-    compiled = compile_spec(spec)
-    for schedule in spec.schedules:
-        problems = input_problems(compiled, dict(schedule.input))
-        if problems:
-            raise WorkflowDefinitionError(
-                f"workflow {spec.name!r}: the input of schedule {schedule.cron!r} does not fit "
-                f"its parameters: {'; '.join(problems)}"
-            )
 
 
 def _parameters(fn: Callable[..., Any], name: str) -> tuple[dict[str, Any], dict[str, Ref]]:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from events.bus import Bus
+from orchestrator.core.admission import admit_version
 from orchestrator.core.compiler import CompiledSpec, compile_spec
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.errors import SpecError, UnknownWorkflow
@@ -39,7 +40,7 @@ class Registry:
 
     async def register(self, spec: WorkflowSpec | Mapping[str, Any]) -> WorkflowSpec:
         """Validate and store; returns the spec with its (new or existing) version."""
-        compiled = compile_spec(spec)  # raises SpecError: nothing is stored on error
+        compiled = admit_version(spec)  # raises SpecError: nothing is stored on error
         digest = spec_digest(compiled.spec)
         name = compiled.spec.name
         missing = [

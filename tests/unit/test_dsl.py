@@ -149,8 +149,8 @@ def test_a_schedule_input_must_fit_the_parameters():
     with pytest.raises(WorkflowDefinitionError) as info:
         _ = hourly.spec
     assert (
-        "workflow 'hourly': the input of schedule '0 * * * *' does not fit its parameters: "
-        "input.rwos: workflow 'hourly' has no parameter 'rwos' (it takes: rows)"
+        "workflow 'hourly' is invalid:\n  - schedules[0] ('0 * * * *').input: input.rwos: "
+        "workflow 'hourly' has no parameter 'rwos' (it takes: rows)"
     ) in str(info.value)
 
 

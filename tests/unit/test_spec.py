@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.admission import admit_version
 from orchestrator.core.compiler import CompiledSpec, compile_spec, validate_spec
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.errors import SpecError
@@ -269,6 +270,29 @@ def test_schedules_and_triggers_are_validated():
         "schedules[1]: unknown time zone 'Mars/Olympus' (use an IANA name, e.g. 'Europe/Paris')",
         "on[1]: unknown filter dialect 'regex' (use one of: exact, prefix, suffix, all, any, not)",
         "on[2].all: expected a non-empty list of filters",
+    ]
+
+
+def test_a_new_version_whose_schedule_input_does_not_fit_its_schema_is_refused():
+    """The YAML/JSON path (and the registry) check what the DSL checks: one home, admission."""
+    data = spec(node("a", inputs={"rows": "$.input.rows"}))
+    data["input_schema"] = {
+        "type": "object",
+        "properties": {"rows": {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    data["schedules"] = [
+        {"cron": "0 * * * *", "input": {"rows": "three"}},
+        {"cron": "30 * * * *", "input": {"rows": 3}},
+        {"cron": "45 * * * *", "input": {"rwos": 3}},
+    ]
+    compile_spec(data)  # a stored version still compiles: admission is for new versions only
+    with pytest.raises(SpecError) as info:
+        admit_version(data)
+    assert info.value.problems == [
+        "schedules[0] ('0 * * * *').input: input.rows: 'three' is not of type 'integer'",
+        "schedules[2] ('45 * * * *').input: input.rwos: workflow 'flow' has no parameter 'rwos' "
+        "(it takes: rows)",
     ]
 
 
