@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.core.state import Attempt, NodeState, RunState
-from orchestrator.core.statuses import NodeStatus
+from orchestrator.core.statuses import NodeStatus, RunStatus
 from orchestrator.runtime.store import Store
 
 WORKFLOW = "bench_small"
@@ -68,7 +68,7 @@ def _templates(version: int) -> tuple[str, list[tuple[str, str]]]:
         run_id=_RUN,
         workflow=WORKFLOW,
         version=version,
-        status=NodeStatus.SUCCEEDED,
+        status=RunStatus.SUCCEEDED,
         input={"start": 0},
         created_at=_T0,
         updated_at=_T0 + 0.012,

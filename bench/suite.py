@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -158,7 +159,7 @@ class Suite:
         sizes, only = self.sizes, self.only
         if "w123" in only:
             for variant in self.args.variants:
-                await self._guard(variant.name, lambda v=variant: self._w123(tmp, v))
+                await self._guard(variant.name, functools.partial(self._w123, tmp, variant))
         if "peers" in only:
             from bench.peers.run import run_peers
 

@@ -97,6 +97,31 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _flag("orchestrator.partition", "CONVEYOR_PARTITION", int, 0, "orchestrator.partition"),
     _flag("orchestrator.topology", "CONVEYOR_TOPOLOGY", str, "auto", "orchestrator.topology"),
+    # Lease mode (docs/failover.md): replicas share the partitions through leases.
+    _flag("orchestrator.lease", "CONVEYOR_ORCHESTRATOR_LEASE", bool, False, "orchestrator.lease"),
+    _flag("orchestrator.replica_id", "CONVEYOR_REPLICA_ID", str, None, "orchestrator.replica_id"),
+    _flag("orchestrator.state_dir", "CONVEYOR_STATE_DIR", str, None, "orchestrator.state_dir"),
+    _flag(
+        "orchestrator.lease_seconds",
+        "CONVEYOR_LEASE_SECONDS",
+        float,
+        5.0,
+        "orchestrator.lease_seconds",
+    ),
+    _flag(
+        "orchestrator.snapshot_interval",
+        "CONVEYOR_SNAPSHOT_INTERVAL",
+        float,
+        30.0,
+        "orchestrator.snapshot_interval",
+    ),
+    _flag(
+        "orchestrator.rejoin_timeout",
+        "CONVEYOR_REJOIN_TIMEOUT",
+        float,
+        30.0,
+        "orchestrator.rejoin_timeout",
+    ),
     _flag(
         "orchestrator.metrics_port",
         "CONVEYOR_ORCHESTRATOR_METRICS_PORT",

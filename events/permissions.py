@@ -67,8 +67,9 @@ def _consumers_of(*streams: str, delete: bool = False) -> list[str]:
     return out
 
 
-def _kv(topology: Topology, *, write: bool) -> list[str]:
-    bucket = topology.workflows_bucket
+def _kv(topology: Topology, *, write: bool, bucket: str | None = None) -> list[str]:
+    """Read (and write) a KV bucket: the workflows bucket unless another is named."""
+    bucket = bucket or topology.workflows_bucket
     stream = f"KV_{bucket}"
     read = [
         f"$JS.API.STREAM.INFO.{stream}",
@@ -79,8 +80,9 @@ def _kv(topology: Topology, *, write: bool) -> list[str]:
     return read + ([f"$KV.{bucket}.>"] if write else [])
 
 
-def _objects(topology: Topology) -> list[str]:
-    bucket = topology.artifacts_bucket
+def _objects(topology: Topology, bucket: str | None = None) -> list[str]:
+    """Read and write an object store: the artifacts unless another is named."""
+    bucket = bucket or topology.artifacts_bucket
     stream = f"OBJ_{bucket}"
     return [
         f"$JS.API.STREAM.INFO.{stream}",
@@ -102,7 +104,12 @@ def role_permissions(topology: Topology) -> dict[str, Permissions]:
     check_topology = [
         "$JS.API.INFO",
         *_js_stream(
-            "STREAM.INFO", *streams, f"KV_{t.workflows_bucket}", f"OBJ_{t.artifacts_bucket}"
+            "STREAM.INFO",
+            *streams,
+            f"KV_{t.workflows_bucket}",
+            f"KV_{t.leases_bucket}",
+            f"OBJ_{t.artifacts_bucket}",
+            f"OBJ_{t.snapshots_bucket}",
         ),
     ]
     inbox = ["_INBOX.>"]
@@ -118,12 +125,18 @@ def role_permissions(topology: Topology) -> dict[str, Permissions]:
                 f"{ns}.evt.>",
                 f"{ns}.task.>",
                 f"{ns}.dlq.>",
-                *_consumers_of(t.events_stream, t.ingest_stream),
+                # Lease mode deletes a deposed owner's per-epoch consumers.
+                *_consumers_of(t.events_stream, t.ingest_stream, delete=True),
                 f"$JS.API.CONSUMER.LIST.{t.tasks_stream}",  # queue depth gauges
                 f"$JS.API.CONSUMER.INFO.{t.tasks_stream}.>",
                 *workers,
                 *_kv(t, write=True),
                 *_objects(t),
+                # Lease mode: the leases, the fences (their last marker read back), snapshots.
+                *_kv(t, write=True, bucket=t.leases_bucket),
+                f"{ns}.fence.>",
+                f"$JS.API.STREAM.MSG.GET.{t.events_stream}",
+                *_objects(t, t.snapshots_bucket),
             ],
             "subscribe": [*inbox, f"{ns}.api.>"],
         },

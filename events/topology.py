@@ -13,6 +13,8 @@ Subjects
     <ns>.log.<run_id>.<node_id>                   task log lines (CONVEYOR_LOGS)
     <ns>.dlq.<origin>                             dead letters with their reason (CONVEYOR_DLQ)
     <ns>.api.<partition>.<verb>                   request/reply to the orchestrator (core NATS)
+    <ns>.fence.<partition>                        lease mode: each owner's epoch marker, in the
+                                                  event stream (see `events.fencing`)
 
 Putting the run id last in event subjects lets a reader follow one run with a subject filter
 (`<ns>.evt.*.*.*.<run_id>`) instead of reading every event. A task is dispatched on its own
@@ -180,6 +182,22 @@ class Topology:
     def artifacts_bucket(self) -> str:
         return f"{self.namespace}-artifacts"
 
+    @property
+    def leases_bucket(self) -> str:
+        """Lease mode: who owns which partition under which epoch, and who is alive."""
+        return f"{self.namespace}-leases"
+
+    @property
+    def snapshots_bucket(self) -> str:
+        """Lease mode: each partition's store, snapshotted (an object store)."""
+        return f"{self.namespace}-snapshots"
+
+    def fence_subject(self, partition: int) -> str:
+        """Where a partition's owners publish their epoch markers: in the event stream (a fence
+        is checked against a subject of the stream written to) but outside `<ns>.evt.>`, so
+        that no reader of events ever sees one."""
+        return f"{self.namespace}.fence.{partition}"
+
     def orchestrator_consumer(self, partition: int) -> str:
         return f"orchestrator-p{partition}"
 
@@ -277,7 +295,12 @@ class Topology:
         ns, window, r = self.namespace, self.duplicate_window_s, self.replicas
         return (
             StreamPlan(
-                self.events_stream, (f"{ns}.evt.>",), False, self.event_max_age_s, window, r
+                self.events_stream,
+                (f"{ns}.evt.>", f"{ns}.fence.>"),
+                False,
+                self.event_max_age_s,
+                window,
+                r,
             ),
             StreamPlan(self.tasks_stream, (f"{ns}.task.>",), True, 0.0, window, r),
             StreamPlan(self.logs_stream, (f"{ns}.log.>",), False, self.log_max_age_s, 120.0, r),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,7 +28,7 @@ from typing import Any
 from events.bus import Bus
 from events.codec import decode
 from events.envelope import CloudEvent
-from events.errors import BusUnavailable, MalformedEvent
+from events.errors import BusUnavailable, MalformedEvent, NoResponders
 from events.ids import derived_id, is_token, new_run_id, run_id_for_key
 from events.models import (
     RUN_CANCEL_REQUESTED,
@@ -67,12 +68,22 @@ class Client:
     trigger: the CLI and the HTTP API use their own); `actor` says who asks (a user@host),
     recorded with the runs it starts."""
 
-    def __init__(self, bus: Bus, *, source: str = SOURCE, actor: str | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        source: str = SOURCE,
+        actor: str | None = None,
+        unserved_wait_s: float = 10.0,
+    ) -> None:
         self.bus = bus
         self.topology = bus.topology
         self.registry = Registry(bus)
         self.source = source
         self.actor = actor
+        # How long a status request waits for its partition to be served again (a lease-mode
+        # replica taking it over, an orchestrator restarting) before it gives up.
+        self.unserved_wait_s = unserved_wait_s
 
     @classmethod
     async def connect(
@@ -222,7 +233,7 @@ class Client:
     async def status(self, run_id: str) -> dict[str, Any] | None:
         """The run's committed state, or None when the orchestrator does not know it (yet)."""
         subject = self.topology.api_subject("status", self.topology.partition(run_id))
-        reply = json.loads(await self.bus.request(subject, json.dumps({"run_id": run_id}).encode()))
+        reply = await self._ask(subject, json.dumps({"run_id": run_id}).encode())
         if reply.get("ok"):
             return reply["run"]  # type: ignore[no-any-return]
         if reply.get("not_found"):
@@ -235,11 +246,22 @@ class Client:
         out: list[dict[str, Any]] = []
         for partition in range(self.topology.partitions):
             body = json.dumps({"workflow": workflow, "status": status, "limit": limit}).encode()
-            reply = json.loads(
-                await self.bus.request(self.topology.api_subject("runs", partition), body)
-            )
+            reply = await self._ask(self.topology.api_subject("runs", partition), body)
             out.extend(reply.get("runs", []))
         return sorted(out, key=lambda r: r["created_at"], reverse=True)[:limit]
+
+    async def _ask(self, subject: str, body: bytes) -> dict[str, Any]:
+        """A request to the orchestrator serving `subject`'s partition; while nothing serves it
+        (a takeover, a restart), asked again for up to `unserved_wait_s`."""
+        deadline = time.monotonic() + self.unserved_wait_s
+        while True:
+            try:
+                reply: dict[str, Any] = json.loads(await self.bus.request(subject, body))
+                return reply
+            except NoResponders:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.25)
 
     async def wait(
         self,

@@ -7,6 +7,9 @@ the way out whatever happens — plus the components a `Supervisor` runs:
 
     orchestrator   engine, status API, trigger router, notifier, scheduler (partition 0),
                    gauges; /metrics and /healthz with --metrics-port
+    leased_orchestrator
+                   lease mode: the same per partition, for whichever partitions this replica
+                   holds a lease on (runtime.ownership)
     worker         the worker runtime for a module's tasks; /metrics and /healthz likewise
     api            a read-side projection and the HTTP API + dashboard over it
     projection     the projection alone
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +51,9 @@ if TYPE_CHECKING:
     from events.server import EmbeddedServer
     from orchestrator.client import Client
     from orchestrator.runtime.engine import Engine
+    from orchestrator.runtime.otel import RunTracing
+    from orchestrator.runtime.owned import PartitionParts
+    from orchestrator.runtime.ownership import Ownership
     from workers.runtime import Worker
 
 log = structlog.get_logger("conveyor.process")
@@ -188,31 +196,102 @@ async def orchestrator(
     triggers: bool = True,
     **engine_options: Any,
 ) -> Engine:
-    """The engine of one partition with its status API, trigger router, notifier and (on
-    partition 0) cron scheduler, and a gauge refresher."""
-    from orchestrator.runtime.engine import Engine
+    """Static mode: the engine of one partition with its status API, trigger router, notifier
+    and (on partition 0) cron scheduler, and a gauge refresher, on a store of its own."""
     from orchestrator.runtime.metrics import engine_registry
+
+    bus = await process.connect(f"orchestrator-p{partition}")
+    await process.prepare_topology(bus, topology)
+    store = await process.open_store(db)
+    tracing = _engine_tracing(process, bus)
+    parts = partition_parts(
+        bus, store, partition, triggers=triggers, tracing=tracing, **engine_options
+    )
+    process.add(*parts.serving, *parts.after_catch_up)
+    process.metrics.append(engine_registry(parts.engine))
+    return parts.engine
+
+
+def _engine_tracing(process: Process, bus: Bus) -> RunTracing | None:
+    """The engines' spans over OTLP when an endpoint is set (one exporter per process, shared
+    by its partitions' engines), flushed on the way out; None otherwise."""
     from orchestrator.runtime.otel import engine_tracing
+
+    tracing = engine_tracing(bus)
+    if tracing is not None:
+        process.on_exit(lambda: asyncio.to_thread(tracing.shutdown))
+    return tracing
+
+
+def partition_parts(
+    bus: Bus, store: Store, partition: int, *, triggers: bool = True, **engine_options: Any
+) -> PartitionParts:
+    """One partition's components, the same in static and lease mode."""
+    from orchestrator.runtime.engine import Engine
+    from orchestrator.runtime.owned import PartitionParts
     from orchestrator.runtime.service import ApiService
     from orchestrator.triggers.router import Router
     from orchestrator.triggers.scheduler import Scheduler
     from orchestrator.triggers.webhooks.notifier import Notifier
 
-    bus = await process.connect(f"orchestrator-p{partition}")
-    await process.prepare_topology(bus, topology)
-    store = await process.open_store(db)
-    tracing = engine_tracing(bus)  # None unless an OTLP endpoint is set
-    if tracing is not None:
-        process.on_exit(lambda: asyncio.to_thread(tracing.shutdown))
-    engine = Engine(bus, store, partition=partition, tracing=tracing, **engine_options)
-    process.add(engine, ApiService(bus, store, partition))
+    engine = Engine(bus, store, partition=partition, **engine_options)
+    serving: list[Component] = [
+        engine,
+        ApiService(bus, store, partition),
+        Periodic(f"gauges-p{partition}", engine.refresh_gauges, 5.0),
+    ]
+    later: list[Component] = []
     if triggers:
-        process.add(Router(bus, store, partition=partition), Notifier(bus, partition=partition))
+        later += [Router(bus, store, partition=partition), Notifier(bus, partition=partition)]
         if partition == 0:
-            process.add(Scheduler(bus, store))
-    process.add(Periodic(f"gauges-p{partition}", engine.refresh_gauges, 5.0))
-    process.metrics.append(engine_registry(engine))
-    return engine
+            later.append(Scheduler(bus, store))
+    return PartitionParts(engine, serving, later)
+
+
+async def leased_orchestrator(
+    process: Process,
+    *,
+    state_dir: str | Path | None = None,
+    lease_s: float = 5.0,
+    snapshot_interval_s: float = 30.0,
+    rejoin_timeout_s: float = 30.0,
+    topology: TopologyMode = "auto",
+    triggers: bool = True,
+    replica: str | None = None,
+    **engine_options: Any,
+) -> Ownership:
+    """Lease mode: one of any number of identical replicas that share the partitions through
+    leases (see `runtime.ownership`). Its local stores live under `state_dir` (a cache: a
+    temporary directory when not given) and are snapshotted into the object store."""
+    from orchestrator.runtime.metrics import ownership_registry
+    from orchestrator.runtime.ownership import LeaseSettings, Ownership
+
+    if state_dir is None:
+        state_dir = Path(tempfile.mkdtemp(prefix="conveyor-orchestrator-"))
+        process.on_exit(lambda: asyncio.to_thread(shutil.rmtree, state_dir, True))
+    options: dict[str, Any] = {} if replica is None else {"replica": replica}
+    settings = LeaseSettings(
+        Path(state_dir),
+        lease_s=lease_s,
+        snapshot_interval_s=snapshot_interval_s,
+        rejoin_timeout_s=rejoin_timeout_s,
+        **options,
+    )
+    bus = await process.connect("orchestrator-leases")
+    await process.prepare_topology(bus, topology)
+    engine_options["tracing"] = _engine_tracing(process, bus)
+    common = process.common
+
+    async def connect(name: str) -> Bus:
+        return await Bus.connect(common.nats, common.topology, name=name)
+
+    def build(partition_bus: Bus, store: Store, partition: int) -> PartitionParts:
+        return partition_parts(partition_bus, store, partition, triggers=triggers, **engine_options)
+
+    ownership = Ownership(bus, settings, connect, build)
+    process.add(ownership)
+    process.metrics.append(ownership_registry(ownership.metrics, ownership.engines))
+    return ownership
 
 
 async def projection(process: Process, *, db: str | Path, rebuild: bool = False) -> Engine:

@@ -30,7 +30,7 @@ def test_ruff(args: list[str]) -> None:
 
 
 def test_mypy_strict() -> None:
-    """`[tool.mypy]` in pyproject.toml: strict, on events, orchestrator and workers."""
+    """`[tool.mypy]` in pyproject.toml: strict, on events, orchestrator, workers and bench."""
     result = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success" in result.stdout

@@ -9,6 +9,7 @@ parts, one module each:
     pulling.py     `Delivery` and `Puller`: what durable pull consumers hand us
     consumers.py   each component's durable consumer; short-lived stream readers
     storage.py     the KV bucket and the object store (opened, never created)
+    leasing.py     lease mode: the lease table, fences, consumers per epoch, snapshots
     admin.py       the topology: applied by one process, checked by the others; inspection
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 from events.bus.admin import Admin
 from events.bus.connection import PublishItem
 from events.bus.consumers import ORCHESTRATOR_ACK_WAIT_S
+from events.bus.leasing import ConsumerState
 from events.bus.pulling import Delivery, OrderedReader, Puller, keep_alive, settle_quietly
 from events.bus.storage import KvEntry
 from events.settings import NatsSettings
@@ -25,6 +27,7 @@ from events.topology import Topology
 __all__ = [
     "ORCHESTRATOR_ACK_WAIT_S",
     "Bus",
+    "ConsumerState",
     "Delivery",
     "KvEntry",
     "OrderedReader",
@@ -53,5 +56,5 @@ class Bus(Admin):
         nc, watch = await cls._connect(settings, name, connect_timeout_s)
         bus = cls(nc, topology or Topology(), watch)
         bus._kv_buckets = {}
-        bus._objects = None
+        bus._object_stores = {}
         return bus

@@ -15,15 +15,15 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
+from events.bus.leasing import Leasing
 from events.bus.pulling import Delivery
-from events.bus.storage import Storage
 from events.errors import BusError, TopologyMissing
 from events.topology import StreamPlan
 
 _KV_HISTORY = 16
 
 
-class Admin(Storage):
+class Admin(Leasing):
     async def apply_topology(self) -> list[str]:
         """Create every stream, the KV bucket and the object store, or update them to this
         topology's config (replicas, limits); returns what was created or changed."""
@@ -31,10 +31,13 @@ class Admin(Storage):
         for plan in self.topology.streams():
             if await self._apply_stream(plan):
                 changed.append(plan.name)
-        if await self._apply_kv(self.topology.workflows_bucket):
-            changed.append(self.topology.workflows_bucket)
-        if await self._apply_object_store(self.topology.artifacts_bucket):
-            changed.append(self.topology.artifacts_bucket)
+        topo = self.topology
+        for bucket, history in ((topo.workflows_bucket, _KV_HISTORY), (topo.leases_bucket, 1)):
+            if await self._apply_kv(bucket, history):
+                changed.append(bucket)
+        for bucket in (topo.artifacts_bucket, topo.snapshots_bucket):
+            if await self._apply_object_store(bucket):
+                changed.append(bucket)
         return changed
 
     async def check_topology(self, timeout_s: float = 30.0) -> None:
@@ -63,9 +66,12 @@ class Admin(Storage):
         for plan in self.topology.streams():
             if not await self._exists(plan.name):
                 missing.append(f"stream {plan.name}")
+        topo = self.topology
         for bucket, stream in (
-            (self.topology.workflows_bucket, f"KV_{self.topology.workflows_bucket}"),
-            (self.topology.artifacts_bucket, f"OBJ_{self.topology.artifacts_bucket}"),
+            (topo.workflows_bucket, f"KV_{topo.workflows_bucket}"),
+            (topo.leases_bucket, f"KV_{topo.leases_bucket}"),
+            (topo.artifacts_bucket, f"OBJ_{topo.artifacts_bucket}"),
+            (topo.snapshots_bucket, f"OBJ_{topo.snapshots_bucket}"),
         ):
             if not await self._exists(stream):
                 missing.append(f"bucket {bucket}")
@@ -118,10 +124,10 @@ class Admin(Storage):
         except nats.errors.Error as exc:
             raise self._closed_error(f"cannot create stream {plan.name}", exc) from exc
 
-    async def _apply_kv(self, bucket: str) -> bool:
-        config = api.KeyValueConfig(
-            bucket=bucket, history=_KV_HISTORY, replicas=self.topology.replicas
-        )
+    async def _apply_kv(self, bucket: str, history: int) -> bool:
+        # Reads go to the stream's leader (no direct gets from followers): a lease is judged
+        # by revisions read where they are written (see orchestrator.runtime.leases).
+        config = api.KeyValueConfig(bucket=bucket, history=history, replicas=self.topology.replicas)
         try:
             try:
                 info = await self.js.stream_info(f"KV_{bucket}")

@@ -202,8 +202,14 @@ class Consumers(Connection):
         ack_wait: float,
         max_ack_pending: int,
     ) -> Puller:
+        start: int | None = None
+        if self.tenure is not None:
+            # Lease mode: this epoch's own consumer, from where its predecessor's state ends
+            # (a successor deletes it: a deposed owner can neither fetch nor ack).
+            start = self.tenure.starts.get(durable)
+            durable = self.tenure.consumer(durable)
         config = self._pull_config(
-            durable, filters, ack_wait=ack_wait, max_ack_pending=max_ack_pending
+            durable, filters, ack_wait=ack_wait, max_ack_pending=max_ack_pending, start=start
         )
         try:
             await self.js.add_consumer(stream, config)
@@ -214,12 +220,21 @@ class Consumers(Connection):
 
     @staticmethod
     def _pull_config(
-        durable: str, filters: list[str], *, ack_wait: float, max_ack_pending: int
+        durable: str,
+        filters: list[str],
+        *,
+        ack_wait: float,
+        max_ack_pending: int,
+        start: int | None = None,
     ) -> api.ConsumerConfig:
+        """A durable pull consumer's config, from the stream's start (or from `start`)."""
         config = api.ConsumerConfig(
             durable_name=durable,
             ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.ALL
+            if start is None
+            else api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
             ack_wait=ack_wait,
             # Redelivery limits are ours to enforce (see workers): a work-queue stream keeps a
             # message past max_deliver, which would strand it.

@@ -24,21 +24,24 @@ class KvEntry:
 
 class Storage(Consumers):
     _kv_buckets: dict[str, KeyValue]
-    _objects: ObjectStore | None
+    _object_stores: dict[str, ObjectStore]
 
-    # ---- artifacts (claim checks for payloads over the inline limit) ---------------------
-    async def _artifacts(self) -> ObjectStore:
-        if self._objects is None:
-            bucket = self.topology.artifacts_bucket
+    async def _object_store(self, bucket: str) -> ObjectStore:
+        """An object store of the topology, opened once (never created here)."""
+        if bucket not in self._object_stores:
             try:
-                self._objects = await self.js.object_store(bucket)
+                self._object_stores[bucket] = await self.js.object_store(bucket)
             except nats.js.errors.BucketNotFoundError as exc:
                 raise TopologyMissing(
                     f"object store {bucket} does not exist: run `conveyor topology apply`"
                 ) from exc
             except nats.errors.Error as exc:
                 raise self._closed_error(f"cannot open object store {bucket}", exc) from exc
-        return self._objects
+        return self._object_stores[bucket]
+
+    # ---- artifacts (claim checks for payloads over the inline limit) ---------------------
+    async def _artifacts(self) -> ObjectStore:
+        return await self._object_store(self.topology.artifacts_bucket)
 
     async def put_artifact(self, data: bytes) -> str:
         """Store `data` content-addressed; returns its key (`sha256-<hex>`). Idempotent."""

@@ -205,7 +205,8 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
     p = command(
         "orchestrator",
         processes.cmd_orchestrator,
-        "run the orchestrator of one partition (engine, status API, triggers)",
+        "run the orchestrator of one partition (engine, status API, triggers), or with --lease "
+        "one of any number of replicas sharing every partition",
         "conveyor orchestrator --db /var/lib/conveyor/p0.db --metrics-port 9090",
     )
     metrics_options(p)
@@ -222,6 +223,50 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
         default="auto",
         help="create/update the streams (apply) or wait for them (check); auto: apply with "
         "CONVEYOR_REPLICAS=1, check on a cluster ($CONVEYOR_TOPOLOGY)",
+    )
+    lease = p.add_argument_group(
+        "lease mode", "any number of replicas share every partition (docs/failover.md)"
+    )
+    lease.add_argument(
+        "--lease",
+        action="store_true",
+        default=False,
+        help="claim partitions through leases instead of serving --partition "
+        "($CONVEYOR_ORCHESTRATOR_LEASE=1)",
+    )
+    lease.add_argument(
+        "--replica-id",
+        default=None,
+        help="this replica's name in the leases, unique among live replicas (e.g. the pod "
+        "name; default: random; $CONVEYOR_REPLICA_ID)",
+    )
+    lease.add_argument(
+        "--state-dir",
+        default=None,
+        help="where the held partitions' stores are cached (default: a temporary directory; "
+        "$CONVEYOR_STATE_DIR)",
+    )
+    lease.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=5.0,
+        help="a silent holder loses its partitions after this long (minimum 1; default 5; "
+        "$CONVEYOR_LEASE_SECONDS)",
+    )
+    lease.add_argument(
+        "--snapshot-interval",
+        type=float,
+        default=30.0,
+        help="seconds between snapshots of a partition that changed (default 30; "
+        "$CONVEYOR_SNAPSHOT_INTERVAL)",
+    )
+    lease.add_argument(
+        "--rejoin-timeout",
+        type=float,
+        default=30.0,
+        help="exit non-zero when the leases bucket could not be written for this long, so a "
+        "supervisor starts a fresh replica (at least --lease-seconds; default 30; "
+        "$CONVEYOR_REJOIN_TIMEOUT)",
     )
 
     p = command(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from events.ids import is_token
 from orchestrator import roles
 from orchestrator.cli.common import (
     EXIT_OK,
@@ -31,6 +32,7 @@ from orchestrator.core.rules import input_problems
 from orchestrator.core.trigger import CLI_SOURCE
 from orchestrator.dsl.loader import LoadedModule, load_module
 from orchestrator.errors import InvalidInput, UnknownWorkflow
+from orchestrator.runtime.leases import MIN_LEASE_S
 from orchestrator.runtime.registry import Registry
 
 
@@ -57,16 +59,60 @@ class OrchestratorArgs:
     db: str
     partition: int
     topology: roles.TopologyMode
+    lease: bool
+    replica_id: str | None
+    state_dir: str | None
+    lease_seconds: float
+    snapshot_interval: float
+    rejoin_timeout: float
 
 
 async def cmd_orchestrator(ns: argparse.Namespace) -> int:
     args = typed(OrchestratorArgs, ns)
+    if args.lease:
+        return await _leased_orchestrator(ns, args)
     async with roles.Process(_common(ns)) as process:
         await roles.orchestrator(
             process, db=args.db, partition=args.partition, topology=args.topology
         )
         return await process.serve(
             lambda: _ready(f"orchestrator ready (partition {args.partition}, db {args.db})")
+        )
+
+
+async def _leased_orchestrator(ns: argparse.Namespace, args: OrchestratorArgs) -> int:
+    if not MIN_LEASE_S <= args.lease_seconds < float("inf"):
+        raise UsageError(
+            f"--lease-seconds must be a finite number of seconds, at least {MIN_LEASE_S:g}; "
+            f"got {args.lease_seconds:g}"
+        )
+    if not args.snapshot_interval > 0:
+        raise UsageError(f"--snapshot-interval must be > 0, got {args.snapshot_interval:g}")
+    if not args.rejoin_timeout >= args.lease_seconds:
+        raise UsageError(
+            f"--rejoin-timeout must be at least --lease-seconds ({args.lease_seconds:g}), "
+            f"got {args.rejoin_timeout:g}"
+        )
+    if args.replica_id is not None and not (
+        is_token(args.replica_id) and len(args.replica_id) <= 64
+    ):
+        raise UsageError(f"--replica-id {args.replica_id!r} must be 1-64 of [A-Za-z0-9_-]")
+    async with roles.Process(_common(ns)) as process:
+        ownership = await roles.leased_orchestrator(
+            process,
+            state_dir=args.state_dir,
+            lease_s=args.lease_seconds,
+            snapshot_interval_s=args.snapshot_interval,
+            rejoin_timeout_s=args.rejoin_timeout,
+            topology=args.topology,
+            replica=args.replica_id,
+        )
+        partitions = process.common.topology.partitions
+        return await process.serve(
+            lambda: _ready(
+                f"orchestrator ready (lease mode, replica {ownership.replica}, "
+                f"{partitions} partition(s) shared)"
+            )
         )
 
 

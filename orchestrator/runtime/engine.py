@@ -115,6 +115,11 @@ class Engine:
 
     async def drain(self) -> None:
         await self.outbox.drain()
+        if published := self.outbox.take_published():
+            # Acked rows go now rather than with a next commit that will not come: whoever
+            # opens this store next (a restart, a lease-mode successor) need not send them again.
+            with contextlib.suppress(StoreError):
+                await self.store.delete_outbox(published)
         if self._fetcher is not None:
             await self._fetcher.close()
             self._fetcher = None

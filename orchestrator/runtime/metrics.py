@@ -9,7 +9,7 @@ e.g. `conveyor dev` or the tests). `runtime/health.py` serves it on `/metrics`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -140,4 +140,87 @@ class _EngineCollector(Collector):
 def engine_registry(engine: Engine) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_EngineCollector(engine))
+    return registry
+
+
+class OwnershipMetrics:
+    """What a lease-mode replica observes about its partitions (see runtime.ownership)."""
+
+    def __init__(self) -> None:
+        self.events: Counter[str] = Counter()  # taken_over, handed_over, lost
+        self.snapshots = 0
+        self.snapshot_seconds = 0.0  # the last one's
+        self.snapshot_bytes = 0
+        self.restores = 0
+        self.restore_seconds = 0.0
+        self.restore_bytes = 0
+
+    def snapshot_taken(self, seconds: float, size: int) -> None:
+        self.snapshots += 1
+        self.snapshot_seconds, self.snapshot_bytes = seconds, size
+
+    def restored(self, seconds: float, size: int) -> None:
+        self.restores += 1
+        self.restore_seconds, self.restore_bytes = seconds, size
+
+
+class _OwnershipCollector(Collector):
+    """The replica's own figures, and its partitions' engines' figures summed (a partition
+    handed over takes its counts with it: these are per process, like every counter)."""
+
+    def __init__(self, metrics: OwnershipMetrics, engines: Callable[[], list[Engine]]) -> None:
+        self.metrics = metrics
+        self.engines = engines
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        engines = self.engines()
+        yield GaugeMetricFamily(
+            "conveyor_partitions_owned", "Partitions this replica serves", value=len(engines)
+        )
+        changes = CounterMetricFamily(
+            "conveyor_partition_changes", "Partitions taken over, handed over, lost", labels=["how"]
+        )
+        for how, count in sorted(m.events.items()):
+            changes.add_metric([how], count)
+        yield changes
+        yield CounterMetricFamily("conveyor_snapshots", "Snapshots uploaded", value=m.snapshots)
+        yield GaugeMetricFamily(
+            "conveyor_snapshot_seconds", "The last snapshot's duration", value=m.snapshot_seconds
+        )
+        yield GaugeMetricFamily(
+            "conveyor_snapshot_bytes",
+            "The last snapshot's size (compressed)",
+            value=m.snapshot_bytes,
+        )
+        yield CounterMetricFamily("conveyor_restores", "Snapshots restored", value=m.restores)
+        yield GaugeMetricFamily(
+            "conveyor_restore_seconds", "The last restore's duration", value=m.restore_seconds
+        )
+        yield from _summed(_EngineCollector(engine).collect() for engine in engines)
+
+
+def _summed(families: Iterable[Iterator[Metric]]) -> Iterator[Metric]:
+    """Metric families of several engines, their samples with equal labels added up."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for collected in families:
+        for family in collected:
+            if family.name not in merged:
+                merged[family.name] = Metric(family.name, family.documentation, family.type)
+                values[family.name] = {}
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                values[family.name][key] = values[family.name].get(key, 0.0) + sample.value
+    for name, metric in merged.items():
+        for (sample_name, labels), value in values[name].items():
+            metric.add_sample(sample_name, dict(labels), value)
+        yield metric
+
+
+def ownership_registry(
+    metrics: OwnershipMetrics, engines: Callable[[], list[Engine]]
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_OwnershipCollector(metrics, engines))
     return registry

@@ -43,6 +43,7 @@ class Deployment:
             "CONVEYOR_NATS_URL": self.cluster.url,
             "CONVEYOR_NAMESPACE": self.topology.namespace,
             "CONVEYOR_REPLICAS": "3",
+            "CONVEYOR_PARTITIONS": str(self.topology.partitions),
             "CONVEYOR_TASK_ACK_WAIT": str(self.topology.task_ack_wait_s),
             "CONVEYOR_TEST_DIR": str(self.workdir),
         }

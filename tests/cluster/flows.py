@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-from orchestrator import workflow
+from orchestrator import sleep, wait_for_event, workflow
 from workers import current, task
 
 STEPS = 4
@@ -32,6 +33,21 @@ def relay(x: int = 0) -> int:
     for _ in range(STEPS):
         x = hop(x)
     return x
+
+
+@workflow
+def napper(seconds: float = 20.0) -> dict[str, Any]:
+    """A run that outlives the event stream's retention in a durable sleep."""
+    first = hop(0)
+    nap = sleep(seconds)
+    return {"first": first, "nap": nap, "after": hop(first)}
+
+
+@workflow
+def waiter(key: str) -> dict[str, Any]:
+    """A run that outlives the event stream's retention waiting for an upstream event."""
+    event = wait_for_event("com.example.approved", match={"subject": key}, timeout=600)
+    return {"by": event["data"]["by"], "then": hop(1)}
 
 
 @task

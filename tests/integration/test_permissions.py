@@ -25,6 +25,7 @@ from events.testing import eventually
 from events.topology import Topology
 from orchestrator import roles
 from orchestrator.client import Client
+from orchestrator.runtime.ownership import Ownership
 from orchestrator.runtime.registry import Registry
 from tests.integration import flows
 
@@ -66,11 +67,13 @@ async def applied(secured: EmbeddedServer) -> AsyncIterator[EmbeddedServer]:
     yield secured
 
 
+@pytest.mark.parametrize("mode", ["static", "lease"])
 async def test_each_role_does_its_job_with_its_own_user(
-    applied: EmbeddedServer, tmp_path: Path
+    applied: EmbeddedServer, tmp_path: Path, mode: str
 ) -> None:
     os.environ["CONVEYOR_TEST_DIR"] = str(tmp_path)
     processes: list[tuple[roles.Process, asyncio.Task[int]]] = []
+    leased: list[Ownership] = []
 
     async def serve(role: str, build: object) -> None:
         process = roles.Process(
@@ -83,7 +86,17 @@ async def test_each_role_does_its_job_with_its_own_user(
         processes.append((process, asyncio.create_task(supervisor.serve())))
 
     async def orchestrator(process: roles.Process) -> None:
-        await roles.orchestrator(process, db=tmp_path / "o.db", topology="check")
+        if mode == "lease":  # leases, fences, per-epoch consumers, snapshots
+            ownership = await roles.leased_orchestrator(
+                process,
+                state_dir=tmp_path / "state",
+                lease_s=1.0,
+                snapshot_interval_s=0.2,
+                topology="check",
+            )
+            leased.append(ownership)
+        else:
+            await roles.orchestrator(process, db=tmp_path / "o.db", topology="check")
 
     async def worker(process: roles.Process) -> None:
         runtime = await roles.worker(process, [flows.inc])
@@ -96,6 +109,12 @@ async def test_each_role_does_its_job_with_its_own_user(
         run_id = await client.trigger("chain", {"start": 1})
         final = await client.wait(run_id, timeout=60)
         assert final["status"] == "succeeded" and final["output"] == 1 + flows.CHAIN_LENGTH
+        for ownership in leased:  # its snapshot went into the object store
+            await eventually(
+                lambda o=ownership: asyncio.sleep(0, result=o.metrics.snapshots > 0),
+                timeout=10,
+                message="a snapshot",
+            )
     finally:
         await client.close()
         for process, task in processes:
@@ -139,6 +158,8 @@ async def _refused(server: EmbeddedServer, role: str, subject: str, body: bytes)
         ("client", f"{NAMESPACE}.evt.0.task.completed.r1"),  # a client cannot forge results
         ("api", "$JS.API.STREAM.DELETE.PERM_EVENTS"),  # the API cannot touch the topology
         ("worker", "$JS.API.STREAM.CREATE.PERM_X"),
+        ("worker", f"{NAMESPACE}.fence.0"),  # only an orchestrator fences a partition
+        ("api", "$KV.perm-leases.p.0"),  # nor claims one
     ],
 )
 async def test_a_role_is_refused_outside_its_job(

@@ -203,3 +203,21 @@ def test_the_api_token_comes_from_the_file_or_the_environment(
     monkeypatch.setenv("CONVEYOR_API_TOKEN", "env-secret")
     assert parse_args(["api"]).token == "env-secret"
     assert parse_args(["api", "--token", "flag-secret"]).token == "flag-secret"
+
+
+def test_lease_mode_is_configured_like_everything_else(
+    here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = parse_args(["orchestrator"])
+    assert (args.lease, args.lease_seconds, args.state_dir) == (False, 5.0, None)
+    (here / "conveyor.toml").write_text(
+        '[orchestrator]\nlease = true\nlease_seconds = 2\nstate_dir = "/var/cache/conveyor"\n'
+    )
+    args = parse_args(["orchestrator"])
+    assert (args.lease, args.lease_seconds, args.state_dir) == (True, 2.0, "/var/cache/conveyor")
+    monkeypatch.setenv("CONVEYOR_LEASE_SECONDS", "3")
+    assert parse_args(["orchestrator"]).lease_seconds == 3.0
+    assert parse_args(["orchestrator", "--lease-seconds", "4"]).lease_seconds == 4.0
+    monkeypatch.setenv("CONVEYOR_ORCHESTRATOR_LEASE", "maybe")
+    with pytest.raises(SettingsError, match="CONVEYOR_ORCHESTRATOR_LEASE='maybe'"):
+        parse_args(["orchestrator"])

@@ -33,4 +33,4 @@ def test_the_quickstart_commands_are_where_ci_reads_them() -> None:
     """.ci/run takes the test command from the second line of the Quickstart's first block."""
     block = _quickstart().split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
     assert block[0].endswith("conveyor dev examples/ml_pipeline.py --run ml_pipeline")
-    assert block[1].endswith(".venv/bin/pytest -q")
+    assert ".venv/bin/pytest -q" in block[1] and "--dist loadfile" in block[1]

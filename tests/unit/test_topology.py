@@ -150,6 +150,9 @@ def test_names_derive_from_the_namespace():
     assert topology.dlq_stream == "TEAM_A_DLQ"
     assert topology.workflows_bucket == "team_a-workflows"
     assert topology.artifacts_bucket == "team_a-artifacts"
+    assert topology.leases_bucket == "team_a-leases"
+    assert topology.snapshots_bucket == "team_a-snapshots"
+    assert topology.fence_subject(3) == "team_a.fence.3"
     assert topology.orchestrator_consumer(1) == "orchestrator-p1"
     assert topology.queue_consumer("gpu") == "queue-gpu"
 
@@ -159,7 +162,7 @@ def test_stream_plans_cover_every_subject_family():
     plans = {plan.name: plan for plan in topology.streams()}
     assert set(plans) == {"NS_EVENTS", "NS_TASKS", "NS_LOGS", "NS_DLQ", "NS_INGEST", "NS_WORKERS"}
     assert plans["NS_INGEST"].subjects == ("ns.ingest.>",)
-    assert plans["NS_EVENTS"].subjects == ("ns.evt.>",)
+    assert plans["NS_EVENTS"].subjects == ("ns.evt.>", "ns.fence.>")
     assert plans["NS_EVENTS"].max_age_s == 3600.0
     assert plans["NS_EVENTS"].duplicate_window_s == 60.0
     assert plans["NS_TASKS"].work_queue and plans["NS_TASKS"].subjects == ("ns.task.>",)
