@@ -1,6 +1,7 @@
 """How a process reaches NATS: the servers to try and the credentials to present.
 
-Read from flags and `CONVEYOR_NATS_*` environment variables (flags win). Every component —
+Read from flags, `CONVEYOR_NATS_*` environment variables and the configuration file, in that
+order (`events.config`: the `[nats]` table of conveyor.toml). Every component —
 orchestrator, workers, API, gateway, CLI — connects through these settings, so a cluster's seed
 list, NATS user/password, token, NKey seed, `.creds` file and TLS (CA, client certificate and
 key for mTLS) work the same everywhere.
@@ -17,7 +18,6 @@ Secrets never leave this object in clear: `redacted()` is what logs and `conveyo
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from events.errors import ConveyorError
+from events.config import SettingsError, environment
+
+__all__ = ["DEFAULT_URL", "NatsSettings", "SettingsError", "split_servers"]
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 _ENV = {
@@ -42,10 +44,6 @@ _ENV = {
 _SECRETS = frozenset({"password", "token"})
 _FILES = ("nkey_seed", "creds", "tls_ca", "tls_cert", "tls_key")
 _SCHEMES = ("nats", "tls", "ws", "wss")
-
-
-class SettingsError(ConveyorError):
-    """A connection setting that cannot work; says which setting and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +89,10 @@ class NatsSettings:
     def from_env(
         cls, env: Mapping[str, str] | None = None, **overrides: str | None
     ) -> NatsSettings:
-        """Settings from `env` (default: the process environment), then `overrides` (flags)
-        where they are not None. `servers` may be given as one comma-separated string."""
-        source = os.environ if env is None else env
+        """Settings from `env` (default: the process environment over the configuration
+        file), then `overrides` (flags) where they are not None. `servers` may be given as one
+        comma-separated string."""
+        source = environment() if env is None else env
         values: dict[str, Any] = {}
         for name, variable in _ENV.items():
             value = overrides.get(name)

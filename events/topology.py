@@ -27,6 +27,7 @@ them for the upgrade path, see `workers.forwarding`.)
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,11 +126,14 @@ class Topology:
             raise ValueError(f"replicas must be 1-5 (JetStream's limit), got {self.replicas}")
 
     @classmethod
-    def from_env(cls, namespace: str | None = None) -> Topology:
-        """Settings from CONVEYOR_* environment variables (every process must agree on them)."""
-        import os
+    def from_env(
+        cls, namespace: str | None = None, env: Mapping[str, str] | None = None
+    ) -> Topology:
+        """Settings from CONVEYOR_* environment variables over the configuration file
+        (events.config; every process must agree on them)."""
+        from events.config import environment
 
-        env = os.environ
+        env = environment() if env is None else env
         defaults = cls()
 
         def number(name: str, kind: type[int] | type[float], default: float) -> Any:

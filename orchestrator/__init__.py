@@ -1,12 +1,13 @@
 """Conveyor's control plane. What users import from here:
 
     from orchestrator import workflow, when, sleep, wait_for_event, subworkflow   # the DSL
-    from orchestrator import Client                                            # trigger, wait
+    from orchestrator import Client         # async: trigger, wait, status, cancel, retry, ...
+    from orchestrator import SyncClient     # the same, blocking: threads, Flask, Django
 
 and the errors those raise. Everything else (the core, the runtime, the triggers, the HTTP API,
 the CLI) lives in sub-packages and may move between releases.
 
-Importing the DSL loads no networking: `Client` (which needs nats-py) is loaded on first use.
+Importing the DSL loads no networking: the clients (which need nats-py) load on first use.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from events.errors import BusError, BusUnavailable, ConveyorError
 from orchestrator.dsl import Workflow, sleep, subworkflow, wait_for_event, when, workflow
 from orchestrator.errors import (
     InvalidInput,
+    RunRefused,
     SpecError,
+    UnknownRun,
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
 
 if TYPE_CHECKING:
-    from orchestrator.client import Client
+    from orchestrator.client import Client, Published
+    from orchestrator.sync_client import SyncClient
 
 __all__ = [
     "BusError",
@@ -31,7 +35,11 @@ __all__ = [
     "Client",
     "ConveyorError",
     "InvalidInput",
+    "Published",
+    "RunRefused",
     "SpecError",
+    "SyncClient",
+    "UnknownRun",
     "UnknownWorkflow",
     "Workflow",
     "WorkflowDefinitionError",
@@ -44,9 +52,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562: the client (and with it nats-py) only when someone asks for it.
-    if name == "Client":
-        from orchestrator.client import Client
+    # PEP 562: the clients (and with them nats-py) only when someone asks for them.
+    if name in ("Client", "Published"):
+        from orchestrator import client
 
-        return Client
+        return getattr(client, name)
+    if name == "SyncClient":
+        from orchestrator.sync_client import SyncClient
+
+        return SyncClient
     raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

@@ -1,12 +1,17 @@
 """The client API the CLI is built on (and that Python code can use directly).
 
-    client = await Client.connect("nats://127.0.0.1:4222")
-    run_id = await client.trigger("hello", {"name": "Ada"})
-    final = await client.wait(run_id)
+    async with await Client.connect("nats://127.0.0.1:4222") as client:
+        run_id = await client.trigger("hello", {"name": "Ada"})
+        final = await client.wait(run_id)
 
 `trigger` checks the workflow exists and the input fits its parameters before publishing (bad
 input changes nothing), and returns only once JetStream acknowledged the request (nothing
-accepted is lost).
+accepted is lost). `cancel` and `retry` refuse what the CLI refuses (an unknown run, a run that
+already ended, a run that did not fail) with the same typed errors. For threads and web
+frameworks, `orchestrator.SyncClient` offers the same methods without `await`.
+
+Errors: UnknownWorkflow, InvalidInput (nothing sent); UnknownRun, RunRefused (nothing sent);
+BusUnavailable (NATS did not answer: nothing accepted, safe to retry); TimeoutError (`wait`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from events.bus import Bus
@@ -36,39 +43,78 @@ from events.models import (
 )
 from events.settings import NatsSettings
 from events.topology import Topology
-from events.tracing import new_traceparent
 from orchestrator.core.flowcheck import priority_problem
-from orchestrator.core.rules import input_problems
+from orchestrator.core.rules import input_problems, retry_refusal
 from orchestrator.core.statuses import RUN_TERMINAL
-from orchestrator.errors import InvalidInput
+from orchestrator.core.trigger import ACTOR_EXTENSION, CLIENT_SOURCE
+from orchestrator.errors import InvalidInput, RunRefused, UnknownRun
 from orchestrator.runtime.registry import Registry
 
-SOURCE = "conveyor/client"
+SOURCE = CLIENT_SOURCE
 _TERMINAL_TYPES = {RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED}
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A CloudEvent durably in JetStream: its id, the NATS subject, and whether JetStream
+    dropped it as a repeat of an id it had already stored (inside its duplicate window)."""
+
+    id: str
+    subject: str
+    duplicate: bool
+
+
 class Client:
-    def __init__(self, bus: Bus, *, unserved_wait_s: float = 10.0) -> None:
+    """`source` is the CloudEvents source of what this client publishes (it tells a run's
+    trigger: the CLI and the HTTP API use their own); `actor` says who asks (a user@host),
+    recorded with the runs it starts."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        source: str = SOURCE,
+        actor: str | None = None,
+        unserved_wait_s: float = 10.0,
+    ) -> None:
         self.bus = bus
         self.topology = bus.topology
         self.registry = Registry(bus)
+        self.source = source
+        self.actor = actor
         # How long a status request waits for its partition to be served again (a lease-mode
         # replica taking it over, an orchestrator restarting) before it gives up.
         self.unserved_wait_s = unserved_wait_s
 
     @classmethod
     async def connect(
-        cls, nats: NatsSettings | str | None = None, topology: Topology | None = None
+        cls,
+        nats: NatsSettings | str | None = None,
+        topology: Topology | None = None,
+        *,
+        source: str = SOURCE,
+        actor: str | None = None,
     ) -> Client:
         """Connect to NATS (`nats`: settings, a URL or a seed list; default: the
-        `CONVEYOR_NATS_*` environment). The client never creates streams: the orchestrator (or
-        `conveyor topology apply`) does."""
+        `CONVEYOR_NATS_*` environment and `conveyor.toml`). The client never creates streams:
+        the orchestrator (or `conveyor topology apply`) does."""
         settings = nats if isinstance(nats, NatsSettings) else NatsSettings.from_env(servers=nats)
         bus = await Bus.connect(settings, topology or Topology.from_env(), name="conveyor-client")
-        return cls(bus)
+        return cls(bus, source=source, actor=actor)
 
     async def close(self) -> None:
         await self.bus.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
     async def trigger(
         self,
@@ -80,10 +126,14 @@ class Client:
         run_id: str | None = None,
         traceparent: str | None = None,
         priority: int | None = None,
+        source: str | None = None,
+        actor: str | None = None,
     ) -> str:
-        """Start a run; returns its id. UnknownWorkflow / InvalidInput before anything is sent.
-        `priority` (1-10, higher first; default: the workflow's, else 5) orders the run and its
-        tasks where they wait behind a limit (docs/flow-control.md)."""
+        """Start a run; returns its id once JetStream holds the request. UnknownWorkflow /
+        InvalidInput before anything is sent. `priority` (1-10, higher first; default: the
+        workflow's, else 5) orders the run and its tasks where they wait behind a limit
+        (docs/flow-control.md). `source` and `actor` override the client's for this request
+        (the HTTP API names the caller's address)."""
         spec = await self.registry.get(workflow, version)
         payload = dict(input or {})
         # The machine's own check (on a copy: the run stores the input as given, and the
@@ -108,36 +158,84 @@ class Client:
             run_id=run_id,
             priority=priority,
         )
+        extensions = {"runid": run_id}
+        if traceparent:  # the caller's trace, which the run continues (else it starts one)
+            extensions["traceparent"] = traceparent
+        if actor or self.actor:
+            extensions[ACTOR_EXTENSION] = _ascii(actor or self.actor or "")
         event = CloudEvent.create(
             RUN_REQUESTED,
-            SOURCE,
+            source or self.source,
             request,
             # The same key gives the same event id: JetStream drops the repeat publish too.
             id=derived_id("requested", run_id) if idempotency_key else None,
-            # The run's trace: the caller's, or a new one started here.
-            extensions={"runid": run_id, "traceparent": traceparent or new_traceparent()},
+            extensions=extensions,
         )
         await self.bus.publish(self.topology.event_subject(RUN_REQUESTED, run_id), event)
         return run_id
 
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> None:
+        """Ask a running run to stop: its in-flight tasks are told, nothing new is dispatched.
+        UnknownRun, or RunRefused when it already ended."""
+        status = await self._existing(run_id)
+        if status["status"] in RUN_TERMINAL:
+            raise RunRefused(run_id, "cancel", f"it already {status['status']}")
         event = CloudEvent.create(
             RUN_CANCEL_REQUESTED,
-            SOURCE,
+            self.source,
             RunCancelRequested(run_id=run_id, reason=reason),
             extensions={"runid": run_id},
         )
         await self.bus.publish(self.topology.event_subject(RUN_CANCEL_REQUESTED, run_id), event)
 
     async def retry(self, run_id: str, reason: str = "retried by request") -> None:
-        """Resume a failed or cancelled run from the nodes that did not succeed."""
+        """Resume a failed or cancelled run from the nodes that did not succeed (same run id).
+        UnknownRun, or RunRefused (with the machine's reason) when it cannot be retried."""
+        status = await self._existing(run_id)
+        refusal = retry_refusal(status["status"], status.get("error"))
+        if refusal is not None:
+            raise RunRefused(run_id, "retry", refusal)
         event = CloudEvent.create(
             RUN_RETRY_REQUESTED,
-            SOURCE,
+            self.source,
             RunRetryRequested(run_id=run_id, reason=reason),
             extensions={"runid": run_id},
         )
         await self.bus.publish(self.topology.event_subject(RUN_RETRY_REQUESTED, run_id), event)
+
+    async def publish(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        source: str | None = None,
+        id: str | None = None,
+        subject: str | None = None,
+        extensions: Mapping[str, str] | None = None,
+    ) -> Published:
+        """Publish any CloudEvent (JSON data) where triggers and waits see it (the ingest
+        stream); returns once JetStream holds it. The same `source` and `id` twice (a CloudEvent's
+        identity) is stored once.
+        MalformedEvent (nothing sent) for an attribute CloudEvents or NATS cannot carry."""
+        event = CloudEvent.create(
+            type,
+            source or self.source,
+            data,
+            id=id,
+            subject=subject,
+            extensions=dict(extensions or {}),
+        )
+        nats_subject = self.topology.ingest_subject(type)
+        duplicate = await self.bus.publish(nats_subject, event)
+        return Published(event.id, nats_subject, duplicate)
+
+    async def _existing(self, run_id: str) -> dict[str, Any]:
+        if not is_token(run_id):
+            raise UnknownRun(run_id)
+        status = await self.status(run_id)
+        if status is None:
+            raise UnknownRun(run_id)
+        return status
 
     async def status(self, run_id: str) -> dict[str, Any] | None:
         """The run's committed state, or None when the orchestrator does not know it (yet)."""
@@ -261,4 +359,9 @@ class Client:
                 await asyncio.wait_for(ended.wait(), self.progress_s)
 
 
-__all__ = ["Client"]
+def _ascii(text: str) -> str:
+    """Header values travel as printable ASCII (see events.codec)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:200]
+
+
+__all__ = ["Client", "Published"]

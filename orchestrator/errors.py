@@ -5,6 +5,9 @@ events.errors.ConveyorError
 ├── WorkflowDefinitionError   the @workflow DSL was used in a way it cannot trace
 │   └── ModuleLoadError       a user module cannot be loaded (a syntax error): file, line
 ├── UnknownWorkflow           no workflow (or version) registered under that name
+├── UnknownRun                no run by that id (or not applied yet): the client's cancel, retry
+├── RunRefused                a run cannot take that action (cancel an ended run, retry one that
+│                             did not fail); `reason` says why
 ├── InvalidInput              a run's input does not fit the workflow's parameters
 ├── EventRejected             an event is well-formed but breaks the contract for its run
 │                             (unknown run or node); parked on the DLQ, never applied
@@ -58,6 +61,25 @@ class InvalidInput(ConveyorError):
         self.workflow = workflow
         self.problems = problems
         super().__init__(f"input of workflow {workflow!r} is invalid: " + "; ".join(problems))
+
+
+class UnknownRun(ConveyorError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run {run_id!r} (unknown, or not yet applied)")
+
+
+class RunRefused(ConveyorError):
+    """The run exists but cannot take the action asked (`action`: cancel, retry)."""
+
+    def __init__(self, run_id: str, action: str, reason: str) -> None:
+        self.run_id = run_id
+        self.action = action
+        self.reason = reason
+        super().__init__(f"run {run_id!r} cannot be {_PAST[action]}: {reason}")
+
+
+_PAST = {"cancel": "cancelled", "retry": "retried"}
 
 
 class EventRejected(ConveyorError):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from events.bus import Bus
+from events.config import environment, value_of
 from events.settings import NatsSettings
 from events.topology import Topology
 from orchestrator.runtime.store import Store
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from events.server import EmbeddedServer
     from orchestrator.client import Client
     from orchestrator.runtime.engine import Engine
+    from orchestrator.runtime.otel import RunTracing
     from orchestrator.runtime.owned import PartitionParts
     from orchestrator.runtime.ownership import Ownership
     from workers.runtime import Worker
@@ -71,10 +72,13 @@ class Common:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Common:
+        """From the environment over the configuration file (events.config); `overrides`
+        (flags) win where they are not None."""
+        env = environment()
         values: dict[str, Any] = {
-            "nats": NatsSettings.from_env(),
-            "topology": Topology.from_env(),
-            "startup_timeout_s": float(os.environ.get("CONVEYOR_STARTUP_TIMEOUT", "30")),
+            "nats": NatsSettings.from_env(env),
+            "topology": Topology.from_env(env=env),
+            "startup_timeout_s": value_of("startup_timeout", env),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -199,10 +203,24 @@ async def orchestrator(
     bus = await process.connect(f"orchestrator-p{partition}")
     await process.prepare_topology(bus, topology)
     store = await process.open_store(db)
-    parts = partition_parts(bus, store, partition, triggers=triggers, **engine_options)
+    tracing = _engine_tracing(process, bus)
+    parts = partition_parts(
+        bus, store, partition, triggers=triggers, tracing=tracing, **engine_options
+    )
     process.add(*parts.serving, *parts.after_catch_up)
     process.metrics.append(engine_registry(parts.engine))
     return parts.engine
+
+
+def _engine_tracing(process: Process, bus: Bus) -> RunTracing | None:
+    """The engines' spans over OTLP when an endpoint is set (one exporter per process, shared
+    by its partitions' engines), flushed on the way out; None otherwise."""
+    from orchestrator.runtime.otel import engine_tracing
+
+    tracing = engine_tracing(bus)
+    if tracing is not None:
+        process.on_exit(lambda: asyncio.to_thread(tracing.shutdown))
+    return tracing
 
 
 def partition_parts(
@@ -261,6 +279,7 @@ async def leased_orchestrator(
     )
     bus = await process.connect("orchestrator-leases")
     await process.prepare_topology(bus, topology)
+    engine_options["tracing"] = _engine_tracing(process, bus)
     common = process.common
 
     async def connect(name: str) -> Bus:
@@ -334,21 +353,28 @@ async def worker(
     **options: Any,
 ) -> Worker:
     from workers.metrics import worker_registry
+    from workers.otel import install_tracing
     from workers.runtime import Worker
 
     bus = await process.connect("worker")
     await process.prepare_topology(bus, topology)
+    provider = install_tracing()  # the worker's spans over OTLP, if an endpoint is set
+    if provider is not None:
+        process.on_exit(lambda: asyncio.to_thread(provider.shutdown))
     runtime = Worker(bus, tasks, queues=queues, concurrency=concurrency, grace_s=grace_s, **options)
     process.add(runtime)
     process.metrics.append(worker_registry(runtime))
     return runtime
 
 
-async def client(process: Process) -> Client:
-    from orchestrator.client import Client
+async def client(
+    process: Process, *, source: str | None = None, actor: str | None = None
+) -> Client:
+    """A client on the process's connection; `source` and `actor` say who its runs come from."""
+    from orchestrator.client import SOURCE, Client
 
     bus = await process.connect("client")
-    return Client(bus)
+    return Client(bus, source=source or SOURCE, actor=actor)
 
 
 def embedded_server(process: Process, store_dir: Path, port: int | None) -> EmbeddedServer:

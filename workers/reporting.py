@@ -4,19 +4,21 @@ Each event has a deterministic id (`<run_id>:<node_id>:<attempt>:<verb>`): a red
 that runs again publishes the same ids, which JetStream drops as duplicates (and the
 orchestrator would ignore anyway). Each carries the run id and, when the dispatch had one, the
 attempt's trace context, so the run's trace stays whole. An output over the inline limit goes
-to the object store, and the event carries its key (claim check).
+to the object store, and the event carries its key (claim check). A short attempt folds its
+start into its result (`DeferredStart`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from events.bus import Bus
 from events.envelope import CloudEvent
-from events.errors import BusClosed, BusUnavailable
+from events.errors import BusClosed, BusError, BusUnavailable
 from events.models import (
     INLINE_LIMIT_BYTES,
     TASK_COMPLETED,
@@ -130,3 +132,56 @@ class Reporter:
             id=f"{dispatched.run_id}:{dispatched.node_id}:{dispatched.attempt}:{verb}",
             extensions=extensions,
         )
+
+
+START_DEFER_S = 0.1
+
+
+class DeferredStart:
+    """task.started for one attempt: only for an attempt still running `defer_s` after it
+    really started (a child process first loads the task, which must not count). A shorter one
+    folds its start into its result (`ran_s`): the orchestrator then applies one event, one
+    commit, per task instead of two, and nothing a person could have watched is lost — a task
+    shows as running only once it has run for a noticeable time. When it is sent, it is sent
+    without waiting for its ack; `finish()` waits for that ack before the result is published,
+    so the start comes first in the event log."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        dispatched: TaskDispatched,
+        trace: str | None,
+        defer_s: float,
+    ) -> None:
+        self._reporter = reporter
+        self._dispatched = dispatched
+        self._trace = trace
+        self._defer_s = defer_s
+        self._began: float | None = None
+        self._sending = False
+        self._later: asyncio.Task[Callable[[], Awaitable[bool]]] | None = None
+
+    async def __call__(self) -> None:
+        """The attempt starts now."""
+        if self._began is None:
+            self._began = time.monotonic()
+            self._later = asyncio.create_task(self._send_later())
+
+    async def _send_later(self) -> Callable[[], Awaitable[bool]]:
+        await asyncio.sleep(self._defer_s)
+        self._sending = True  # from here on, let it finish: it may already be on the wire
+        return await self._reporter.started(self._dispatched, self._trace)
+
+    async def finish(self) -> float | None:
+        """The attempt ended: how long it ran when its start was folded into the result (None
+        when task.started was sent, acked first, or when it never started)."""
+        later, self._later = self._later, None
+        if later is None or self._began is None:
+            return None
+        if not self._sending:
+            later.cancel()
+            return round(time.monotonic() - self._began, 6)
+        with contextlib.suppress(BusError):  # a lost start changes nothing that matters
+            acked = await later
+            await acked()
+        return None

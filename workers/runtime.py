@@ -29,8 +29,9 @@ import os
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -48,8 +49,9 @@ from workers.forwarding import LegacyForwarder, park_and_settle
 from workers.isolation import Died, Solo, address_of, run_in_child
 from workers.logcapture import LogCapture
 from workers.metrics import task_seconds_histogram
+from workers.otel import traced
 from workers.presence import Load, Presence
-from workers.reporting import Reporter
+from workers.reporting import START_DEFER_S, DeferredStart, Reporter
 from workers.task import Task
 
 log = structlog.get_logger("conveyor.worker")
@@ -62,59 +64,6 @@ class _InFlight:
     job: asyncio.Task[None] | None = None
     cancelled: bool = False
     alone: bool = False  # run alone: a suspect (delivered before without a result)
-
-
-START_DEFER_S = 0.1
-
-
-class _Start:
-    """task.started for one attempt: only for an attempt still running `defer_s` after it
-    really started (a child process first loads the task, which must not count). A shorter one
-    folds its start into its result (`ran_s`): the orchestrator then applies one event, one
-    commit, per task instead of two, and nothing a person could have watched is lost — a task
-    shows as running only once it has run for a noticeable time. When it is sent, it is sent
-    without waiting for its ack; `finish()` waits for that ack before the result is published,
-    so the start comes first in the event log."""
-
-    def __init__(
-        self,
-        reporter: Reporter,
-        dispatched: TaskDispatched,
-        trace: str | None,
-        defer_s: float,
-    ) -> None:
-        self._reporter = reporter
-        self._dispatched = dispatched
-        self._trace = trace
-        self._defer_s = defer_s
-        self._began: float | None = None
-        self._sending = False
-        self._later: asyncio.Task[Callable[[], Awaitable[bool]]] | None = None
-
-    async def __call__(self) -> None:
-        """The attempt starts now."""
-        if self._began is None:
-            self._began = time.monotonic()
-            self._later = asyncio.create_task(self._send_later())
-
-    async def _send_later(self) -> Callable[[], Awaitable[bool]]:
-        await asyncio.sleep(self._defer_s)
-        self._sending = True  # from here on, let it finish: it may already be on the wire
-        return await self._reporter.started(self._dispatched, self._trace)
-
-    async def finish(self) -> float | None:
-        """The attempt ended: how long it ran when its start was folded into the result (None
-        when task.started was sent, acked first, or when it never started)."""
-        later, self._later = self._later, None
-        if later is None or self._began is None:
-            return None
-        if not self._sending:
-            later.cancel()
-            return round(time.monotonic() - self._began, 6)
-        with contextlib.suppress(BusError):  # a lost start changes nothing that matters
-            acked = await later
-            await acked()
-        return None
 
 
 def default_name() -> str:
@@ -412,7 +361,7 @@ class Worker:
         task = self.tasks[dispatched.task]
         item.job = asyncio.current_task()
         item.alone = delivery.num_delivered > 1
-        start = _Start(self._reporter, dispatched, item.trace, self.start_defer_s)
+        start = DeferredStart(self._reporter, dispatched, item.trace, self.start_defer_s)
         context = TaskContext(
             dispatched.run_id,
             dispatched.node_id,
@@ -424,13 +373,14 @@ class Worker:
             self._logs,
         )
         started = time.monotonic()
+        span = partial(traced, item.trace, dispatched, self.name)  # the attempt's OTel span
         if item.alone:
             bound.info("running alone: its previous delivery ended without a result")
-            result = await self._run_alone(task, dispatched, raw_input, context, start)
+            result = await span(self._run_alone(task, dispatched, raw_input, context, start))
         else:
             await start()
             async with self._solo.shared():
-                result = await perform(task, dispatched, raw_input, self._executor, context)
+                result = await span(perform(task, dispatched, raw_input, self._executor, context))
         elapsed = round(time.monotonic() - started, 4)
         self.task_seconds.labels(task=task.name).observe(elapsed)
         ran_s = await start.finish()
@@ -451,7 +401,7 @@ class Worker:
         dispatched: TaskDispatched,
         raw_input: Any,
         context: TaskContext,
-        start: _Start,
+        start: DeferredStart,
     ) -> Result | Died:
         """In a child process; in this one with nothing else running if a child cannot."""
         address = address_of(task)

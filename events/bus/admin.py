@@ -7,7 +7,9 @@ state) for the CLI, the API's gauges and the tests."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
+from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
@@ -255,3 +257,74 @@ class Admin(Leasing):
         except nats.errors.Error as exc:
             raise BusError(f"no consumer {durable} on {stream}: {exc}") from exc
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def consumer_states(self, stream: str) -> list[ConsumerState]:
+        """Every durable consumer of `stream` with its backlog: what the workers page shows of
+        each task queue. The age is that of the oldest message not yet delivered (None when
+        nothing waits), read by subject from the stream, so it costs one request a consumer."""
+        try:
+            infos = await self.js.consumers_info(stream)
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot list the consumers of {stream}", exc) from exc
+        now = time.time()
+        out = []
+        for info in sorted(infos, key=lambda i: i.name or ""):
+            config = info.config
+            filters = list(config.filter_subjects or []) or (
+                [config.filter_subject] if config.filter_subject else []
+            )
+            waiting_since = await self._oldest_waiting(stream, info, filters)
+            out.append(
+                ConsumerState(
+                    name=info.name or "",
+                    filters=tuple(filters),
+                    pending=int(info.num_pending or 0),
+                    ack_pending=int(info.num_ack_pending or 0),
+                    redelivered=int(info.num_redelivered or 0),
+                    waiting_pulls=int(info.num_waiting or 0),
+                    max_ack_pending=int(config.max_ack_pending or 0),
+                    oldest_waiting_s=None
+                    if waiting_since is None
+                    else max(0.0, now - waiting_since),
+                    last_active=_epoch(info.delivered.last_active if info.delivered else None),
+                )
+            )
+        return out
+
+    async def _oldest_waiting(
+        self, stream: str, info: api.ConsumerInfo, filters: list[str]
+    ) -> float | None:
+        if not info.num_pending or not filters:
+            return None
+        after = (info.delivered.stream_seq if info.delivered else 0) + 1
+        found: list[float] = []
+        for subject in filters:
+            try:
+                raw = await self.js.get_msg(stream, seq=after, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                continue
+            except nats.errors.Error as exc:
+                raise self._closed_error(f"cannot read {stream}", exc) from exc
+            if raw.time is not None:
+                found.append(raw.time.timestamp())
+        return min(found, default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerState:
+    """A durable consumer's backlog: `pending` not yet delivered, `ack_pending` delivered and not
+    yet settled (running), `waiting_pulls` pull requests of idle workers parked on it."""
+
+    name: str
+    filters: tuple[str, ...]
+    pending: int
+    ack_pending: int
+    redelivered: int
+    waiting_pulls: int
+    max_ack_pending: int
+    oldest_waiting_s: float | None
+    last_active: float | None
+
+
+def _epoch(moment: dt.datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None

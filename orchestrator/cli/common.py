@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import getpass
 import json
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +24,7 @@ from events.bus import Bus
 from events.settings import NatsSettings, SettingsError
 from events.topology import Topology
 from orchestrator.client import Client
+from orchestrator.core.trigger import CLI_SOURCE
 from orchestrator.roles import Common
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_NATS, EXIT_TIMEOUT = 0, 1, 2, 3, 4
@@ -116,6 +119,15 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def cli_actor() -> str:
+    """Who runs this command, as recorded with the runs it starts (`user@host`)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
 # A command tries each server of the seed list once and reports a refused connection at once:
 # a person is waiting, and retrying is theirs to decide. The long-running processes (worker,
 # orchestrator, api, ...) keep the bus's default window of a few seconds, so one started beside
@@ -126,7 +138,7 @@ CLI_CONNECT_TIMEOUT_S = 0.0
 @contextlib.asynccontextmanager
 async def connected_client(connection: Connection) -> AsyncIterator[Client]:
     async with connected_bus(connection, name="conveyor-client") as bus:
-        yield Client(bus)
+        yield Client(bus, source=CLI_SOURCE, actor=cli_actor())
 
 
 @contextlib.asynccontextmanager

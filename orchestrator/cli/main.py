@@ -14,9 +14,11 @@ import threading
 from importlib import metadata
 from typing import Any, NoReturn
 
+from events.config import SettingsError
 from events.errors import BusError, ConveyorError, ServerError
 from events.logs import configure_logging
-from orchestrator.cli import catalog, processes, replay, runs
+from events.otel import OtelError
+from orchestrator.cli import catalog, config, processes, replay, runs
 from orchestrator.cli.common import (
     DEFAULT_HOME,
     EXIT_INTERRUPTED,
@@ -29,7 +31,9 @@ from orchestrator.cli.common import (
 from orchestrator.errors import (
     ConfigError,
     InvalidInput,
+    RunRefused,
     SpecError,
+    UnknownRun,
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
@@ -39,17 +43,24 @@ from orchestrator.runtime.supervisor import StartupFailed
 _USAGE_ERRORS = (
     UsageError,
     UnknownWorkflow,
+    UnknownRun,
+    RunRefused,
     InvalidInput,
     SpecError,
     WorkflowDefinitionError,
     ConfigError,
+    OtelError,
     FileNotFoundError,
     ImportError,
 )
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SettingsError as exc:  # a configuration file or variable that does not parse
+        print(f"error: {exc}", file=sys.stderr)
+        _exit(EXIT_USAGE)
     extra = []
     if args.handler in (processes.cmd_worker, processes.cmd_dev):
         from workers.logcapture import structlog_processor  # the composition root may
@@ -101,17 +112,10 @@ def _version() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed flags, each setting not given taking its value from the settings model
+    (environment, conveyor.toml, default). SettingsError for a value that does not parse."""
     args = build_parser().parse_args(argv)
-    # The shared options' defaults are filled in here, not with set_defaults: their actions are
-    # the same objects in every command's parser, so a default set on the top parser became the
-    # command parser's too and reset a flag given before the command (`conveyor --log-json runs`).
-    defaults = {
-        "log_json": False,
-        "log_level": os.environ.get("CONVEYOR_LOG_LEVEL", "warning"),
-    }
-    for name, value in defaults.items():
-        if not hasattr(args, name):
-            setattr(args, name, value)
+    config.fill_unset(args)
     return args
 
 
@@ -145,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.register(sub, [shared])
     catalog.register(sub, [shared])
     replay.register(sub, [shared])
+    config.register(sub, [shared], parser)
+    # Every flag bound to a setting defaults to its value in the environment or conveyor.toml.
+    config.apply_defaults(parser)
     return parser
 
 
@@ -207,13 +214,13 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--partition",
         type=int,
-        default=int(os.environ.get("CONVEYOR_PARTITION", "0")),
+        default=0,
         help="the partition this orchestrator owns ($CONVEYOR_PARTITION, default 0)",
     )
     p.add_argument(
         "--topology",
         choices=["auto", "apply", "check"],
-        default=os.environ.get("CONVEYOR_TOPOLOGY", "auto"),
+        default="auto",
         help="create/update the streams (apply) or wait for them (check); auto: apply with "
         "CONVEYOR_REPLICAS=1, check on a cluster ($CONVEYOR_TOPOLOGY)",
     )
@@ -223,40 +230,40 @@ def processes_register(sub: Any, parents: list[argparse.ArgumentParser]) -> None
     lease.add_argument(
         "--lease",
         action="store_true",
-        default=os.environ.get("CONVEYOR_ORCHESTRATOR_LEASE", "") in ("1", "true", "yes"),
+        default=False,
         help="claim partitions through leases instead of serving --partition "
         "($CONVEYOR_ORCHESTRATOR_LEASE=1)",
     )
     lease.add_argument(
         "--replica-id",
-        default=os.environ.get("CONVEYOR_REPLICA_ID"),
+        default=None,
         help="this replica's name in the leases, unique among live replicas (e.g. the pod "
         "name; default: random; $CONVEYOR_REPLICA_ID)",
     )
     lease.add_argument(
         "--state-dir",
-        default=os.environ.get("CONVEYOR_STATE_DIR"),
+        default=None,
         help="where the held partitions' stores are cached (default: a temporary directory; "
         "$CONVEYOR_STATE_DIR)",
     )
     lease.add_argument(
         "--lease-seconds",
         type=float,
-        default=os.environ.get("CONVEYOR_LEASE_SECONDS", "5"),
+        default=5.0,
         help="a silent holder loses its partitions after this long (minimum 1; default 5; "
         "$CONVEYOR_LEASE_SECONDS)",
     )
     lease.add_argument(
         "--snapshot-interval",
         type=float,
-        default=os.environ.get("CONVEYOR_SNAPSHOT_INTERVAL", "30"),
+        default=30.0,
         help="seconds between snapshots of a partition that changed (default 30; "
         "$CONVEYOR_SNAPSHOT_INTERVAL)",
     )
     lease.add_argument(
         "--rejoin-timeout",
         type=float,
-        default=os.environ.get("CONVEYOR_REJOIN_TIMEOUT", "30"),
+        default=30.0,
         help="exit non-zero when the leases bucket could not be written for this long, so a "
         "supervisor starts a fresh replica (at least --lease-seconds; default 30; "
         "$CONVEYOR_REJOIN_TIMEOUT)",

@@ -22,12 +22,14 @@ from orchestrator.cli.common import (
     EXIT_RUN_FAILED,
     Connection,
     UsageError,
+    cli_actor,
     json_object,
     typed,
 )
 from orchestrator.cli.runs import follow
 from orchestrator.core.compiler import compile_spec
 from orchestrator.core.rules import input_problems
+from orchestrator.core.trigger import CLI_SOURCE
 from orchestrator.dsl.loader import LoadedModule, load_module
 from orchestrator.errors import InvalidInput, UnknownWorkflow
 from orchestrator.runtime.leases import MIN_LEASE_S
@@ -164,7 +166,7 @@ class ApiArgs:
 async def cmd_api(ns: argparse.Namespace) -> int:
     """The HTTP API + dashboard, over its own read-side projection."""
     args = typed(ApiArgs, ns)
-    token = args.token or os.environ.get("CONVEYOR_API_TOKEN")
+    token = args.token  # the flag, else $CONVEYOR_API_TOKEN or the file (the settings model)
     if not token and not args.dev:
         raise UsageError("the API needs a token: --token, $CONVEYOR_API_TOKEN, or --dev (open)")
     async with roles.Process(_common(ns)) as process:
@@ -285,7 +287,7 @@ async def _dev_run(
 ) -> int:
     """Serve while one run is followed to its end; then stop everything. A component failing
     under the run ends it all (exit 1)."""
-    client = await roles.client(process)
+    client = await roles.client(process, source=CLI_SOURCE, actor=cli_actor())
     supervisor = process.build_supervisor()
     await supervisor.start()
     serving = asyncio.create_task(supervisor.serve())

@@ -49,6 +49,8 @@ _TIMES = frozenset(
         "duration_s",
     }
 )
+# Envelope metadata the shell records on a run (its trace, its trigger): not the machine's.
+_SHELL = frozenset({"traceparent", "trigger"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +157,12 @@ def describe(command: Command) -> str:
 
 
 def comparable(status: Mapping[str, Any]) -> Any:
-    """A `run_status` view without its clock readings (and without the trace, which the shell
-    adds): what a replay must reproduce exactly."""
+    """A `run_status` view without its clock readings (and without the trace and the trigger,
+    which the shell adds): what a replay must reproduce exactly."""
 
     def strip(value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {k: strip(v) for k, v in value.items() if k not in _TIMES and k != "traceparent"}
+            return {k: strip(v) for k, v in value.items() if k not in _TIMES and k not in _SHELL}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value

@@ -91,6 +91,11 @@ class NodeState:
     next_child: int = 0
     children_active: int = 0
 
+    @property
+    def attempts_since_retry(self) -> int:
+        """Attempts since the run's last manual retry: what the retry policy's max counts."""
+        return max(0, self.attempt - self.first_attempt + 1)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
@@ -142,6 +147,7 @@ class RunState:
     idempotency_key: str | None = None
     parent: dict[str, Any] | None = None
     traceparent: str | None = None  # W3C trace context of the trigger (see events.tracing)
+    trigger: dict[str, Any] | None = None  # what started the run (see core.trigger)
     notifications: list[dict[str, Any]] = field(default_factory=list)  # outbound webhooks
     nodes: dict[str, NodeState] = field(default_factory=dict)
     # The spec's nodes in topological order: how the run is shown (store rows come back sorted
@@ -183,6 +189,7 @@ class RunState:
             "parent": self.parent,
             "node_order": self.node_order,
             "traceparent": self.traceparent,
+            "trigger": self.trigger,
             "notifications": self.notifications,
             "priority": self.priority,
             "gate": self.gate.to_dict() if self.gate is not None else None,

@@ -52,7 +52,7 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
             "status": node.status,
             "attempts": len(node.attempts),
             # What the retry policy's max_attempts counts: a manual retry of the run starts over.
-            "attempts_since_retry": max(0, node.attempt - node.first_attempt + 1),
+            "attempts_since_retry": node.attempts_since_retry,
             "attempt_history": [a.to_dict() for a in node.attempts],
             "error": node.error,
         }
@@ -89,6 +89,7 @@ def run_status(run: RunState, *, include_io: bool = True) -> dict[str, Any]:
         "duration_s": round(run.active_s(), 3),
         "idempotency_key": run.idempotency_key,
         "traceparent": run.traceparent,
+        "trigger": run.trigger,
         "notifications": run.notifications,
         "priority": run.priority,
         "waiting": waiting(run.gate) if run.status == RunStatus.QUEUED and run.gate else None,

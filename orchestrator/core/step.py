@@ -301,7 +301,7 @@ class Step(RunOutcomes):
     def failed(self, node: NodeState, error: ErrorInfo, worker: str | None) -> None:
         self.close_attempt(node, NodeStatus.FAILED, worker, error)
         policy = self.compiled(node).spec.retry
-        used = node.attempt - node.first_attempt + 1  # attempts since the last manual retry
+        used = node.attempts_since_retry
         if retryable(error, policy) and used < policy.max_attempts:
             self.move_node(node, NodeStatus.RETRYING)
             delay = backoff_delay(policy, self.run.run_id, node.key, node.attempt, used)

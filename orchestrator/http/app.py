@@ -31,6 +31,7 @@ from .context import AppContext
 from .live import Live
 from .models import Problem
 from .routes_flow import router as flow_router
+from .routes_inspect import router as inspect_router
 from .routes_live import router as live_router
 from .routes_runs import router as runs_router
 from .routes_workflows import router as workflows_router
@@ -74,6 +75,7 @@ def create_app(
     api.include_router(runs_router)
     api.include_router(live_router)
     api.include_router(flow_router)
+    api.include_router(inspect_router)
     app.include_router(api)
     _install_error_handlers(app)
     app.add_middleware(SecurityHeaders)

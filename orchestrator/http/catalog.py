@@ -88,7 +88,7 @@ def schedules_of(spec: WorkflowSpec, now: float | None = None) -> list[ScheduleI
     ]
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """Scheme, host and path: credentials hide in user info and query strings."""
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -98,7 +98,7 @@ def _safe_url(url: str) -> str:
 
 def notify_of(spec: WorkflowSpec) -> list[NotifyInfo]:
     return [
-        NotifyInfo(url=_safe_url(n.url), on=list(n.on), signed=n.secret is not None)
+        NotifyInfo(url=safe_url(n.url), on=list(n.on), signed=n.secret is not None)
         for n in spec.notify
     ]
 
@@ -113,7 +113,7 @@ def redacted_spec(spec: WorkflowSpec) -> dict[str, Any]:
 
 def _redacted_notify(notify: Notify) -> dict[str, Any]:
     body = notify.model_dump(mode="json")
-    body["url"] = _safe_url(notify.url)
+    body["url"] = safe_url(notify.url)
     if notify.secret is not None:
         body["secret"] = REDACTED
     return body

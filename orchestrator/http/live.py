@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 from fastapi.sse import ServerSentEvent
@@ -138,7 +138,7 @@ class Live:
                 await sub.unsubscribe()
 
     async def log_tail(
-        self, run_id: str, node: str | None, after: int
+        self, run_id: str, node: str | Sequence[str] | None, after: int
     ) -> AsyncIterator[ServerSentEvent]:
         wake = asyncio.Event()
 

@@ -1,14 +1,15 @@
 """Task log lines from the log stream (`<ns>.log.<run_id>.<node_id>`), paged by sequence.
 
 A page reads the run's whole log subject (`<ns>.log.<run_id>.*`) and keeps the lines of the
-asked node: a mapped node's children log under their own keys (`train[3]`), which no subject
-wildcard can select by prefix, so the filter is on the line's `node_id`. Each page scans a
-bounded number of messages and says where it stopped (`next_after`), so a noisy sibling can
-make a page short but never slow.
+asked nodes (any number: the run page's filter): a mapped node's children log under their own
+keys (`train[3]`), which no subject wildcard can select by prefix, so the filter is on the
+line's `node_id`. Each page scans a bounded number of messages and says where it stopped
+(`next_after`), so a noisy sibling can make a page short but never slow.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -28,10 +29,13 @@ class LogRead:
     more: bool = False
 
 
-def node_matches(wanted: str | None, node_id: str) -> bool:
-    """`train` selects `train` and its children `train[i]`; `train[3]` only that child."""
-    if wanted is None:
+def node_matches(wanted: str | Sequence[str] | None, node_id: str) -> bool:
+    """`train` selects `train` and its children `train[i]`; `train[3]` only that child; several
+    select what any of them selects; none selects every line."""
+    if not wanted:
         return True
+    if not isinstance(wanted, str):
+        return any(node_matches(one, node_id) for one in wanted)
     return node_id == wanted or ("[" not in wanted and node_id.startswith(f"{wanted}["))
 
 
@@ -39,7 +43,7 @@ async def read_logs(
     bus: Bus,
     run_id: str,
     *,
-    node: str | None = None,
+    node: str | Sequence[str] | None = None,
     attempt: int | None = None,
     after: int = 0,
     limit: int = 200,

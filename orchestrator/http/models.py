@@ -13,6 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+SINCE_RETRY = (
+    "Attempts since the run's last manual retry: what the retry policy's max_attempts counts "
+    "(not set on a mapped node: each child has its own budget)."
+)
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -160,7 +165,8 @@ class NodeStatus(_Open):
     counts by status)."""
 
     status: str
-    attempts: int
+    attempts: int = Field(description="Every attempt it had, across manual retries of the run.")
+    attempts_since_retry: int | None = Field(None, description=SINCE_RETRY)
     attempt_history: list[Attempt]
     error: ErrorBody | None = None
     input: Any = None
@@ -177,6 +183,18 @@ class NodeStatus(_Open):
     )
 
 
+class Trigger(_Open):
+    """What started the run, from its run.requested event (see orchestrator.core.trigger)."""
+
+    kind: Literal["cron", "event", "webhook", "parent", "cli", "api", "client"]
+    source: str = Field(description="The request's CloudEvents source.")
+    event_id: str = Field(description="The request's CloudEvents id.")
+    subject: str | None = Field(None, description="Its subject (a cron run: the instant).")
+    by: str = Field(description="Who or what, in a few words.")
+    detail: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = Field(None, description="The caller's trace context, if any.")
+
+
 class RunDetail(_Open):
     run_id: str
     workflow: str
@@ -188,9 +206,16 @@ class RunDetail(_Open):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+    resumed_at: float | None = Field(None, description="The last manual retry's resume, if any.")
+    duration_s: float | None = Field(
+        None,
+        description="Active time: up to its end (or, while it runs, its last update), without "
+        "the idle gap before a manual retry.",
+    )
     idempotency_key: str | None = None
     priority: int = Field(5, description="1-10, higher first, where the run waits behind limits.")
     waiting: Waiting | None = None
+    trigger: Trigger | None = None
     nodes: dict[str, NodeStatus] = Field(description="Every node of the spec, in spec order.")
 
 
@@ -204,6 +229,7 @@ class RunSummary(BaseModel):
     finished_at: float | None = None
     error: ErrorBody | None = None
     idempotency_key: str | None = None
+    trigger: Trigger | None = None
 
 
 class RunPage(BaseModel):
@@ -227,6 +253,7 @@ class NodeDetail(BaseModel):
     index: int | None = None
     status: str
     attempt: int
+    attempts_since_retry: int | None = Field(None, description=SINCE_RETRY)
     attempt_history: list[Attempt]
     input: Any = None
     output: Any = None
@@ -238,6 +265,7 @@ class NodeDetail(BaseModel):
 class ChildSummary(BaseModel):
     key: str
     index: int
+    item: Any = Field(None, description="The value this child was mapped over (summarised).")
     status: str
     attempt: int
     attempt_history: list[Attempt]

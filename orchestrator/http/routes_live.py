@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import StringConstraints
 
 from .context import AppContext, context
 from .live import Scope
@@ -17,8 +18,11 @@ from .routes_runs import NODE_KEY, RUN_ID, RunId
 router = APIRouter(tags=["live"], responses={422: {"model": Problem}})
 Ctx = Annotated[AppContext, Depends(context)]
 NodeFilter = Annotated[
-    str | None,
-    Query(pattern=NODE_KEY, description="A node id (a mapped node: all its children) or key."),
+    list[Annotated[str, StringConstraints(pattern=NODE_KEY)]] | None,
+    Query(
+        description="Node ids (a mapped node: all its children) or keys; repeatable (any of "
+        "them); none: the whole run.",
+    ),
 ]
 
 

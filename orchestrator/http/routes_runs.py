@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, status
@@ -10,7 +11,9 @@ from events.ids import TOKEN_PATTERN
 from orchestrator.core.expressions import NODE_ID_PATTERN
 from orchestrator.core.rules import retry_refusal
 from orchestrator.core.state import NODE_KEY_PATTERN, NodeState
+from orchestrator.core.status import bounded
 from orchestrator.core.statuses import RUN_TERMINAL, RunStatus
+from orchestrator.errors import RunRefused, UnknownRun
 from orchestrator.runtime.queries import RunFilter
 
 from .context import AppContext, context
@@ -33,6 +36,7 @@ RUN_ID = f"^{TOKEN_PATTERN}$"
 NODE_ID = f"^{NODE_ID_PATTERN}$"
 NODE_KEY = f"^{NODE_KEY_PATTERN}$"
 
+MAX_ITEM_BYTES = 1024  # a child's item in a list of children: a preview, the node has it all
 RunId = Annotated[str, Path(pattern=RUN_ID, description="A run id.")]
 Ctx = Annotated[AppContext, Depends(context)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -117,6 +121,10 @@ async def get_node(
             "index": node.index,
             "status": node.status,
             "attempt": node.attempt,
+            # A mapped parent has no budget of its own: each child has one.
+            "attempts_since_retry": None
+            if node.children is not None
+            else node.attempts_since_retry,
             "attempt_history": [a.to_dict() for a in node.attempts],
             "input": node.input,
             "output": node.output,
@@ -147,14 +155,27 @@ async def list_children(
     children, next_after = await ctx.queries.children(
         run_id, node_id, after=after, limit=limit, status=status
     )
-    return ChildPage(children=[_child(c) for c in children], next_after=next_after)
+    param = await _map_param(ctx, run_id, node_id)
+    return ChildPage(children=[_child(c, param) for c in children], next_after=next_after)
 
 
-def _child(node: NodeState) -> ChildSummary:
+async def _map_param(ctx: AppContext, run_id: str, node_id: str) -> str | None:
+    """The parameter a mapped node maps over (its children's item), from the run's spec."""
+    header = await ctx.queries.run_header(run_id)
+    if header is None:
+        return None
+    spec = await ctx.registry.get(header["workflow"], header["version"])
+    node = spec.nodes.get(node_id)
+    return node.spec.map.param if node is not None and node.spec.map is not None else None
+
+
+def _child(node: NodeState, param: str | None) -> ChildSummary:
+    item = node.input.get(param) if param and isinstance(node.input, dict) else None
     return ChildSummary.model_validate(
         {
             "key": node.key,
             "index": node.index,
+            "item": bounded(item, MAX_ITEM_BYTES),
             "status": node.status,
             "attempt": node.attempt,
             "attempt_history": [a.to_dict() for a in node.attempts],
@@ -177,7 +198,7 @@ async def cancel_run(
     if header["status"] in RUN_TERMINAL:
         raise HTTPException(409, f"run {run_id!r} already {header['status']}: nothing to cancel")
     reason = (request.reason if request else None) or "cancelled from the API"
-    await ctx.client.cancel(run_id, reason)
+    await _act(ctx.client.cancel(run_id, reason))
     return Accepted(run_id=run_id, action="cancel", url=f"/api/runs/{run_id}")
 
 
@@ -199,8 +220,18 @@ async def retry_run(
     if refusal is not None:
         raise HTTPException(409, f"run {run_id!r} cannot be retried: {refusal}")
     reason = (request.reason if request else None) or "retried from the API"
-    await ctx.client.retry(run_id, reason)
+    await _act(ctx.client.retry(run_id, reason))
     return Accepted(run_id=run_id, action="retry", url=f"/api/runs/{run_id}")
+
+
+async def _act(action: Awaitable[None]) -> None:
+    """The client checks the orchestrator's own state too: this API's projection may lag it."""
+    try:
+        await action
+    except UnknownRun as exc:
+        raise HTTPException(404, str(exc)) from None
+    except RunRefused as exc:
+        raise HTTPException(409, str(exc)) from None
 
 
 async def _existing(ctx: AppContext, run_id: str) -> dict[str, Any]:

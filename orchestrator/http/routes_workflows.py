@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
 
 from events.ids import is_token
 from orchestrator.core.compiler import CompiledSpec
+from orchestrator.core.trigger import API_SOURCE
 
 from .catalog import dag_of, notify_of, redacted_spec, schedules_of, versions_of
 from .context import AppContext, context
@@ -101,6 +102,7 @@ async def trigger_run(
     ctx: Ctx,
     name: WorkflowName,
     response: Response,
+    http: Request,
     request: Annotated[TriggerRequest | None, Body()] = None,
 ) -> Accepted:
     """Start a run. 202 only once JetStream acknowledged the request (nothing accepted is
@@ -115,6 +117,8 @@ async def trigger_run(
         version=request.version,
         run_id=request.run_id,
         priority=request.priority,
+        source=API_SOURCE,
+        actor=f"HTTP API, from {http.client.host}" if http.client else "HTTP API",
     )
     url = f"/api/runs/{run_id}"
     response.headers["Location"] = url

@@ -39,7 +39,7 @@ from events.models import (
     requested_run_id,
 )
 from events.topology import ORCHESTRATOR_INPUTS
-from events.tracing import is_traceparent, new_traceparent
+from events.tracing import is_traceparent, run_traceparent
 from orchestrator.core.commands import Command, Emit
 from orchestrator.core.flow import FLOW_EVENTS, entity_of
 from orchestrator.core.limits import FlowTransition
@@ -47,6 +47,7 @@ from orchestrator.core.machine import advance, start_run
 from orchestrator.core.outbox import Batch, stage_commands
 from orchestrator.core.state import RunState, Transition
 from orchestrator.core.statuses import RUN_TERMINAL
+from orchestrator.core.trigger import trigger_of
 from orchestrator.errors import EventRejected, SpecError, UnknownWorkflow
 from orchestrator.runtime.flows import FlowCache
 from orchestrator.runtime.metrics import EngineMetrics
@@ -299,9 +300,18 @@ class Applier:
             return _child_cannot_start(data.parent, run_id, exc)
         transition = start_run(spec, run_id, data, now)
         assert transition.run is not None
-        # The trace is envelope metadata, not workflow data: the shell carries it.
+        # The trace and the trigger are envelope metadata, not workflow data: the shell
+        # carries them.
         caller = event.extensions.get("traceparent")
-        transition.run.traceparent = caller if is_traceparent(caller) else new_traceparent()
+        caller = caller if is_traceparent(caller) else None
+        transition.run.traceparent = run_traceparent(run_id, caller)
+        transition.run.trigger = trigger_of(
+            source=event.source,
+            event_id=event.id,
+            subject=event.subject,
+            extensions=event.extensions,
+            request=data,
+        )
         self.cache.remember(transition.run)
         log.info("run started", run_id=run_id, workflow=spec.name, version=spec.version)
         return transition

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -43,6 +44,9 @@ from orchestrator.runtime.applier import Applied, Applier, Item
 from orchestrator.runtime.metrics import EngineMetrics
 from orchestrator.runtime.publisher import OutboxPublisher
 from orchestrator.runtime.store import Store
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.otel import RunTracing
 
 log = structlog.get_logger("conveyor.engine")
 _RETRY_PAUSE_S = 0.5
@@ -60,8 +64,11 @@ class Engine:
         batch_size: int = 256,
         cache_size: int = 10_000,
         projection: bool = False,
+        tracing: RunTracing | None = None,
     ) -> None:
         self.bus = bus
+        # OpenTelemetry spans of what each batch committed (None: off, the default).
+        self.tracing = tracing
         self.store = store
         self.topology = bus.topology
         self.partition = partition
@@ -201,6 +208,8 @@ class Engine:
                 item.delivery, Outcome.DONE if item.problem is None else Outcome.PARKED
             )
         self._observe(applied, time.perf_counter() - started)
+        if self.tracing is not None:
+            await self.tracing.record(applied.transitions, now, self.clock())
         self.applier.cache.forget_finished(applied.touched)
         if not self.projection:
             await self.outbox.publish_now(batch, now)

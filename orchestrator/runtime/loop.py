@@ -1,5 +1,6 @@
 """The event loop every Conveyor process runs on: uvloop where it is installed (a dependency on
-Linux and macOS), the standard asyncio loop otherwise or when `CONVEYOR_EVENT_LOOP=asyncio`.
+Linux and macOS), the standard asyncio loop otherwise or when `CONVEYOR_EVENT_LOOP=asyncio`
+(or `event_loop = "asyncio"` in conveyor.toml: events.config's one settings model).
 
 uvloop's transports and scheduling cost less per message than asyncio's (measured on the
 JetStream floor: +10-30% with the same client code, DESIGN §11), and nothing in Conveyor depends
@@ -10,16 +11,17 @@ processes on uvloop, so both stay covered.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from events.config import environment
 
 T = TypeVar("T")
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if os.environ.get("CONVEYOR_EVENT_LOOP", "").lower() == "asyncio":
+    if environment().get("CONVEYOR_EVENT_LOOP", "").lower() == "asyncio":
         return None
     try:
         import uvloop

@@ -23,7 +23,6 @@ from events.envelope import CloudEvent
 from events.errors import BusClosed, BusError
 from events.ids import derived_id
 from events.models import RUN_REQUESTED, RunRequested
-from events.tracing import new_traceparent
 from orchestrator.core.cron import iso, to_fire
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.runtime.registry import Registry
@@ -112,7 +111,8 @@ class Scheduler:
             request,
             id=f"{run_id}:requested",
             subject=iso(instant, schedule.timezone),
-            extensions={"runid": run_id, "traceparent": new_traceparent()},
+            # No traceparent: the run's span starts the trace (events.tracing.run_traceparent).
+            extensions={"runid": run_id},
         )
         await self.bus.publish(self.bus.topology.event_subject(RUN_REQUESTED, run_id), event)
         self.fired += 1

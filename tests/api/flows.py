@@ -11,8 +11,9 @@ from workers import NonRetryableError, task
 
 log = logging.getLogger("tests.flows")
 
-# A test that needs to see a run midway holds `fetch` with an event here and sets it to let the
-# node finish. The worker runs in-process on the test's event loop, so an asyncio.Event works.
+# A test that needs to see a run midway holds `fetch` (or `enrich`) with an event here and sets
+# it to let the node finish. The worker runs in-process on the test's event loop, so an
+# asyncio.Event works.
 GATES: dict[str, asyncio.Event] = {}
 
 
@@ -28,6 +29,9 @@ async def fetch(rows: int) -> list[int]:
 
 @task
 async def enrich(x: int, factor: int) -> int:
+    gate = GATES.get("enrich")
+    if gate is not None:
+        await gate.wait()
     return x * factor
 
 
@@ -102,8 +106,36 @@ def nightly(event: dict[str, object] | None = None, rows: int = 1) -> dict[str, 
     return {"nap": sleep(30), "rows": fetch(rows)}
 
 
-TASKS = [fetch, enrich, audit, summarise, publish, explode, wait_for, check]
-WORKFLOWS = [report, broken, slow, picky, nightly]
+CHAIN_LENGTH = 120
+
+
+@task
+def step(x: int) -> int:
+    return x + 1
+
+
+@workflow
+def long_chain(start: int = 0) -> int:
+    """120 tasks one after the other (for the graph's layout: wrapped, fitted, searchable)."""
+    value = start
+    for _ in range(CHAIN_LENGTH):
+        value = step(value)
+    return value
+
+
+@task
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@workflow
+def big_output(n: int = 20_000) -> list[int]:
+    """An output too large to show whole (for the run page's truncation and download)."""
+    return numbers(n)
+
+
+TASKS = [fetch, enrich, audit, summarise, publish, explode, wait_for, check, step, numbers]
+WORKFLOWS = [report, broken, slow, picky, nightly]  # long_chain, big_output: by their tests
 
 
 @workflow(concurrency=1)

@@ -53,6 +53,11 @@ async def test_openapi_documents_every_route(api: ApiEnv) -> None:
         ("get", "/api/runs/{run_id}/logs"),
         ("get", "/api/runs/{run_id}/logs/stream"),
         ("get", "/api/events"),
+        ("get", "/api/runs/{run_id}/events"),
+        ("get", "/api/runs/{run_id}/timeline"),
+        ("get", "/api/runs/{run_id}/values/{which}"),
+        ("get", "/api/queues"),
+        ("get", "/api/workers"),
     }
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
     for path, ops in schema["paths"].items():
@@ -439,6 +444,19 @@ async def test_retry_a_failed_run_and_conflicts(api: ApiEnv) -> None:
 
     run = await eventually(retried, message="the retried run to fail again on attempt 2")
     assert run["nodes"]["explode"]["attempt_history"][1]["attempt"] == 2
+    # What the retry budget counts, as `conveyor status` says it: one attempt since the retry.
+    assert (
+        run["nodes"]["explode"]["attempts"],
+        run["nodes"]["explode"]["attempts_since_retry"],
+    ) == (
+        2,
+        1,
+    )
+    node = (await api.http.get(f"/api/runs/{failed}/nodes/explode")).json()
+    assert (node["attempt"], node["attempts_since_retry"]) == (2, 1)
+    # Active time: the wait before the retry is not counted.
+    assert run["resumed_at"] is not None and run["created_at"] < run["resumed_at"]
+    assert 0 < run["duration_s"] < run["finished_at"] - run["created_at"]
 
     ok = await api.trigger("report", {"rows": 1})
     await api.wait(ok)

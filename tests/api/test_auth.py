@@ -16,6 +16,7 @@ SAMPLE_PARAMS = {
     "run_id": "some-run",
     "key": "fetch",
     "node_id": "enrich",
+    "which": "input",
 }
 BAD_CREDENTIALS: list[dict[str, str]] = [
     {},
@@ -38,7 +39,7 @@ async def _routes(env: ApiEnv) -> list[tuple[str, str]]:
 
 async def test_every_api_route_refuses_missing_or_bad_tokens(api: ApiEnv) -> None:
     routes = await _routes(api)
-    assert len(routes) == 14  # the schema lists every route (pinned in test_api)
+    assert len(routes) == 19  # the schema lists every route (pinned in test_api)
     for method, path in routes:
         for headers in BAD_CREDENTIALS:
             body: dict[str, Any] | None = {} if method == "POST" else None

@@ -7,6 +7,7 @@ sleeps. Screenshots land in tests/artifacts/.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 
@@ -181,10 +182,20 @@ async def test_failed_run_shows_its_error_and_retries(api: ApiEnv, page: Page) -
     await expect(panel.locator(".attempts tbody tr")).to_have_count(1)
     await shoot(page, "06-failed-run")
 
+    await expect(panel.locator(".node-attempts")).to_have_text("1 of max 3")
+
     await page.click("#retry-run")
     # The retried attempt fails again: the attempts table gains a row, live.
     await expect(panel.locator(".attempts tbody tr")).to_have_count(2, timeout=WAIT_MS)
     await expect(page.locator(".run-title .pill")).to_have_text("failed", timeout=WAIT_MS)
+    # The retry budget starts over (as `conveyor status` counts it), and the run's duration is
+    # its active time, the wait before the retry not counted.
+    await expect(panel.locator(".node-attempts")).to_have_text(
+        "1 of max 3 since the run's retry (2 in all)", timeout=WAIT_MS
+    )
+    await expect(page.locator("#run-duration")).to_have_attribute(
+        "title", re.compile("^Active time")
+    )
 
 
 async def test_workflow_page_shows_schedules_and_triggers(api: ApiEnv, page: Page) -> None:

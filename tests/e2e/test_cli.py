@@ -299,7 +299,9 @@ async def test_dev_run_json_with_input(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["output"] == "HELLO, ADA!"
+    final = json.loads(result.stdout)
+    assert final["output"] == "HELLO, ADA!"
+    assert final["trigger"]["kind"] == "cli"  # started from the command line, by its user
 
 
 async def test_flow_control_example_runs_within_its_limits(tmp_path: Path) -> None:

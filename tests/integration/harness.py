@@ -41,6 +41,7 @@ class Harness:
         self.workdir = workdir
         self.db = workdir / "conveyor.db"
         self.engine: Engine | None = None
+        self.workers: list[Worker] = []  # started in-process, in order
         self._served: list[tuple[roles.Process, Supervisor, asyncio.Task[int]]] = []
         self._by_component: dict[int, int] = {}
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -130,7 +131,13 @@ class Harness:
     ) -> Worker:
         async with self._process(metrics_port) as process:
             worker = await roles.worker(process, tasks, **options)
+        self._owns(worker)
+        self.workers.append(worker)
         return worker
+
+    async def stop_worker(self, worker: Worker) -> int:
+        """Stop a worker's process gracefully (SIGTERM's path: drain, last heartbeat)."""
+        return await self._stop(self._by_component[id(worker)])
 
     async def register(self, *workflows: Workflow) -> None:
         registry = Registry(self.client.bus)

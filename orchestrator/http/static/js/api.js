@@ -141,3 +141,18 @@ export function stream(path, handlers) {
     controller.abort();
   };
 }
+
+/** Save what `path` answers as a file (a link cannot send the token: fetch, then a blob). */
+export async function download(path, filename) {
+  const res = await fetch(path, { headers: headers() });
+  if (res.status === 401) emit("unauthorized");
+  if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+  const url = URL.createObjectURL(await res.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}

@@ -6,6 +6,7 @@ import { clear } from "./util.js";
 import { mountRuns } from "./runs.js";
 import { mountRun } from "./run.js";
 import { mountWorkflows, mountWorkflow } from "./workflows.js";
+import { mountWorkers } from "./workers.js";
 import { mountFlow } from "./flow.js";
 import { installTrigger, openTrigger } from "./trigger.js";
 
@@ -24,6 +25,7 @@ function route() {
   if (section === "runs" && parts[1]) { document.title = `Run ${parts[1]} · Conveyor`; unmount = mountRun(view, parts[1], params); }
   else if (section === "workflows" && parts[1]) { document.title = `${parts[1]} · Conveyor`; unmount = mountWorkflow(view, parts[1], params); }
   else if (section === "workflows") { document.title = "Workflows · Conveyor"; unmount = mountWorkflows(view, params); }
+  else if (section === "workers") { document.title = "Workers · Conveyor"; unmount = mountWorkers(view, params); }
   else if (section === "flow") { document.title = "Flow control · Conveyor"; unmount = mountFlow(view); }
   else { document.title = "Runs · Conveyor"; unmount = mountRuns(view, params); }
 }

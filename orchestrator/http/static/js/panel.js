@@ -2,11 +2,12 @@
 // with timings, error and traceback, input and output), logs streaming live, and for a mapped
 // node its children a page at a time.
 
-import { get, stream, enc, withParams } from "./api.js";
-import { el, clear, pill, fmtDuration, fmtTime, fmtClock, fmtInt, jsonView, throttle } from "./util.js";
+import { get, enc } from "./api.js";
+import { el, clear, pill, fmtDuration, fmtInt, jsonView, throttle, timeEl } from "./util.js";
+import { followLogs } from "./logs.js";
+import { tracebackView } from "./traceback.js";
+import { valueView } from "./values.js";
 import { waitingLine } from "./flow.js";
-
-const MAX_LOG_LINES = 5000;
 
 export class NodePanel {
   constructor(root, runId, { onClose, onSelect }) {
@@ -29,6 +30,9 @@ export class NodePanel {
     this.build();
     this.loadDetails();
   }
+
+  /** What the run's detail says of this node that its own read does not (no live worker). */
+  setNote(noWorker) { this.noWorker = noWorker || null; }
 
   /** The node's status as the run page shows it (events applied ahead of the committed state). */
   setStatus(status) {
@@ -97,56 +101,50 @@ export class NodePanel {
     const box = clear(this.detailsBox);
     const node = this.node;
     if (!node) { box.append(el("p.muted", { text: this.nodeError || "No state yet." })); return; }
+    if (node.children) { this.renderMapped(box, node); return; }
     const n = this.dagNode;
     const hist = node.attempt_history || [];
     const last = hist[hist.length - 1];
     box.append(el("dl.kv", {},
       el("dt", { text: "Status" }), el("dd", {}, pill(node.status)),
-      el("dt", { text: "Attempts" }), el("dd", { text: node.children ? "–" : `${hist.length} of max ${n.max_attempts}` }),
+      el("dt", { text: "Attempts" }), el("dd.node-attempts", { text: attemptsText(node, hist.length, n.max_attempts) }),
       n.timeout_s ? [el("dt", { text: "Timeout" }), el("dd", { text: fmtDuration(n.timeout_s) })] : null,
-      last ? [el("dt", { text: "Worker" }), el("dd.mono", { text: last.worker || "–" })] : null,
-      node.children ? [el("dt", { text: "Children" }), el("dd", { text: Object.entries(node.children).map(([k, v]) => `${fmtInt(v)} ${k}`).join(" · ") })] : null));
+      last ? [el("dt", { text: "Worker" }), el("dd.mono", { text: last.worker || "–" })] : null));
+    if (this.noWorker) box.append(el("div.form-error.section", {}, this.noWorker.message, " — see ", el("a", { href: "#/workers", text: "Workers" }), "."));
     if (node.waiting) box.append(waitingLine(node.waiting));
     if (node.error) box.append(el("div.section", {}, el("h3", { text: "Error" }), errorBox(node.error)));
     if (hist.length) box.append(el("div.section", {}, el("h3", { text: "Attempts" }), attemptsTable(hist)));
-    // A mapped node's input is its children's: each child shows its own.
-    if (!(node.children && node.input === null)) box.append(el("div.section", {}, el("h3", { text: "Input" }), jsonView(node.input)));
-    box.append(el("div.section", {}, el("h3", { text: "Output" }), jsonView(node.output)));
+    box.append(this.valueSection("Input", "input", node.input));
+    if (node.status === "succeeded" || node.output !== null) box.append(this.valueSection("Output", "output", node.output));
+    else box.append(el("div.section", {}, el("h3", { text: "Output" }), el("p.muted", { text: `None yet: the node is ${node.status}.` })));
+  }
+
+  /** A mapped node: its children say how it goes; its output is theirs, once all are done. */
+  renderMapped(box, node) {
+    const c = node.children;
+    const done = Object.entries(c).filter(([k]) => ["succeeded", "failed", "skipped", "cancelled"].includes(k)).reduce((s, [, v]) => s + v, 0);
+    box.append(el("dl.kv", {},
+      el("dt", { text: "Status" }), el("dd", {}, pill(node.status)),
+      el("dt", { text: "Children" }), el("dd", { text: Object.entries(c).map(([k, v]) => `${fmtInt(v)} ${k}`).join(" · ") }),
+      el("dt", { text: "Progress" }), el("dd", { text: `${fmtInt(done)} of ${fmtInt(c.total)} finished` }),
+      el("dt", { text: "Mapped over" }), el("dd", {}, el("code", { text: this.dagNode.map_param || "–" }))));
+    if (node.error) box.append(el("div.section", {}, el("h3", { text: "Error" }), errorBox(node.error)));
+    box.append(el("p.muted", {}, "Each child has its own attempts, input and output: ",
+      el("a", { href: "#", text: "see the children", onclick: (e) => { e.preventDefault(); this.showTab("children"); } }), "."));
+    if (node.status === "succeeded") box.append(this.valueSection("Output (the children's, in order)", "output", node.output));
+    else box.append(el("div.section", {}, el("h3", { text: "Output" }), el("p.muted", { text: "The list of the children's outputs, once every child succeeded." })));
+  }
+
+  valueSection(title, which, value) {
+    return el("div.section", {}, el("h3", { text: title }), valueView(value, { runId: this.runId, which, node: this.key }));
   }
 
   // ---- logs ------------------------------------------------------------------------------
-  async startLogs() {
+  startLogs() {
+    const box = el("div");
+    this.body.append(box);
     const key = this.key;
-    const logs = el("div.logs", { role: "log", "aria-label": `logs of ${key}` });
-    const empty = el("div.empty", { text: "No log lines yet — they stream here as the task writes them." });
-    logs.append(empty);
-    this.body.append(logs);
-    let count = 0;
-    const append = (lines) => {
-      const stick = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 8;
-      if (lines.length && empty.isConnected) empty.remove();
-      const frag = document.createDocumentFragment();
-      for (const line of lines) {
-        frag.append(el(`div.log-line`, { dataset: { seq: line.seq } },
-          el("span.log-time", { title: line.time, text: fmtClock(Date.parse(line.time) / 1000) }),
-          el(`span.log-level.l-${String(line.level).toLowerCase()}`, { text: line.level }),
-          el("span.log-node", { text: line.node_id !== key ? `${line.node_id}#${line.attempt}` : `#${line.attempt}` }),
-          el("span.log-msg", { text: line.message })));
-      }
-      logs.append(frag);
-      count += lines.length;
-      while (count > MAX_LOG_LINES && logs.firstChild) { logs.firstChild.remove(); count--; }
-      if (stick) logs.scrollTop = logs.scrollHeight;
-    };
-    let after = 0;
-    try {
-      const page = await get(`/api/runs/${enc(this.runId)}/logs`, { node: key, limit: 1000 });
-      if (key !== this.key || this.tab !== "logs") return;
-      append(page.lines);
-      after = page.next_after;
-    } catch { /* the tail below reads from the start */ }
-    if (key !== this.key || this.tab !== "logs") return;
-    this.closeLogs = stream(withParams(`/api/runs/${enc(this.runId)}/logs/stream`, { node: key, after }), { logs: append });
+    this.closeLogs = followLogs(box, this.runId, [key], (line) => (line.node_id !== key ? `${line.node_id}#${line.attempt}` : `#${line.attempt}`));
   }
 
   // ---- children --------------------------------------------------------------------------
@@ -162,8 +160,9 @@ export class NodePanel {
       for (const c of page.children) {
         const a = c.attempt_history[c.attempt_history.length - 1];
         const dur = a && a.finished_at ? fmtDuration(a.finished_at - (a.started_at || a.dispatched_at)) : "";
+        const item = itemText(c.item);
         list.append(el("div.child-row", { dataset: { key: c.key }, onclick: () => this.onSelect(c.key, "details") },
-          el("span.mono", { text: c.key }), el("span.muted", { text: dur }), pill(c.status)));
+          el("span.mono", { text: c.key }), el("span.child-item", { title: item, text: item }), el("span.muted", { text: dur }), pill(c.status)));
       }
       if (!list.firstChild) list.append(el("p.muted", { text: "No children match." }));
       after = page.next_after;
@@ -176,12 +175,19 @@ export class NodePanel {
   }
 }
 
+/** A child's item as one short line (the full value is in the child's own panel). */
+function itemText(item) {
+  if (item === undefined || item === null) return "";
+  const text = typeof item === "string" ? item : JSON.stringify(item);
+  return text.length > 80 ? `${text.slice(0, 79)}…` : text;
+}
+
 export function errorBox(error, { open = true } = {}) {
   // A cancellation is recorded as an error, but it is a decision, not a failure: no red.
   const cancelled = error.type === "Cancelled";
-  const box = el(`div.error-box${cancelled ? ".neutral" : ""}`, {}, el("div", {}, el("span.etype", { text: error.type }), ": ", el("span", { text: error.message })));
+  const box = el(`div.error-box${cancelled ? ".neutral" : ""}`, {}, el("div", {}, el("span.etype", { text: error.type }), ": ", el("span.emsg", { text: error.message })));
   if (error.retryable === false && !cancelled) box.append(el("div.muted", { text: "not retryable" }));
-  if (error.traceback) box.append(el("details", { open }, el("summary", { text: "Traceback" }), el("pre.trace", { text: error.traceback })));
+  if (error.traceback) box.append(el("details.trace-box", { open }, el("summary", { text: "Traceback" }), tracebackView(error.traceback)));
   return box;
 }
 
@@ -193,5 +199,11 @@ function attemptsTable(history) {
       el("td", {}, pill(a.status)),
       el("td", { title: "dispatch to start", text: a.started_at ? fmtDuration(a.started_at - a.dispatched_at) : "–" }),
       el("td", { text: a.finished_at ? fmtDuration(a.finished_at - (a.started_at || a.dispatched_at)) : a.started_at ? "running…" : "–" }),
-      el("td.muted", { text: fmtTime(a.started_at || a.dispatched_at) })))));
+      el("td.muted", {}, timeEl(a.started_at || a.dispatched_at, { clock: true }))))));
+}
+
+/** Attempts against the retry budget, which a manual retry of the run starts over. */
+function attemptsText(node, all, max) {
+  const since = node.attempts_since_retry ?? all;
+  return since === all ? `${all} of max ${max}` : `${since} of max ${max} since the run's retry (${all} in all)`;
 }

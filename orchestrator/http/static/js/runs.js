@@ -5,11 +5,12 @@
 // the loaded rows and counts, which brings the rows to their committed state.
 
 import { get, stream, withParams } from "./api.js";
-import { el, clear, pill, fmtAgo, fmtTime, fmtDuration, fmtInt, throttle, TERMINAL } from "./util.js";
+import { el, clear, pill, fmtDuration, fmtInt, throttle, timeEl, TERMINAL } from "./util.js";
 import { openTrigger } from "./trigger.js";
 
 const STATUSES = ["running", "pending", "succeeded", "failed", "cancelled"];
 const RANGES = { "": "Any time", 3600: "Last hour", 86400: "Last 24 hours", 604800: "Last 7 days" };
+const TRIGGERS = { cron: "schedule", event: "event", webhook: "webhook", parent: "sub-run", cli: "cli", api: "api", client: "client" };
 const RUN_END = { "run.succeeded": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled" };
 
 export function mountRuns(view, params) {
@@ -95,12 +96,13 @@ export function mountRuns(view, params) {
     for (const r of state.rows) {
       const end = r.finished_at || (TERMINAL.has(r.status) ? r.updated_at : null);
       const tr = el("tr.clickable", { dataset: { run: r.run_id, status: r.status }, onclick: () => { location.hash = `#/runs/${r.run_id}`; } },
-        el("td", {}, pill(r.status)),
-        el("td", {}, el("a.run-id", { href: `#/runs/${r.run_id}`, text: r.run_id })),
-        el("td", {}, el("span", { text: r.workflow }), r.version ? el("span.muted", { text: `  v${r.version}` }) : null),
-        el("td", { title: fmtTime(r.created_at), text: fmtAgo(r.created_at, now) }),
-        el("td", { dataset: { live: end ? "" : "1" }, text: fmtDuration((end || now) - r.created_at) }),
-        el("td", {}, r.error ? el(`div.err-line${r.error.type === "Cancelled" ? ".neutral" : ""}`, { title: r.error.message, text: `${r.error.type}: ${r.error.message}` }) : null));
+        el("td.c-status", {}, pill(r.status)),
+        el("td.c-run", {}, el("a.run-id", { href: `#/runs/${r.run_id}`, text: r.run_id }),
+          r.trigger ? el(`span.tag.kind-${r.trigger.kind}`, { title: r.trigger.by, text: TRIGGERS[r.trigger.kind] || r.trigger.kind }) : null),
+        el("td.c-workflow", {}, el("span", { text: r.workflow }), r.version ? el("span.muted", { text: `  v${r.version}` }) : null),
+        el("td.c-started", {}, timeEl(r.created_at)),
+        el("td.c-duration", { dataset: { live: end ? "" : "1" }, text: fmtDuration((end || now) - r.created_at) }),
+        el("td.c-error", {}, r.error ? el(`div.err-line${r.error.type === "Cancelled" ? ".neutral" : ""}`, { title: r.error.message, text: `${r.error.type}: ${r.error.message}` }) : null));
       if (state.fresh.has(r.run_id)) tr.classList.add("flash");
       tbody.append(tr);
     }

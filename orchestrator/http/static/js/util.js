@@ -30,6 +30,8 @@ function applyAttrs(node, attrs) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith("on") && typeof v === "function") node.addEventListener(k.slice(2), v);
     else if (k === "dataset") Object.assign(node.dataset, v);
+    // Through the CSSOM: the pages' CSP forbids style attributes.
+    else if (k === "css") Object.assign(node.style, v);
     else if (k === "text") node.textContent = v;
     else if (k in node && typeof v !== "string") node[k] = v;
     else node.setAttribute(k, v === true ? "" : String(v));
@@ -83,13 +85,40 @@ export function fmtIn(ts, now = Date.now() / 1000) {
   return `in ${Math.round(d / 86400)}d`;
 }
 
+// One time format everywhere: ISO-like, 24-hour, with the zone it is in (the browser's, or a
+// schedule's own), and the time relative to now on hover.
+const formatters = new Map();
+function formatter(timeZone) {
+  const key = timeZone || "";
+  if (!formatters.has(key)) {
+    formatters.set(key, new Intl.DateTimeFormat("en-US", {
+      year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      second: "2-digit", hourCycle: "h23", timeZone, timeZoneName: "short",
+    }));
+  }
+  return formatters.get(key);
+}
+
+/** `2026-03-01 14:03:07 GMT+1`: the instant `ts` (unix seconds) in `timeZone` (default: local). */
 export function fmtTime(ts, timeZone = undefined) {
   if (!ts) return "–";
-  return new Date(ts * 1000).toLocaleString(undefined, {
-    year: "numeric", month: "short", day: "numeric",
-    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone,
-    timeZoneName: timeZone ? "short" : undefined,
-  });
+  const p = Object.fromEntries(formatter(timeZone).formatToParts(new Date(ts * 1000)).map((x) => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.timeZoneName}`;
+}
+
+/** "5m ago" or "in 2h": `ts` relative to now. */
+export function fmtRelative(ts, now = Date.now() / 1000) {
+  return ts > now + 1 ? fmtIn(ts, now) : fmtAgo(ts, now);
+}
+
+/** A <time> showing `ts` in the one format; hovering it tells how long ago (or until). */
+export function timeEl(ts, { timeZone, clock = false } = {}) {
+  if (!ts) return el("span.muted", { text: "–" });
+  const node = el("time", { datetime: new Date(ts * 1000).toISOString(), text: clock ? fmtClock(ts) : fmtTime(ts, timeZone) });
+  const title = () => `${fmtRelative(ts)} · ${fmtTime(ts, timeZone)}`;
+  node.title = title();
+  node.addEventListener("mouseenter", () => { node.title = title(); });
+  return node;
 }
 
 export function fmtClock(ts) {

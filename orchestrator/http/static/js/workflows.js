@@ -2,7 +2,7 @@
 // schema, recent runs, the spec) with a Trigger button.
 
 import { get, enc } from "./api.js";
-import { el, pill, fmtAgo, fmtIn, fmtInt, fmtTime, jsonView } from "./util.js";
+import { el, pill, fmtAgo, fmtIn, fmtInt, fmtTime, jsonView, timeEl } from "./util.js";
 import { DagView } from "./dag.js";
 import { openTrigger } from "./trigger.js";
 
@@ -37,7 +37,7 @@ function card(wf) {
         wf.paused ? "schedule paused" : `next run ${fmtIn(wf.next_run_at)}`) : null,
       wf.triggers ? el("span.tag", { text: `${wf.triggers} event trigger${wf.triggers === 1 ? "" : "s"}` }) : null) : null,
     el("div.foot", {}, total ? bar : el("span.muted", { text: "never run" }),
-      wf.last_run ? el("span.muted", { title: "last run", text: fmtAgo(wf.last_run.created_at) }) : null,
+      wf.last_run ? el("span.muted", { title: `last run ${fmtTime(wf.last_run.created_at)}`, text: `last run ${fmtAgo(wf.last_run.created_at)}` }) : null,
       el("span.spacer"),
       el("button.btn.btn-small.btn-primary", { type: "button", text: "Trigger", onclick: (e) => { e.stopPropagation(); openTrigger({ workflow: wf.name }); } })));
 }
@@ -112,7 +112,7 @@ function triggersCard(wf) {
 async function recentRuns(name) {
   const page = await get("/api/runs", { workflow: name, limit: 8 });
   const body = page.runs.length ? el("table.table", {}, el("tbody", {}, page.runs.map((r) => el("tr.clickable", { onclick: () => { location.hash = `#/runs/${r.run_id}`; } },
-    el("td", {}, pill(r.status)), el("td", {}, el("a.run-id", { href: `#/runs/${r.run_id}`, text: r.run_id.slice(0, 16) })), el("td.muted", { text: fmtAgo(r.created_at) })))))
+    el("td", {}, pill(r.status)), el("td", {}, el("a.run-id", { href: `#/runs/${r.run_id}`, text: r.run_id.slice(0, 16) })), el("td.muted", {}, timeEl(r.created_at))))))
     : el("div.card-body.muted", { text: "No runs yet." });
   return el("div.card.section", {}, el("div.card-head", {}, el("h2", { text: "Recent runs" })), body);
 }
