@@ -95,6 +95,20 @@ class Storage(Consumers):
             return None
         return KvEntry(key, entry.value, entry.revision or 0)
 
+    async def kv_get_from_leader(self, bucket: str, key: str) -> KvEntry | None:
+        """`kv_get` answered by the bucket's stream leader. A plain get may be answered by any
+        replica (direct get), and a follower that lags can miss a key just written: ask this
+        when a miss must be sure (a workflow registered a moment ago through another node)."""
+        try:
+            msg = await self.js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.errors.Error as exc:
+            raise BusUnavailable(f"cannot read {bucket}/{key} from its leader: {exc}") from exc
+        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        return KvEntry(key, msg.data or b"", msg.seq or 0)
+
     async def kv_put(self, bucket: str, key: str, value: bytes) -> int:
         kv = await self._kv(bucket)
         try:

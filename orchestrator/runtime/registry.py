@@ -131,7 +131,12 @@ class Registry:
         return await asyncio.shield(pending)
 
     async def _read_latest(self, name: str) -> int | None:
-        latest = await self.bus.kv_get(self.bucket, f"wf.{name}.latest")
+        key = f"wf.{name}.latest"
+        # A miss is asked again of the leader: a lagging replica must not make a workflow
+        # registered a moment ago (through another node) "unknown".
+        latest = await self.bus.kv_get(self.bucket, key) or await self.bus.kv_get_from_leader(
+            self.bucket, key
+        )
         version = int(json.loads(latest.value)["version"]) if latest else None
         if version is not None:  # an unknown name is asked again next time: it may appear
             self._latest[name] = (time.monotonic(), version)
@@ -146,7 +151,10 @@ class Registry:
         cached = self._compiled.get((name, version))
         if cached is not None:
             return cached
-        entry = await self.bus.kv_get(self.bucket, f"wf.{name}.v{version}")
+        key = f"wf.{name}.v{version}"
+        entry = await self.bus.kv_get(self.bucket, key) or await self.bus.kv_get_from_leader(
+            self.bucket, key
+        )
         if entry is None:
             raise UnknownWorkflow(name, version)
         compiled = compile_spec(json.loads(entry.value))

@@ -19,6 +19,11 @@ import httpx
 import hypothesis
 import pytest_asyncio
 import schemathesis
+
+# Loaded here, in the main thread at collection, not lazily by `openapi.from_dict` in the
+# fuzzing thread: CPython 3.11.7 raised `SystemError: AST constructor recursion depth
+# mismatch` while pytest rewrote it there after a caught RecursionError (deep JSON).
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, Phase
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
