@@ -276,7 +276,7 @@ async def test_lookups_of_what_does_not_exist_exit_2_naming_what_does(harness: H
 
     status = await conveyor(harness, "runs", "--status", "bogus")
     assert status.returncode == 2
-    assert "invalid choice: 'bogus' (choose from 'running', 'succeeded'" in status.stderr
+    assert "invalid choice: 'bogus' (choose from 'queued', 'running', 'succeeded'" in status.stderr
 
     workflow = await conveyor(harness, "runs", "--workflow", "nosuch")
     assert workflow.returncode == 2
