@@ -86,6 +86,6 @@ async def test_a_hand_over_after_its_lease_was_taken_loses_the_partition(
     with capture_logs() as logs:
         assert not await owned.complete_hand_over(2.0)
 
-    assert owned.lost is not None and owned.lost.startswith("its lease was taken"), owned.lost
+    assert owned.lost is not None and owned.lost.startswith("its lease was claimed"), owned.lost
     assert "stopped owning the partition" in [entry["event"] for entry in logs]
     assert await _lease_is_r2s(bus)
