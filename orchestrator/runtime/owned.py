@@ -312,6 +312,8 @@ class OwnedPartition:
         self.ctx.sink.snapshot_taken(timing.seconds, timing.size)
         self.handle.desired = LeaseRecord(None, self.epoch, ref)
         if not await self.handle.write(timeout):
+            # Claimed meanwhile: by another replica, or by this one as a later epoch.
+            self.lose("its lease was claimed again while it was handed over")
             return False
         self._log().info("partition handed over", snapshot_seq=ref.seq, snapshot_bytes=ref.size)
         await self.snapshots.prune({ref.name})

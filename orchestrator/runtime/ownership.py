@@ -335,16 +335,25 @@ class Ownership:
 
     async def _give_back(self, owned: OwnedPartition, exc: BaseException) -> None:
         """A takeover that failed (NATS away, a damaged snapshot): the lease is written free
-        again, as it was, so that any replica may try — this one too, next round."""
+        again, as it was, so that any replica may try — this one too, next round. When the
+        write finds someone else's record, the lease was lost meanwhile (this replica was
+        stopped or starved while it took over, its lease expired): the partition is lost, and
+        said so, not given back."""
+        error = f"{type(exc).__name__}: {exc}"
+        current = owned.handle.desired
+        owned.handle.desired = type(current)(None, current.epoch, current.snapshot)
+        try:
+            given_back = await owned.handle.write(self.settings.op_timeout_s)
+        except BusError:
+            given_back = True  # unknown: the lease stays this epoch's until it expires
+        if not given_back:
+            owned.lose(f"its lease was taken by another replica while it took over ({error})")
+            return
         log.warning(
             "could not take the partition over; giving it back",
             partition=owned.partition,
-            error=f"{type(exc).__name__}: {exc}",
+            error=error,
         )
-        current = owned.handle.desired
-        owned.handle.desired = type(current)(None, current.epoch, current.snapshot)
-        with contextlib.suppress(BusError):
-            await owned.handle.write(self.settings.op_timeout_s)
         owned.lost = owned.lost or "the takeover failed"
 
     async def _complete_hand_over(self, owned: OwnedPartition) -> bool:
