@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +15,7 @@ from events.bus import Bus
 from events.cluster import LocalCluster
 from events.testing import unique_namespace
 from events.topology import Topology
+from tests.processes import process_logs, stop_processes
 
 FLOWS = str(Path(__file__).with_name("flows.py"))
 
@@ -72,20 +71,10 @@ class Deployment:
         return await Bus.connect(self.cluster.url, self.topology, name="cluster-test")
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n{p.read_text(errors='replace')[-4000:]}"
-            for p in sorted(self.workdir.glob("proc-*.log"))
-        )
+        return process_logs(self.workdir, 4000)
 
     async def close(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        await stop_processes(self.processes, 30)
 
 
 @pytest_asyncio.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable
@@ -26,6 +25,7 @@ from orchestrator.runtime.store import Store
 from orchestrator.runtime.supervisor import Supervisor
 from orchestrator.triggers.router import Router
 from orchestrator.triggers.scheduler import Scheduler
+from tests.processes import process_logs, stop_processes
 from workers import Task, Worker
 
 FLOWS = str(Path(__file__).with_name("flows.py"))
@@ -190,20 +190,10 @@ class Harness:
         return self.spawn("orchestrator", "--db", str(self.db))
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(self.workdir.glob("proc-*.log"))
-        )
+        return process_logs(self.workdir, 3000)
 
     async def close(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                await asyncio.to_thread(proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        await stop_processes(self.processes, 15)
         for index in reversed(range(len(self._served))):
             with contextlib.suppress(Exception):  # a process that failed still closes
                 await self._stop(index)

@@ -279,16 +279,8 @@ def test_crc32_partitioning_matches_python(node: str) -> None:
         'import { crc32, partitionOf } from "./worker.mjs";'
         f"for (const id of {json.dumps(run_ids)}) console.log(crc32(id), partitionOf(id, 7));"
     )
-    done = subprocess.run(
-        [node, "--input-type=module", "-e", script],
-        cwd=NODE_WORKER,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
     expected = [f"{zlib.crc32(r.encode())} {zlib.crc32(r.encode()) % 7}" for r in run_ids]
-    assert done.stdout.split("\n")[:-1] == expected
+    assert _node_lines(node, script) == expected
 
 
 def test_the_event_key_matches_python(node: str) -> None:
@@ -298,6 +290,11 @@ def test_the_event_key_matches_python(node: str) -> None:
         'import { eventKey } from "./worker.mjs";'
         f"for (const [s, i] of {json.dumps(pairs)}) console.log(eventKey(s, i));"
     )
+    assert _node_lines(node, script) == [event_key(s, i) for s, i in pairs]
+
+
+def _node_lines(node: str, script: str) -> list[str]:
+    """The lines a module script prints, run by node beside the example worker."""
     done = subprocess.run(
         [node, "--input-type=module", "-e", script],
         cwd=NODE_WORKER,
@@ -306,7 +303,7 @@ def test_the_event_key_matches_python(node: str) -> None:
         timeout=30,
         check=True,
     )
-    assert done.stdout.split("\n")[:-1] == [event_key(s, i) for s, i in pairs]
+    return done.stdout.split("\n")[:-1]
 
 
 # ---- heartbeats and the crash rule, in Node --------------------------------------------------
