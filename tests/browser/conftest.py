@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.api.support import api, harness  # noqa: F401  (pytest fixtures)
 from tests.browser.support import ARGS, CHROMIUM
+
+# Playwright's default of 5 s per assertion is tight for a page's first render when the suite
+# runs four processes on two cores (seen in CI: an empty page at 5 s). An assertion that never
+# holds still fails, 15 s later, with the page's state in the message.
+expect.set_options(timeout=15_000)
 
 
 @pytest_asyncio.fixture(scope="session")
