@@ -113,6 +113,15 @@ class Registry:
             raise UnknownWorkflow(name, known=await self.names())
         await self.bus.kv_put(self.bucket, f"paused.{name}", b"1" if paused else b"0")
 
+    async def revision(self) -> int:
+        """The registry bucket's last sequence: it moves with every registration (and pause),
+        so an unchanged revision means nothing registered since it was read."""
+        return await self.bus.last_sequence(f"KV_{self.bucket}")
+
+    def forget_latest(self) -> None:
+        """Drop the cached latest versions: the next reads go to the bucket."""
+        self._latest.clear()
+
     async def latest_version(self, name: str) -> int | None:
         """The latest version of `name` (None: not registered). Read at most every
         `latest_ttl_s` per name, and once for any number of concurrent callers: a burst of

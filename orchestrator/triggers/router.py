@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -78,20 +76,25 @@ def event_as_json(event: CloudEvent) -> dict[str, Any]:
 
 
 class TriggerIndex:
-    """The registered workflows that have `on` triggers, refreshed at most once a second."""
+    """The registered workflows that have `on` triggers, as of the registry's last change.
 
-    def __init__(self, registry: Registry, clock: Callable[[], float] = time.monotonic) -> None:
+    `refresh()` asks the registry bucket's last sequence (one request) and reads the specs
+    again only when it moved. Callers refresh after they received events and before they match
+    them, so an event published after a registration completed is matched against it: no event
+    slips past a workflow registered a moment before (as a time-based cache would let it)."""
+
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.clock = clock
         self._specs: list[WorkflowSpec] = []
-        self._at = -1e9
+        self._revision: int | None = None
 
-    async def specs(self) -> list[WorkflowSpec]:
-        now = self.clock()
-        if now - self._at > _TRIGGERS_TTL_S:
-            self._specs = [s for s in await self.registry.specs() if s.on]
-            self._at = now
-        return self._specs
+    async def refresh(self) -> None:
+        revision = await self.registry.revision()  # first: a change during the read is seen next
+        if revision == self._revision:
+            return
+        self.registry.forget_latest()
+        self._specs = [s for s in await self.registry.specs() if s.on]
+        self._revision = revision
 
     def collecting(self, spec: WorkflowSpec) -> Collecting | None:
         """How `spec`'s triggers are debounced or batched (None: one run per event)."""
@@ -99,11 +102,12 @@ class TriggerIndex:
             return None
         return run_flow(spec)[0].collecting  # registered specs are valid: no problems here
 
-    async def runs_for(self, event: CloudEvent) -> list[tuple[WorkflowSpec, str]]:
-        """Each workflow `event` starts, with the run id it starts (derived: at most once)."""
+    def runs_for(self, event: CloudEvent) -> list[tuple[WorkflowSpec, str]]:
+        """Each workflow `event` starts, with the run id it starts (derived: at most once), as
+        of the last `refresh()`."""
         return [
             (spec, trigger_run_id(spec.name, event))
-            for spec in await self.specs()
+            for spec in self._specs
             if any(matches(f, event) for f in spec.on)
         ]
 
@@ -119,14 +123,13 @@ class Router:
         store: Store,
         *,
         partition: int = 0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
         self.store = store
         self.topology = bus.topology
         self.partition = partition
         self.registry = Registry(bus)
-        self.triggers = TriggerIndex(self.registry, clock)
+        self.triggers = TriggerIndex(self.registry)
         self.triggered = 0
         self.woken = 0
         self.name = f"router-p{partition}"
@@ -162,6 +165,8 @@ class Router:
             deliveries = await fetcher.fetch(64, timeout=1.0)
             if not deliveries:
                 continue
+            if self.partition == 0 and not await self._refresh_triggers(deliveries):
+                continue
             # The consumer's ack wait is short (a killed router's fetch comes back at once):
             # a batch that outlasts it is kept with in_progress() until each is settled.
             keepalive = asyncio.create_task(keep_alive(deliveries, ORCHESTRATOR_ACK_WAIT_S / 4))
@@ -169,6 +174,20 @@ class Router:
                 await self._handle_all(deliveries)
             finally:
                 keepalive.cancel()
+
+    async def _refresh_triggers(self, deliveries: list[Delivery]) -> bool:
+        """The trigger index as of now, after `deliveries` were received; False (each handed
+        back to come again) when the registry cannot be read."""
+        try:
+            await self.triggers.refresh()
+        except BusClosed:
+            raise
+        except BusError as exc:
+            log.warning("router cannot read the registry; retrying its events", error=str(exc))
+            for delivery in deliveries:
+                await settle_quietly(delivery, Outcome.TRANSIENT)
+            return False
+        return True
 
     async def _handle_all(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -212,7 +231,7 @@ class Router:
     async def _trigger(self, event: CloudEvent) -> None:
         if self.partition != 0:
             return
-        for spec, run_id in await self.triggers.runs_for(event):
+        for spec, run_id in self.triggers.runs_for(event):
             collecting = self.triggers.collecting(spec)
             if collecting is not None:
                 await self._collect(spec.name, collecting, event)

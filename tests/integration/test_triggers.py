@@ -239,6 +239,23 @@ async def test_a_published_event_starts_every_matching_workflow_once(harness: Ha
     assert len(await harness.client.runs(workflow="on_order")) == 1
 
 
+async def test_an_event_published_right_after_a_registration_starts_its_run(
+    harness: Harness,
+) -> None:
+    """The router matches each event against the registry as it was when the event arrived:
+    a workflow registered a moment before is never missed (a cache of the triggers, fresh from
+    the event just handled, must not hide it)."""
+    await start(harness, flows.on_sensor)
+    reading = CloudEvent.create("com.home.temperature", "sensors/hall", {"c": 19}, subject="hall")
+    await publish(harness, reading)
+    await runs_of(harness, "on_sensor", 1)  # the router has read the registry just now
+    await harness.register(flows.on_order)
+    order = CloudEvent.create("com.shop.order.created", "shop/orders", {"order": 18}, id="e-18")
+    await publish(harness, order)
+    [run] = await runs_of(harness, "on_order", 1)
+    assert run["status"] == "succeeded"
+
+
 async def test_a_runs_success_triggers_a_workflow_chained_on_it(harness: Harness) -> None:
     await start(harness, flows.child_double, flows.after_child_double)
     await harness.run(flows.child_double, {"x": 21})

@@ -122,9 +122,10 @@ async def _publish(
             duplicate = await bus.publish_raw(subject, headers, body)
             published.append(EventAccepted(id=event.id, source=event.source, duplicate=duplicate))
             if not duplicate:  # a duplicate started nothing: no run is listed for it
+                await triggers.refresh()  # the registry as the router will see it, or newer
                 runs += [
                     RunStarted(workflow=spec.name, run_id=run_id)
-                    for spec, run_id in await triggers.runs_for(event)
+                    for spec, run_id in triggers.runs_for(event)
                 ]
     except BusError as exc:
         # Events published before the failure stay published (they were acked): retrying the
