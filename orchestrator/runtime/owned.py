@@ -208,7 +208,8 @@ class OwnedPartition:
         self.running = True
         if self.lost is not None or self.handing_over:
             self.supervisor.stop()  # what came while it started: it stops as soon as it runs
-        await asyncio.gather(*(_delete(bus, stream, name) for stream, name in predecessors))
+        if self.lost is None:  # (a takeover that lost its lease meanwhile deletes nothing)
+            await asyncio.gather(*(_delete(bus, stream, name) for stream, name in predecessors))
         steps.done("fenced-out")
         if snapshot is not None:
             self.ctx.sink.restored(restored.seconds, restored.size)
@@ -254,11 +255,14 @@ class OwnedPartition:
         for stream, bases in families.items():
             every = await bus.consumer_floors(stream, "")  # one listing per stream
             for base in bases:
-                floors = {n: f for n, f in every.items() if epoch_of(n, base) is not None}
                 mine = f"{base}-e{self.epoch}"
-                if mine in floors:  # left by an earlier life of the bucket: not ours to resume
+                if mine in every:  # left by an earlier life of the bucket: not ours to resume
                     await bus.delete_consumer(stream, mine)
-                    del floors[mine]
+                # Only earlier epochs are predecessors. A later epoch's consumer means this
+                # takeover is already stale (another replica claimed the partition while it
+                # ran, e.g. starved for seconds): deleting it would leave the rightful owner
+                # with no consumer to fetch from, and the partition stuck.
+                floors = {n: f for n, f in every.items() if _earlier(n, base, self.epoch)}
                 predecessors += [(stream, name) for name in floors]
                 if base == topo.orchestrator_consumer(p):
                     if snapshot is not None:  # else: no state yet, replay from the start
@@ -358,6 +362,12 @@ class _Steps:
     @property
     def total(self) -> float:
         return self._last - self._first
+
+
+def _earlier(consumer: str, base: str, epoch: int) -> bool:
+    """Whether `consumer` is of the family `base` and made under an epoch before `epoch`."""
+    made_under = epoch_of(consumer, base)
+    return made_under is not None and made_under < epoch
 
 
 async def _delete(bus: Bus, stream: str, name: str) -> None:
