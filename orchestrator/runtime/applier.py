@@ -141,6 +141,13 @@ class Applier:
         self.registry = Registry(bus)
         self.metrics = metrics
         self.projection = projection
+        # The shortcut of `_delivered_here` makes what is decided depend on where batches
+        # happen to end (a local event is applied after the rest of its batch, a delivered one
+        # in stream order). A static owner's decisions are committed before they act, so that
+        # is harmless; a lease-mode successor re-decides from a snapshot and the stream, with
+        # other batch ends, while what a deposed owner decided may already have run (a task it
+        # dispatched). So under a tenure every event is applied in stream order, as delivered.
+        self.shortcut = not projection and bus.tenure is None
         self.cache = RunCache(store, cache_size)
         self.flows = FlowCache(store, cache_size)
         # Every run and flow entity the current `apply` has begun to change (events delivered
@@ -211,7 +218,7 @@ class Applier:
         other reader see them, in causal order — and their ids are committed as processed with
         this batch, so their delivery from the stream later is a duplicate that changes nothing.
         It is a shortcut of the transport, not a rule: any order the bus could deliver in."""
-        if self.projection:
+        if not self.shortcut:
             return []
         local = []
         for command in commands:

@@ -164,6 +164,7 @@ class Harness:
         return {
             **os.environ,
             "CONVEYOR_NAMESPACE": self.topology.namespace,
+            "CONVEYOR_PARTITIONS": str(self.topology.partitions),
             "CONVEYOR_TASK_ACK_WAIT": str(self.topology.task_ack_wait_s),
             "CONVEYOR_TASK_MAX_DELIVERIES": str(self.topology.task_max_deliveries),
             "CONVEYOR_WORKER_HEARTBEAT": str(self.topology.worker_heartbeat_s),
