@@ -2,7 +2,7 @@
 partitions (the runs of one key live on all three, the key's limiter on one of them), and the
 replica that holds the limiter's partition is killed -9 mid-burst. The successor restores the
 partition from its snapshot and the event stream's tail: the limit still holds, every run
-finishes, each task ran once.
+finishes, each task ran once. The same for a rate-limited task: every run finishes.
 
 Under load (1 s leases, starved replicas) partitions change hands several times during the
 burst. Before the fixes this test came with, it failed 4 times in 7: a stale takeover deleted
@@ -88,5 +88,34 @@ async def test_a_limit_holds_across_lease_replicas_and_a_kill_9_of_the_limiters_
         check_concurrency(harness, RUNS)
         survivor = ({"r1", "r2"} - {victim}).pop()
         assert set((await owners(harness)).values()) == {survivor}
+    finally:
+        await harness.close()
+
+
+async def test_a_rate_limit_through_a_kill_9_of_the_limiters_owner(
+    nats_server: EmbeddedServer, topology: Topology, tmp_path: Path
+) -> None:
+    sharded = Topology(namespace=f"{topology.namespace}_rate", partitions=3)
+    harness = await Harness(nats_server, sharded, tmp_path).open()
+    try:
+        await harness.register(flows.rated)
+        procs = {name: replica(harness, name) for name in ("r1", "r2")}
+
+        async def shared() -> dict[int, str | None] | None:
+            table = await owners(harness)
+            return table if set(table.values()) == {"r1", "r2"} else None
+
+        table = await eventually(shared, timeout=60, message=f"two replicas\n{harness.logs()}")
+        await workers(harness, 2)
+        runs = [await harness.client.trigger("rated", {"n": n}) for n in range(80)]
+        await recorded(harness, "call", 20, timeout=60)
+        victim = table[sharded.partition(limiter_id("rate", "call_api", ""))]
+        assert victim is not None
+        procs[victim].send_signal(signal.SIGKILL)
+        procs[victim].wait(10)
+        assert len(flows.records(harness.workdir, "call")) < 80, "the burst ended too soon"
+        ended = await finished(harness, "rated", 80, timeout=120)
+        assert {r["status"] for r in ended} == {"succeeded"}, harness.logs()
+        assert len(runs) == 80
     finally:
         await harness.close()
