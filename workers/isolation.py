@@ -206,15 +206,21 @@ class Solo:
 
     @contextlib.asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._alone and not self._waiting_alone)
+        # Without an attempt alone or waiting to be, no lock: nothing awaits between the check
+        # and the count (one event loop), and nobody waits to be told (every attempt pays this).
+        if self._alone or self._waiting_alone:
+            async with self._changed:
+                await self._changed.wait_for(lambda: not self._alone and not self._waiting_alone)
+                self._running += 1
+        else:
             self._running += 1
         try:
             yield
         finally:
-            async with self._changed:
-                self._running -= 1
-                self._changed.notify_all()
+            self._running -= 1
+            if self._waiting_alone:  # only an attempt waiting to run alone waits for this
+                async with self._changed:
+                    self._changed.notify_all()
 
     @contextlib.asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
@@ -224,6 +230,7 @@ class Solo:
                 await self._changed.wait_for(lambda: not self._alone and not self._running)
             finally:
                 self._waiting_alone -= 1
+                self._changed.notify_all()  # shared attempts held back by this one may go
             self._alone = True
         try:
             yield

@@ -143,3 +143,33 @@ async def test_alone_waits_for_the_shared_ones_and_holds_off_new_ones() -> None:
     release_first.set()
     await asyncio.gather(first, lonely, late)
     assert events == ["first in", "first out", "alone in", "alone out", "late in", "late out"]
+
+
+async def test_a_suspect_cancelled_while_waiting_to_run_alone_lets_the_held_ones_go() -> None:
+    solo = Solo()
+    entered: list[str] = []
+    release_first = asyncio.Event()
+
+    async def shared(name: str, gate: asyncio.Event | None = None) -> None:
+        async with solo.shared():
+            entered.append(name)
+            if gate is not None:
+                await gate.wait()
+
+    async def alone() -> None:
+        async with solo.alone():
+            entered.append("alone")
+
+    first = asyncio.create_task(shared("first", release_first))
+    await asyncio.sleep(0)
+    lonely = asyncio.create_task(alone())
+    await asyncio.sleep(0)
+    late = asyncio.create_task(shared("late"))
+    await asyncio.sleep(0.01)
+    assert entered == ["first"]  # the late one waits behind the suspect
+    lonely.cancel()  # handed back (shutdown) before it ever ran
+    await asyncio.wait_for(late, 5)  # not held back by a suspect that is gone
+    assert entered == ["first", "late"]
+    release_first.set()
+    await asyncio.wait_for(first, 5)
+    assert lonely.cancelled()
