@@ -203,9 +203,13 @@ class Solo:
         self._running = 0
         self._waiting_alone = 0
         self._alone = False
+        self._shared = _Shared(self)  # stateless: one for every attempt
 
-    @contextlib.asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
+    def shared(self) -> _Shared:
+        """`async with solo.shared():` around an ordinary attempt."""
+        return self._shared
+
+    async def _enter_shared(self) -> None:
         # Without an attempt alone or waiting to be, no lock: nothing awaits between the check
         # and the count (one event loop), and nobody waits to be told (every attempt pays this).
         if self._alone or self._waiting_alone:
@@ -214,13 +218,12 @@ class Solo:
                 self._running += 1
         else:
             self._running += 1
-        try:
-            yield
-        finally:
-            self._running -= 1
-            if self._waiting_alone:  # only an attempt waiting to run alone waits for this
-                async with self._changed:
-                    self._changed.notify_all()
+
+    async def _leave_shared(self) -> None:
+        self._running -= 1
+        if self._waiting_alone:  # only an attempt waiting to run alone waits for this
+            async with self._changed:
+                self._changed.notify_all()
 
     @contextlib.asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
@@ -238,3 +241,19 @@ class Solo:
             async with self._changed:
                 self._alone = False
                 self._changed.notify_all()
+
+
+class _Shared:
+    """`Solo.shared()`: a plain context manager, not a generator one (every attempt enters it;
+    `contextlib.asynccontextmanager` made a generator and a wrapper per attempt)."""
+
+    __slots__ = ("_solo",)
+
+    def __init__(self, solo: Solo) -> None:
+        self._solo = solo
+
+    async def __aenter__(self) -> None:
+        await self._solo._enter_shared()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._solo._leave_shared()
