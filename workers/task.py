@@ -182,9 +182,10 @@ def task(
 
     `inline=True` (plain functions only) runs the function on the worker's event loop instead
     of handing it to a thread: for short, CPU-light functions that never block (no I/O, no
-    sleep), it saves the hand-off (~10% of a no-op task's cost). While it runs, nothing else in
-    the worker does (no other task, no heartbeat), and its `timeout` cannot interrupt it: an
-    attempt that returns after its timeout fails with TimeoutError then."""
+    sleep), it saves the hand-off (about a quarter of a no-op task's worker CPU). While it
+    runs, nothing else in the worker does (no other task, no heartbeat), and its `timeout`
+    cannot interrupt it: an attempt that returns after its timeout fails with TimeoutError
+    then."""
 
     def decorate(f: Callable[P, R]) -> Task[P, R]:
         if not callable(f):
