@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -44,6 +45,9 @@ def partition_of(run_id: str, partitions: int) -> int:
     return zlib.crc32(run_id.encode()) % partitions
 
 
+# Memoised: the engine asks for the key of one event several times while applying it (dedupe,
+# staging, its outcome), and the hash was 2% of the orchestrator's time; pure, so safe to cache.
+@functools.lru_cache(maxsize=8192)
 def event_key(source: str, event_id: str) -> str:
     """The identity of the event (`source`, `id`) as one short ASCII string.
 

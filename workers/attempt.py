@@ -1,6 +1,7 @@
 """One attempt of one task: refused before it runs (delivered too often, a task this worker does
 not have, a claim-checked input that cannot be read), or run — input validated from the
-function's hints, the function called (async on the loop, sync on a thread) within its timeout —
+function's hints, the function called (async on the loop, sync on a thread unless it is
+`inline`) within its timeout —
 and its outcome as a JSON-ready output or a typed `ErrorInfo` (type, message, traceback,
 retryable), never a formatted string."""
 
@@ -10,6 +11,7 @@ import asyncio
 import contextvars
 import json
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -99,8 +101,9 @@ def died_alone(dispatched: TaskDispatched, deliveries: int, how: str) -> ErrorIn
 
 
 class Executor:
-    """Calls task functions: async ones on the loop, sync ones on a thread pool, and knows how
-    many threads are still busy (Python cannot interrupt one)."""
+    """Calls task functions: async ones on the loop, sync ones on a thread pool (or on the loop
+    when the task is `inline`), and knows how many threads are still busy (Python cannot
+    interrupt one)."""
 
     def __init__(self, concurrency: int) -> None:
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="conveyor")
@@ -117,6 +120,8 @@ class Executor:
     async def call(
         self, task: Task[Any, Any], kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
+        if task.inline:
+            return _call_inline(task, kwargs, timeout)
         if task.is_async:
             running = task.fn(**kwargs)
         else:
@@ -137,6 +142,17 @@ class Executor:
         finally:
             with self._lock:
                 self._busy -= 1
+
+
+def _call_inline(task: Task[Any, Any], kwargs: dict[str, Any], timeout: float | None) -> Any:
+    """On the loop, in the attempt's own context (so `current()` works). Nothing can interrupt
+    it, so its timeout is judged when it returns: the same TimeoutError as a threaded attempt's,
+    only later."""
+    began = time.monotonic()
+    output = task.fn(**kwargs)
+    if timeout is not None and time.monotonic() - began > timeout:
+        raise TimeoutError
+    return output
 
 
 async def perform(

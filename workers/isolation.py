@@ -203,17 +203,26 @@ class Solo:
         self._running = 0
         self._waiting_alone = 0
         self._alone = False
+        self._shared = _Shared(self)  # stateless: one for every attempt
 
-    @contextlib.asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._alone and not self._waiting_alone)
-            self._running += 1
-        try:
-            yield
-        finally:
+    def shared(self) -> _Shared:
+        """`async with solo.shared():` around an ordinary attempt."""
+        return self._shared
+
+    async def _enter_shared(self) -> None:
+        # Without an attempt alone or waiting to be, no lock: nothing awaits between the check
+        # and the count (one event loop), and nobody waits to be told (every attempt pays this).
+        if self._alone or self._waiting_alone:
             async with self._changed:
-                self._running -= 1
+                await self._changed.wait_for(lambda: not self._alone and not self._waiting_alone)
+                self._running += 1
+        else:
+            self._running += 1
+
+    async def _leave_shared(self) -> None:
+        self._running -= 1
+        if self._waiting_alone:  # only an attempt waiting to run alone waits for this
+            async with self._changed:
                 self._changed.notify_all()
 
     @contextlib.asynccontextmanager
@@ -224,6 +233,7 @@ class Solo:
                 await self._changed.wait_for(lambda: not self._alone and not self._running)
             finally:
                 self._waiting_alone -= 1
+                self._changed.notify_all()  # shared attempts held back by this one may go
             self._alone = True
         try:
             yield
@@ -231,3 +241,19 @@ class Solo:
             async with self._changed:
                 self._alone = False
                 self._changed.notify_all()
+
+
+class _Shared:
+    """`Solo.shared()`: a plain context manager, not a generator one (every attempt enters it;
+    `contextlib.asynccontextmanager` made a generator and a wrapper per attempt)."""
+
+    __slots__ = ("_solo",)
+
+    def __init__(self, solo: Solo) -> None:
+        self._solo = solo
+
+    async def __aenter__(self) -> None:
+        await self._solo._enter_shared()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._solo._leave_shared()

@@ -29,10 +29,9 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -49,12 +48,13 @@ from workers.forwarding import LegacyForwarder, park_and_settle
 from workers.isolation import Died, Solo, address_of, run_in_child
 from workers.logcapture import LogCapture
 from workers.metrics import task_seconds_histogram
-from workers.otel import traced
+from workers.otel import attempt_tracer, traced
 from workers.presence import Load, Presence
 from workers.reporting import START_DEFER_S, DeferredStart, Reporter
 from workers.task import Task
 
 log = structlog.get_logger("conveyor.worker")
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -142,6 +142,7 @@ class Worker:
         self._forwarders: list[LegacyForwarder] = []
         self._cancel_sub: Any = None
         self._progress: asyncio.Task[None] | None = None
+        self._tracer: Any = None  # the attempts' OpenTelemetry tracer, chosen by start()
 
     @property
     def in_flight(self) -> int:
@@ -167,6 +168,7 @@ class Worker:
     async def start(self) -> None:
         """Bind the tasks' consumers (and what is left of the old per-queue ones), listen for
         cancellations, announce the worker, start heartbeating."""
+        self._tracer = attempt_tracer()  # once: None (no span, no cost) without OpenTelemetry
         pending = max(1000, self.concurrency)
         for queue, task_name in self.serves:
             puller = await self.bus.task_puller(queue, task_name, max_ack_pending=pending)
@@ -373,20 +375,31 @@ class Worker:
             self._logs,
         )
         started = time.monotonic()
-        span = partial(traced, item.trace, dispatched, self.name)  # the attempt's OTel span
         if item.alone:
             bound.info("running alone: its previous delivery ended without a result")
-            result = await span(self._run_alone(task, dispatched, raw_input, context, start))
+            result = await self._spanned(
+                item, dispatched, self._run_alone(task, dispatched, raw_input, context, start)
+            )
         else:
             await start()
             async with self._solo.shared():
-                result = await span(perform(task, dispatched, raw_input, self._executor, context))
+                result = await self._spanned(
+                    item, dispatched, perform(task, dispatched, raw_input, self._executor, context)
+                )
         elapsed = round(time.monotonic() - started, 4)
         self.task_seconds.labels(task=task.name).observe(elapsed)
         ran_s = await start.finish()
         if isinstance(result, Died):
             return await self._died(dispatched, delivery.num_delivered, result, item, bound)
         return await self._report(dispatched, result, elapsed, ran_s, item, bound)
+
+    async def _spanned(
+        self, item: _InFlight, dispatched: TaskDispatched, attempt: Awaitable[R]
+    ) -> R:
+        """The attempt, inside its OpenTelemetry span when there is a tracer and a trace."""
+        if self._tracer is None or item.trace is None:
+            return await attempt
+        return await traced(self._tracer, item.trace, dispatched, self.name, attempt)
 
     async def _refuse(
         self, dispatched: TaskDispatched, error: ErrorInfo, item: _InFlight, bound: Any

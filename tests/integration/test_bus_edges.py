@@ -9,7 +9,7 @@ import pytest
 
 from events import Bus, CloudEvent
 from events.codec import decode
-from events.errors import BadSubject
+from events.errors import BadSubject, BusError
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,25 @@ async def test_unicode_attributes_travel_percent_encoded(bus: Bus) -> None:
     [stored] = await bus.stream_messages(bus.topology.ingest_stream)
     assert stored.headers["ce-subject"] == "Z%C3%BCrich%20%F0%9F%98%80%20100%25"
     assert decode(stored.headers, stored.data) == event
+
+
+async def test_a_pipelined_publish_waits_for_room_only_when_its_window_is_full(bus: Bus) -> None:
+    """Room among the unacked publishes is taken at once (no timer); with none, the publish
+    waits at most its timeout and says so, never forever."""
+    event = CloudEvent.create("t.window", "tests", {})
+    subject = bus.topology.ingest_subject(event.type)
+    acked = await bus.publish_pipelined(subject, event)
+    assert await acked() is False
+    window = bus.js._publish_async_pending_semaphore  # nats-py's window of unacked publishes
+    taken = 0
+    while not window.locked():
+        await window.acquire()
+        taken += 1
+    try:
+        other = CloudEvent.create("t.window", "tests", {"n": 2})
+        with pytest.raises(BusError):
+            await bus.publish_pipelined(subject, other, timeout=0.2)
+    finally:
+        for _ in range(taken):
+            window.release()
+    assert await (await bus.publish_pipelined(subject, other))() is False

@@ -7,6 +7,9 @@ checked id by id."""
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -126,6 +129,27 @@ def test_configured_by_the_standard_variables() -> None:
     on = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
     assert not configured({**on, "OTEL_SDK_DISABLED": "true"})
     assert not configured({**on, "OTEL_TRACES_EXPORTER": "none"})
+
+
+def test_a_worker_asks_once_whether_anyone_configured_opentelemetry() -> None:
+    """`attempt_tracer()` (called when a worker starts): None in a process where nobody set a
+    tracer provider, so the worker runs its attempts without a span and without asking again
+    per task; the application's own provider once it set one (an embedded worker)."""
+    script = textwrap.dedent(
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from workers.otel import attempt_tracer
+        assert attempt_tracer() is None, "no provider: no tracer"
+        trace.set_tracer_provider(TracerProvider())
+        assert attempt_tracer() is not None, "the application's provider"
+        print("checked")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "checked"), done.stderr
 
 
 async def test_one_runs_span_tree_reaches_an_otlp_receiver(

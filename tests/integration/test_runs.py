@@ -47,6 +47,16 @@ async def test_linear_chain_passes_each_output_to_the_next(harness: Harness) -> 
     assert all(n["status"] == "succeeded" and n["attempts"] == 1 for n in final["nodes"].values())
 
 
+async def test_a_chain_of_inline_tasks_runs_like_a_threaded_one(harness: Harness) -> None:
+    await harness.start_orchestrator()
+    await harness.start_worker([flows.inc.with_options(inline=True)])
+    await harness.register(flows.chain)
+    final = await harness.run(flows.chain, {"start": 3})
+    assert final["status"] == "succeeded", final
+    assert final["output"] == 3 + flows.CHAIN_LENGTH
+    assert all(n["status"] == "succeeded" and n["attempts"] == 1 for n in final["nodes"].values())
+
+
 async def test_fan_out_of_a_thousand_with_fan_in(harness: Harness) -> None:
     await start(harness, flows.fan_out, concurrency=64)
     final = await harness.run(flows.fan_out, {"n": flows.FAN_OUT}, timeout=120)

@@ -115,31 +115,53 @@ def test_a_waiting_node_says_which_task_and_queue_and_for_how_long() -> None:
     }
 
 
+async def _shared(
+    solo: Solo, events: list[str], name: str, gate: asyncio.Event | None = None
+) -> None:
+    async with solo.shared():
+        events.append(f"{name} in")
+        if gate is not None:
+            await gate.wait()
+        events.append(f"{name} out")
+
+
+async def _alone(solo: Solo, events: list[str]) -> None:
+    async with solo.alone():
+        events.append("alone in")
+        await asyncio.sleep(0)
+        events.append("alone out")
+
+
 async def test_alone_waits_for_the_shared_ones_and_holds_off_new_ones() -> None:
     solo = Solo()
     events: list[str] = []
     release_first = asyncio.Event()
-
-    async def shared(name: str, gate: asyncio.Event | None = None) -> None:
-        async with solo.shared():
-            events.append(f"{name} in")
-            if gate is not None:
-                await gate.wait()
-            events.append(f"{name} out")
-
-    async def alone() -> None:
-        async with solo.alone():
-            events.append("alone in")
-            await asyncio.sleep(0)
-            events.append("alone out")
-
-    first = asyncio.create_task(shared("first", release_first))
+    first = asyncio.create_task(_shared(solo, events, "first", release_first))
     await asyncio.sleep(0)
-    lonely = asyncio.create_task(alone())
+    lonely = asyncio.create_task(_alone(solo, events))
     await asyncio.sleep(0)
-    late = asyncio.create_task(shared("late"))
+    late = asyncio.create_task(_shared(solo, events, "late"))
     await asyncio.sleep(0.01)
     assert events == ["first in"]  # the suspect waits; the late one waits behind it
     release_first.set()
     await asyncio.gather(first, lonely, late)
     assert events == ["first in", "first out", "alone in", "alone out", "late in", "late out"]
+
+
+async def test_a_suspect_cancelled_while_waiting_to_run_alone_lets_the_held_ones_go() -> None:
+    solo = Solo()
+    events: list[str] = []
+    release_first = asyncio.Event()
+    first = asyncio.create_task(_shared(solo, events, "first", release_first))
+    await asyncio.sleep(0)
+    lonely = asyncio.create_task(_alone(solo, events))
+    await asyncio.sleep(0)
+    late = asyncio.create_task(_shared(solo, events, "late"))
+    await asyncio.sleep(0.01)
+    assert events == ["first in"]  # the late one waits behind the suspect
+    lonely.cancel()  # handed back (shutdown) before it ever ran
+    await asyncio.wait_for(late, 5)  # not held back by a suspect that is gone
+    assert events == ["first in", "late in", "late out"]
+    release_first.set()
+    await asyncio.wait_for(first, 5)
+    assert lonely.cancelled() and events[-1] == "first out"
