@@ -341,7 +341,7 @@ class Ownership:
         said so, not given back."""
         error = f"{type(exc).__name__}: {exc}"
         current = owned.handle.desired
-        owned.handle.desired = type(current)(None, current.epoch, current.snapshot)
+        owned.handle.desired = type(current)(None, current.epoch)
         try:
             given_back = await owned.handle.write(self.settings.op_timeout_s)
         except BusError:

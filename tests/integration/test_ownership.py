@@ -12,14 +12,19 @@ from structlog.testing import capture_logs
 from events import EmbeddedServer
 from events.bus import Bus
 from events.fencing import Tenure
-from orchestrator.runtime.leases import LeaseRecord, SnapshotRef, partition_key
+from orchestrator.runtime.leases import (
+    LeaseRecord,
+    SnapshotRef,
+    partition_key,
+    snapshot_key,
+)
 from orchestrator.runtime.owned import LeaseHandle, OwnedPartition, PartitionParts
 from orchestrator.runtime.ownership import LeaseSettings, Ownership
 from orchestrator.runtime.snapshots import Snapshots
 from orchestrator.runtime.store import Store
 
 MISSING = SnapshotRef("p0/e0/s0", 0, 10)  # a takeover's restore of it fails: it does not exist
-TAKEN = LeaseRecord("r2", 2, MISSING)
+TAKEN = LeaseRecord("r2", 2)
 
 
 def _never_built(bus: Bus, store: Store, partition: int) -> PartitionParts:
@@ -31,9 +36,10 @@ async def _claimed_by_r1_then_taken_by_r2(
 ) -> tuple[Ownership, LeaseHandle]:
     """r1's ownership, and its handle on partition 0's lease (epoch 1), which r2 then took."""
     bucket, key = bus.topology.leases_bucket, partition_key(0)
-    free = await bus.kv_create(bucket, key, LeaseRecord(None, 0, MISSING).encode())
+    assert await bus.kv_create(bucket, snapshot_key(0), MISSING.encode()) is not None
+    free = await bus.kv_create(bucket, key, LeaseRecord(None, 0).encode())
     assert free is not None
-    claimed = LeaseRecord("r1", 1, MISSING)
+    claimed = LeaseRecord("r1", 1)
     revision = await bus.kv_update(bucket, key, claimed.encode(), last=free)
     assert revision is not None
     assert await bus.kv_update(bucket, key, TAKEN.encode(), last=revision) is not None
