@@ -137,6 +137,8 @@ def role_permissions(topology: Topology) -> dict[str, Permissions]:
                 f"{ns}.fence.>",
                 f"$JS.API.STREAM.MSG.GET.{t.events_stream}",
                 *_objects(t, t.snapshots_bucket),
+                # Deleting a snapshot purges its chunks and its meta from the object store.
+                f"$JS.API.STREAM.PURGE.OBJ_{t.snapshots_bucket}",
             ],
             "subscribe": [*inbox, f"{ns}.api.>"],
         },

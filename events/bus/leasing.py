@@ -216,20 +216,30 @@ class Leasing(Storage):
         return chunks
 
     async def delete_snapshot(self, name: str) -> None:
+        """Delete the snapshot `name`: its chunks, and its meta too (the object store would keep
+        a deleted marker per name for ever, and every snapshot has a name of its own)."""
         store = await self._snapshot_store()
+        bucket = self.topology.snapshots_bucket
+        meta = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
         try:
-            await store.delete(name)
-        except nats.js.errors.ObjectNotFoundError:
-            return
+            with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
+                await store.delete(name)
+            await self.js.purge_stream(f"OBJ_{bucket}", subject=meta)
         except nats.errors.Error as exc:
             raise BusUnavailable(f"cannot delete snapshot {name}: {exc!r}") from exc
 
     async def snapshot_names(self, prefix: str = "") -> list[str]:
-        store = await self._snapshot_store()
+        """The names of the snapshots stored (whose upload completed: the meta is written last),
+        from the subjects of their metas — one request, and none that needs to look the
+        stream up by subject (`ObjectStore.list` does, which a least-privilege user may not)."""
+        bucket = self.topology.snapshots_bucket
+        head = f"$O.{bucket}.M."
         try:
-            infos = await store.list(ignore_deletes=True)
-        except nats.js.errors.NotFoundError:
-            return []
+            info = await self.js.stream_info(f"OBJ_{bucket}", subjects_filter=f"{head}>")
         except nats.errors.Error as exc:
             raise BusUnavailable(f"cannot list snapshots: {exc!r}") from exc
-        return sorted(i.name for i in infos if i.name and i.name.startswith(prefix))
+        names = []
+        for subject in info.state.subjects or {}:
+            with contextlib.suppress(ValueError):
+                names.append(base64.urlsafe_b64decode(subject[len(head) :]).decode())
+        return sorted(n for n in names if n.startswith(prefix))

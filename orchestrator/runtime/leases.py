@@ -2,11 +2,14 @@
 the plan of which partitions to claim or hand over (lease mode; pure, driven by a clock that is
 a parameter).
 
-The leases bucket holds two kinds of keys:
+The leases bucket holds three kinds of keys:
 
-    p.<partition>   a `LeaseRecord`: the owner (a replica id, or none once handed over), the
-                    epoch it took the partition under, and the snapshot its state is in
+    p.<partition>   a `LeaseRecord`: the owner (a replica id, or none once handed over) and the
+                    epoch it took the partition under
     m.<replica>     a replica's heartbeat (its value is only for people)
+    s.<partition>   a `SnapshotRef`: the partition's newest snapshot, written as soon as it is
+                    uploaded, whatever becomes of the lease (`runtime.snapshots`), and only
+                    ever replaced by one covering a later event-stream sequence (`supersedes`)
 
 An owner rewrites each of its partitions' records every lease/3 — a compare-and-set on the
 revision it wrote last — and its member key likewise: a live holder keeps changing the key's
@@ -34,10 +37,10 @@ import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 PARTITION_PREFIX = "p."
 MEMBER_PREFIX = "m."
+SNAPSHOT_PREFIX = "s."
 MIN_LEASE_S = 1.0
 # A member silent this many lease periods is deleted from the table (it is long gone).
 FORGET_AFTER_LEASES = 10
@@ -51,37 +54,72 @@ def member_key(replica: str) -> str:
     return f"{MEMBER_PREFIX}{replica}"
 
 
+def snapshot_key(partition: int) -> str:
+    return f"{SNAPSHOT_PREFIX}{partition}"
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotRef:
     """A partition's store as uploaded to the snapshots object store: it holds every event of
-    the partition up to stream sequence `seq` (replay starts after it)."""
+    the partition up to stream sequence `seq` (replay starts after it). `epoch`, `owner` and
+    `taken_at` (Unix seconds, the taker's clock) say who took it and when: for people, and for
+    pruning (never a later epoch's); the order between snapshots is `seq` alone."""
 
     name: str
     seq: int
     size: int  # bytes as stored (compressed)
+    epoch: int = 0
+    owner: str = ""
+    taken_at: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "seq": self.seq, "size": self.size}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SnapshotRef:
-        return cls(str(data["name"]), int(data["seq"]), int(data["size"]))
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseRecord:
-    owner: str | None  # None: handed over (free to take at once)
-    epoch: int
-    snapshot: SnapshotRef | None = None
+    def supersedes(self, current: SnapshotRef | None) -> bool:
+        """Whether this snapshot may replace `current` as the partition's newest: only when it
+        covers a later sequence. Any owner's snapshot holds every event up to its own `seq` (its
+        consumer's ack floor), a deposed owner's too, so a later sequence is a shorter replay;
+        an earlier or equal one never replaces what is recorded."""
+        return current is None or self.seq > current.seq
 
     def encode(self) -> bytes:
         return json.dumps(
             {
-                "owner": self.owner,
+                "name": self.name,
+                "seq": self.seq,
+                "size": self.size,
                 "epoch": self.epoch,
-                "snapshot": self.snapshot.to_dict() if self.snapshot else None,
+                "owner": self.owner,
+                "taken_at": self.taken_at,
             },
             separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SnapshotRef:
+        """The record in `raw`; ValueError when it is not one."""
+        try:
+            data = json.loads(raw)
+            return cls(
+                name=str(data["name"]),
+                seq=int(data["seq"]),
+                size=int(data["size"]),
+                epoch=int(data.get("epoch", 0)),
+                owner=str(data.get("owner", "")),
+                taken_at=float(data.get("taken_at", 0.0)),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"not a snapshot record: {raw[:80]!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """Who owns a partition, under which epoch. Where its state is lives on a key of its own
+    (`snapshot_key`): a lease write that fails must not lose a snapshot already uploaded."""
+
+    owner: str | None  # None: handed over (free to take at once)
+    epoch: int
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"owner": self.owner, "epoch": self.epoch}, separators=(",", ":")
         ).encode()
 
     @classmethod
@@ -90,12 +128,7 @@ class LeaseRecord:
         try:
             data = json.loads(raw)
             owner = data["owner"]
-            snapshot = data.get("snapshot")
-            record = cls(
-                owner=None if owner is None else str(owner),
-                epoch=int(data["epoch"]),
-                snapshot=None if snapshot is None else SnapshotRef.from_dict(snapshot),
-            )
+            record = cls(owner=None if owner is None else str(owner), epoch=int(data["epoch"]))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"not a lease record: {raw[:80]!r}") from exc
         return record
@@ -114,14 +147,13 @@ class Lease:
         return partition_key(self.partition)
 
     def claimed_by(self, replica: str, fence_epoch: int) -> LeaseRecord:
-        """The record a claim of this lease writes: the same snapshot, and an epoch above every
-        one before it — the record's, the revision claimed against (every earlier claim wrote
-        below it), and the epoch of the last fence marker (`fence_epoch`: so epochs keep growing
-        even if the bucket was emptied)."""
+        """The record a claim of this lease writes: an epoch above every one before it — the
+        record's, the revision claimed against (every earlier claim wrote below it), and the
+        epoch of the last fence marker (`fence_epoch`: so epochs keep growing even if the
+        bucket was emptied)."""
         previous = self.record.epoch if self.record is not None else 0
-        snapshot = self.record.snapshot if self.record is not None else None
         epoch = max(previous, self.revision, fence_epoch) + 1
-        return LeaseRecord(owner=replica, epoch=epoch, snapshot=snapshot)
+        return LeaseRecord(owner=replica, epoch=epoch)
 
 
 class Observer:

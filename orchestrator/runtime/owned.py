@@ -7,7 +7,9 @@ Taking a partition over, once the lease's compare-and-set was won (`runtime.owne
      an earlier epoch's — from now on a predecessor's writes into the event stream are refused;
   3. where each consumer starts: the engine's at the snapshot's sequence + 1, the router's and
      the notifier's where their predecessors' acks ended (the lowest ack floor);
-  4. the store: the snapshot the lease points at, restored under the state directory;
+  4. the store: the partition's newest recorded snapshot (`runtime.snapshots`), read once and
+     restored under the state directory — the engine's consumer starts right after the
+     sequence of that same snapshot, so no event is skipped whoever recorded it;
   5. the partition's components — the same as a static orchestrator's (engine, status API,
      gauges; then, once the engine has applied what the stream held when it started, the router,
      notifier and scheduler, so that no wait it restores is missed) — under an inner supervisor,
@@ -15,11 +17,12 @@ Taking a partition over, once the lease's compare-and-set was won (`runtime.owne
   6. the predecessors' consumers deleted: a deposed owner can neither fetch nor ack.
 
 It ends in one of three ways. Handed over (a replica joined, or this one stops): the components
-drain, a last snapshot is taken and the lease is written free, pointing at it, so the receiver
-restores rather than waits. Lost (a renewal found someone else's record, or a component's write
-was refused by the fence): the components stop, nothing is written, the local files go — they
-are a cache, the snapshot and the stream are the truth. Failed (a component failed otherwise):
-the process ends, as in static mode.
+drain, a last snapshot is taken and recorded, and the lease is written free, so the receiver
+restores it rather than waits (should that lease write fail, the snapshot stays recorded). Lost
+(a renewal found someone else's record, or a component's write was refused by the fence): the
+components stop, nothing more is written to the lease, the local files go — they are a cache,
+the snapshots and the stream are the truth. Failed (a component failed otherwise): the process
+ends, as in static mode.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from events.bus import Bus
 from events.errors import BusError, BusUnavailable
 from events.fencing import Tenure, epoch_of, marker, marker_epoch
 from orchestrator.runtime.engine import Engine
-from orchestrator.runtime.leases import LeaseRecord, partition_key
+from orchestrator.runtime.leases import LeaseRecord, SnapshotRef, partition_key
 from orchestrator.runtime.owned_parts import AfterCatchUp, CatchUp, Fenced, SnapshotLoop
 from orchestrator.runtime.snapshots import Snapshots
 from orchestrator.runtime.store import Store
@@ -170,15 +173,18 @@ class OwnedPartition:
         consumer = Tenure(self.partition, self.epoch, "", 0).consumer(
             topo.orchestrator_consumer(self.partition)
         )
-        self.snapshots = Snapshots(bus, self.dir / "store.db", self.partition, self.epoch, consumer)
-        snapshot = self.handle.desired.snapshot
+        self.snapshots = Snapshots(
+            bus, self.dir / "store.db", self.partition, self.epoch, consumer, self.ctx.replica
+        )
+        # Read once: the store restored and where the engine's consumer starts must agree.
+        snapshot = await self.snapshots.newest()
         # The download does not wait for the fence and the consumers (it needs neither).
         restoring = asyncio.create_task(self.snapshots.restore(snapshot))
         try:
             head = await bus.last_sequence(topo.events_stream)
             fence_seq = await self._fence(bus)
             steps.done("fence")
-            starts, predecessors = await self._consumer_starts(bus)
+            starts, predecessors = await self._consumer_starts(bus, snapshot)
             steps.done("consumers")
             restored = await restoring
             steps.done("restore")
@@ -216,6 +222,7 @@ class OwnedPartition:
         self._log().info(
             "partition taken over",
             snapshot_seq=snapshot.seq if snapshot else None,
+            snapshot_epoch=snapshot.epoch if snapshot else None,
             snapshot_bytes=restored.size,
             takeover_s=round(steps.total, 3),
             steps=steps.seconds,
@@ -237,11 +244,13 @@ class OwnedPartition:
             await asyncio.sleep(0.05)
         raise BusUnavailable(f"the fence of partition {self.partition} kept moving")
 
-    async def _consumer_starts(self, bus: Bus) -> tuple[dict[str, int], list[tuple[str, str]]]:
-        """Where each of this epoch's consumers starts, and the predecessors' to delete."""
+    async def _consumer_starts(
+        self, bus: Bus, snapshot: SnapshotRef | None
+    ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+        """Where each of this epoch's consumers starts (the engine's right after `snapshot`,
+        the one restored), and the predecessors' to delete."""
         topo = bus.topology
         p = self.partition
-        snapshot = self.handle.desired.snapshot
         families = {
             topo.events_stream: [
                 topo.orchestrator_consumer(p),
@@ -307,33 +316,32 @@ class OwnedPartition:
             self.supervisor.stop()
 
     async def complete_hand_over(self, timeout: float) -> bool:
-        """Once drained: a last snapshot, and the lease written free, pointing at it. Whether
-        it was handed over (False: the lease was lost meanwhile)."""
+        """Once drained: a last snapshot, recorded, then the lease written free. Whether it was
+        handed over (False: the lease was lost meanwhile — the snapshot stays recorded all the
+        same, and whoever takes the partition restores it)."""
         assert self.snapshots is not None
         if self.lost is not None:
             return False
-        ref, timing = await self.snapshots.take()
+        ref, recorded, timing = await self.snapshots.take()
         self.ctx.sink.snapshot_taken(timing.seconds, timing.size)
-        self.handle.desired = LeaseRecord(None, self.epoch, ref)
+        self.handle.desired = LeaseRecord(None, self.epoch)
         if not await self.handle.write(timeout):
             # Claimed meanwhile: by another replica, or by this one as a later epoch.
             self.lose("its lease was claimed again while it was handed over")
             return False
-        self._log().info("partition handed over", snapshot_seq=ref.seq, snapshot_bytes=ref.size)
-        await self.snapshots.prune({ref.name})
+        self._log().info(
+            "partition handed over",
+            snapshot_seq=ref.seq,
+            snapshot_bytes=ref.size,
+            snapshot_recorded=recorded,
+        )
         return True
 
-    async def install(self, timeout: float) -> bool:
-        """Take a snapshot and point the lease at it; False when the lease was lost."""
+    async def snapshot(self) -> None:
+        """Take a snapshot and record it (the snapshot loop's step; no lease write)."""
         assert self.snapshots is not None
-        ref, timing = await self.snapshots.take()
+        _, _, timing = await self.snapshots.take()
         self.ctx.sink.snapshot_taken(timing.seconds, timing.size)
-        current = self.handle.desired
-        self.handle.desired = LeaseRecord(current.owner, current.epoch, ref)
-        if not await self.handle.write(timeout):
-            return False
-        await self.snapshots.prune({ref.name})
-        return True
 
     async def close(self) -> None:
         """Release what the partition held here; its local files are a cache and go."""

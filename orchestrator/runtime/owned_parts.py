@@ -116,8 +116,8 @@ class AfterCatchUp:
 
 class SnapshotLoop:
     """Every `snapshot_interval_s`, when the engine applied anything since the last one: a
-    snapshot, and the lease pointed at it. A failure is logged and tried again next time; a
-    lease found lost ends the partition."""
+    snapshot, recorded as the partition's newest. A failure is logged and tried again next
+    time (the lease is the rounds' business: a lost one stops this loop with the rest)."""
 
     def __init__(self, owned: OwnedPartition) -> None:
         self.owned = owned
@@ -135,9 +135,7 @@ class SnapshotLoop:
             if _applied(owned) == applied:
                 continue
             try:
-                if not await owned.install(owned.ctx.lease_s):
-                    owned.lose("the lease was taken while a snapshot was installed")
-                    return
+                await owned.snapshot()
                 applied = _applied(owned)
             except (BusError, OSError) as exc:
                 log.warning(

@@ -251,10 +251,12 @@ class Ownership:
             owned.lose("its lease was taken by another replica")
 
     async def _act(self, table: Table, now: float) -> None:
-        # What is being handed over counts as gone already; what is being taken over counts as
+        # What is being handed over counts as gone already, but is not claimed again until the
+        # hand-over is done (its last snapshot recorded, its lease written free): a claim of
+        # our own would fence out the epoch still draining. What is being taken over counts as
         # held, but is not handed over again before it runs.
         held = {p for p, o in self.held.items() if not o.handing_over}
-        busy = {p for p, o in self.held.items() if not o.running}
+        busy = {p for p, o in self.held.items() if not o.running or o.handing_over}
         decided = plan(table, self.observer, self.replica, held, now, busy=busy)
         for lease in decided.claim:
             await self._claim(lease)
@@ -341,7 +343,7 @@ class Ownership:
         said so, not given back."""
         error = f"{type(exc).__name__}: {exc}"
         current = owned.handle.desired
-        owned.handle.desired = type(current)(None, current.epoch, current.snapshot)
+        owned.handle.desired = type(current)(None, current.epoch)
         try:
             given_back = await owned.handle.write(self.settings.op_timeout_s)
         except BusError:

@@ -13,6 +13,15 @@ outbox ids that JetStream deduplicates).
 The copy and the compression run in a worker thread: the engine keeps applying meanwhile (WAL
 lets it write while the copy reads). A restore writes the file back before the store is
 opened, and the new owner's consumer starts at `seq + 1`.
+
+Each snapshot is recorded as soon as its upload completed, on the partition's key of its own in
+the leases bucket (`s.<partition>`, `leases.snapshot_key`) — not in the lease: a lease write
+that fails (the lease was claimed meanwhile) must not lose the snapshot just taken, and a
+successor restores the newest recorded snapshot however it came to own the partition. The
+record is a compare-and-set on its revision, and a snapshot replaces the one recorded only if it
+covers a later sequence (`SnapshotRef.supersedes`): a stale owner can never make the record
+point to an older snapshot. It is read from the bucket's stream leader (a lagging follower
+could name an older one).
 """
 
 from __future__ import annotations
@@ -25,12 +34,16 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.bus import Bus
-from events.errors import BusError
-from orchestrator.runtime.leases import SnapshotRef
+import structlog
 
+from events.bus import Bus
+from events.errors import BusError, BusUnavailable
+from orchestrator.runtime.leases import SnapshotRef, snapshot_key
+
+log = structlog.get_logger("conveyor.snapshots")
 _CHUNK = 1 << 20
 _LEVEL = 1  # level 6 made 100,000 runs 10% smaller in 3x the time: not worth it here
+_RECORD_ATTEMPTS = 5  # compare-and-set rounds against other writers of the record
 
 
 def snapshot_name(partition: int, epoch: int, seq: int) -> str:
@@ -89,17 +102,22 @@ class Timing:
 
 
 class Snapshots:
-    """Taking and restoring one partition's snapshots on its owner's connection."""
+    """Taking, recording and restoring one partition's snapshots on its owner's connection."""
 
-    def __init__(self, bus: Bus, db: Path, partition: int, epoch: int, consumer: str) -> None:
+    def __init__(
+        self, bus: Bus, db: Path, partition: int, epoch: int, consumer: str, owner: str = ""
+    ) -> None:
         self.bus = bus
         self.db = db
         self.partition = partition
         self.epoch = epoch
         self.consumer = consumer  # the engine's consumer of this epoch: its ack floor is `seq`
+        self.owner = owner  # the replica taking them (for people reading the record)
         self.covered = 0  # the sequence the store is known to hold every event up to
 
-    async def take(self) -> tuple[SnapshotRef, Timing]:
+    async def take(self) -> tuple[SnapshotRef, bool, Timing]:
+        """A snapshot uploaded and recorded (whether the record now names it: False when it
+        already named one covering as much), then the ones nothing will read again pruned."""
         started = time.perf_counter()
         state = await self.bus.consumer_state(self.bus.topology.events_stream, self.consumer)
         seq = max(state.ack_floor, self.covered)
@@ -107,7 +125,47 @@ class Snapshots:
         name = snapshot_name(self.partition, self.epoch, seq)
         await self.bus.put_snapshot(name, data)
         self.covered = seq
-        return SnapshotRef(name, seq, len(data)), Timing(time.perf_counter() - started, len(data))
+        ref = SnapshotRef(name, seq, len(data), self.epoch, self.owner, time.time())
+        newest = await self.record(ref)
+        try:
+            await self.prune(newest)
+        except BusError as exc:  # housekeeping: the next snapshot prunes what this one left
+            log.warning("could not prune snapshots", partition=self.partition, error=str(exc))
+        return ref, newest == ref, Timing(time.perf_counter() - started, len(data))
+
+    async def newest(self) -> SnapshotRef | None:
+        """The partition's newest recorded snapshot (None: none yet, or a record unreadable)."""
+        found = await self._read()
+        return found[0] if found is not None else None
+
+    async def record(self, ref: SnapshotRef) -> SnapshotRef:
+        """Record `ref` as the partition's newest snapshot unless the record already names one
+        that covers as much; the snapshot the record names afterwards."""
+        bucket, key = self.bus.topology.leases_bucket, snapshot_key(self.partition)
+        for _ in range(_RECORD_ATTEMPTS):
+            found = await self._read()
+            current, revision = found if found is not None else (None, 0)
+            if current is not None and not ref.supersedes(current):
+                return current
+            if revision == 0:
+                written = await self.bus.kv_create(bucket, key, ref.encode())
+            else:
+                written = await self.bus.kv_update(bucket, key, ref.encode(), last=revision)
+            if written is not None:
+                return ref
+        raise BusUnavailable(f"{bucket}/{key} kept moving: snapshot {ref.name} not recorded")
+
+    async def _read(self) -> tuple[SnapshotRef | None, int] | None:
+        """The record and its revision (None: no key; a record unreadable counts as none, and
+        is overwritten against its revision)."""
+        bucket, key = self.bus.topology.leases_bucket, snapshot_key(self.partition)
+        entry = await self.bus.kv_get_from_leader(bucket, key)
+        if entry is None:
+            return None
+        try:
+            return SnapshotRef.decode(entry.value), entry.revision
+        except ValueError:
+            return None, entry.revision
 
     async def restore(self, ref: SnapshotRef | None) -> Timing:
         """Put the store `ref` holds at `db` (a fresh store when there is no snapshot yet)."""
@@ -119,20 +177,28 @@ class Snapshots:
         self.covered = ref.seq
         return Timing(time.perf_counter() - started, len(data))
 
-    async def prune(self, keep: set[str]) -> None:
-        """Delete this partition's snapshots that nothing will read again: those of earlier
-        epochs and this epoch's older ones, except `keep` (what the lease points at). Never a
-        later epoch's: a deposed owner that has not noticed yet must not delete its
-        successor's state."""
+    async def prune(self, recorded: SnapshotRef) -> None:
+        """Delete this partition's snapshots that nothing will read again: of this epoch or an
+        earlier one, covering no more than the one recorded, except that one. Never a later
+        epoch's (a deposed owner that has not noticed yet must not delete its successor's
+        state), nor one covering more than the record (its upload may be about to be
+        recorded)."""
         for name in await self.bus.snapshot_names(snapshot_prefix(self.partition)):
-            epoch = _epoch_of(name)
-            if name not in keep and epoch is not None and epoch <= self.epoch:
+            parts = _parts_of(name)
+            if name == recorded.name or parts is None:
+                continue
+            epoch, seq = parts
+            if epoch <= self.epoch and seq <= recorded.seq:
                 with contextlib.suppress(BusError):
                     await self.bus.delete_snapshot(name)
 
 
-def _epoch_of(name: str) -> int | None:
+def _parts_of(name: str) -> tuple[int, int] | None:
+    """(epoch, seq) of a snapshot's name `p<partition>/e<epoch>/s<seq>` (None: not one)."""
     parts = name.split("/")
-    if len(parts) != 3 or not parts[1].startswith("e") or not parts[1][1:].isdigit():
+    if len(parts) != 3:
         return None
-    return int(parts[1][1:])
+    epoch, seq = parts[1], parts[2]
+    if epoch[:1] != "e" or seq[:1] != "s" or not epoch[1:].isdigit() or not seq[1:].isdigit():
+        return None
+    return int(epoch[1:]), int(seq[1:])

@@ -24,7 +24,13 @@ import nats.js.errors
 
 from events.bus import Bus
 from events.errors import BusError
-from orchestrator.runtime.leases import LeaseRecord, SnapshotRef, Table, partition_key
+from orchestrator.runtime.leases import (
+    LeaseRecord,
+    SnapshotRef,
+    Table,
+    partition_key,
+    snapshot_key,
+)
 from orchestrator.runtime.snapshots import dump
 from tests.cluster.conftest import Deployment
 
@@ -145,9 +151,9 @@ async def uploads_in_progress(bus: Bus) -> set[str] | None:
 
 
 async def seed_partition(bus: Bus, workdir: Path, partition: int, runs: int) -> SnapshotRef:
-    """A big store for `partition` (finished runs, as `bench.seed` writes them), uploaded as
-    its snapshot and named by its free lease, before any replica starts: every snapshot of
-    that partition is then big enough to catch one mid-upload."""
+    """A big store for `partition` (finished runs, as `bench.seed` writes them), uploaded and
+    recorded as its snapshot, its lease free, before any replica starts: every snapshot of that
+    partition is then big enough to catch one mid-upload."""
     from bench.seed import seed
 
     db = workdir / f"seed-p{partition}.db"
@@ -155,8 +161,9 @@ async def seed_partition(bus: Bus, workdir: Path, partition: int, runs: int) -> 
     data = await asyncio.to_thread(dump, db)
     ref = SnapshotRef(f"p{partition}/e0/s0", 0, len(data))
     await bus.put_snapshot(ref.name, data)
-    record = LeaseRecord(None, 0, ref)
-    await bus.kv_create(bus.topology.leases_bucket, partition_key(partition), record.encode())
+    leases = bus.topology.leases_bucket
+    await bus.kv_create(leases, snapshot_key(partition), ref.encode())
+    await bus.kv_create(leases, partition_key(partition), LeaseRecord(None, 0).encode())
     return ref
 
 

@@ -25,6 +25,7 @@ from events.testing import eventually
 from events.topology import Topology
 from orchestrator import roles
 from orchestrator.client import Client
+from orchestrator.runtime.leases import SnapshotRef, snapshot_key
 from orchestrator.runtime.ownership import Ownership
 from orchestrator.runtime.registry import Registry
 from tests.integration import flows
@@ -109,11 +110,16 @@ async def test_each_role_does_its_job_with_its_own_user(
         run_id = await client.trigger("chain", {"start": 1})
         final = await client.wait(run_id, timeout=60)
         assert final["status"] == "succeeded" and final["output"] == 1 + flows.CHAIN_LENGTH
-        for ownership in leased:  # its snapshot went into the object store
+        for ownership in leased:  # its snapshot went into the object store, and is recorded
             await eventually(
                 lambda o=ownership: asyncio.sleep(0, result=o.metrics.snapshots > 0),
                 timeout=10,
                 message="a snapshot",
+            )
+            await eventually(
+                lambda o=ownership: _only_the_recorded_snapshot_left(o.bus),
+                timeout=10,
+                message="the older snapshots pruned",
             )
     finally:
         await client.close()
@@ -149,6 +155,15 @@ async def _refused(server: EmbeddedServer, role: str, subject: str, body: bytes)
     return "; ".join(errors)
 
 
+async def _only_the_recorded_snapshot_left(bus: Bus) -> bool:
+    """The partition's snapshot is recorded, and the ones before it were deleted (with the
+    orchestrator's own permissions: listing and deleting objects)."""
+    record = await bus.kv_get(TOPOLOGY.leases_bucket, snapshot_key(0))
+    if record is None:
+        return False
+    return await bus.snapshot_names("p0/") == [SnapshotRef.decode(record.value).name]
+
+
 @pytest.mark.parametrize(
     ("role", "subject"),
     [
@@ -160,6 +175,7 @@ async def _refused(server: EmbeddedServer, role: str, subject: str, body: bytes)
         ("worker", "$JS.API.STREAM.CREATE.PERM_X"),
         ("worker", f"{NAMESPACE}.fence.0"),  # only an orchestrator fences a partition
         ("api", "$KV.perm-leases.p.0"),  # nor claims one
+        ("client", "$KV.perm-leases.s.0"),  # nor records a snapshot
     ],
 )
 async def test_a_role_is_refused_outside_its_job(

@@ -5,8 +5,8 @@
   keyed by deterministic ids. Drawn by hypothesis over interleavings of three runs captured
   live (a fan-out, a retry, a cancellation), duplicates included, the snapshot taken after any
   prefix and the replay starting anywhere at or before it (an ack floor lags what was applied).
-- A snapshot survives the object store (its digest checked; a damaged one refused), and pruning
-  never deletes a later epoch's.
+- A snapshot survives the object store (its digest checked; a damaged one refused) and is
+  recorded as the partition's newest; pruning never deletes a later epoch's.
 - A tenured connection's writes into the event stream are refused once a later marker is on the
   fence (`Deposed`), pipelined or not; consumers are per epoch and start where they are told.
 """
@@ -179,19 +179,22 @@ async def test_snapshots_round_trip_through_the_object_store_and_prune_only_the_
         filter_subject=f"{bus.topology.namespace}.evt.0.>",
     )
     snapshots = Snapshots(bus, db, partition=0, epoch=3, consumer="orchestrator-p0-e3")
-    ref, _ = await snapshots.take()
-    assert ref.name == "p0/e3/s0" and ref.size > 0
+    ref, recorded, _ = await snapshots.take()
+    assert ref.name == "p0/e3/s0" and ref.size > 0 and recorded
     restored = Snapshots(bus, tmp_path / "restored.db", 0, 4, "orchestrator-p0-e4")
+    assert await restored.newest() == ref
     timing = await restored.restore(ref)
     assert timing.size == ref.size
     assert _contents(tmp_path / "restored.db") == _contents(db)
-    # Later epochs' snapshots survive an earlier owner's pruning; its own older ones go.
-    for name in ("p0/e2/s1", "p0/e3/s1", "p0/e9/s1", "p1/e1/s1"):
+    # Pruning deletes what covers no more than the recorded snapshot, of this epoch or an
+    # earlier one; never a later epoch's, nor one covering more (it may be about to be
+    # recorded), nor another partition's.
+    for name in ("p0/e2/s0", "p0/e3/s5", "p0/e9/s0", "p1/e1/s0"):
         await bus.put_snapshot(name, b"x")
-    await snapshots.prune({ref.name})
-    assert await bus.snapshot_names() == ["p0/e3/s0", "p0/e9/s1", "p1/e1/s1"]
+    await snapshots.prune(ref)
+    assert await bus.snapshot_names() == ["p0/e3/s0", "p0/e3/s5", "p0/e9/s0", "p1/e1/s0"]
     with pytest.raises(BusError, match="does not exist"):
-        await bus.get_snapshot("p0/e2/s1")
+        await bus.get_snapshot("p0/e2/s0")
 
 
 async def test_a_deposed_owner_cannot_write_into_the_event_stream(bus: Bus) -> None:
