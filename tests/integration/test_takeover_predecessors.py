@@ -43,8 +43,8 @@ async def test_a_takeover_deletes_earlier_epochs_consumers_never_a_later_ones(
     ownership = Ownership(
         bus, LeaseSettings(tmp_path, lease_s=2.0, replica="r1"), connect, _never_built
     )
-    owned = OwnedPartition(LeaseHandle(bus, 0, LeaseRecord("r1", 5, None), 1), ownership.context)
-    _, predecessors = await owned._consumer_starts(bus)
+    owned = OwnedPartition(LeaseHandle(bus, 0, LeaseRecord("r1", 5), 1), ownership.context)
+    _, predecessors = await owned._consumer_starts(bus, None)
 
     names = [name for _, name in predecessors]
     assert earlier in names, names
