@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.object_store import ObjectStore
 
-from events.bus.storage import KvEntry, Storage
+from events.bus.storage import EMPTY_LISTING_RETRIES, KvEntry, Storage
 from events.errors import BusError, BusUnavailable
 from events.fencing import (
     EXPECTED_LAST_SUBJECT_SEQUENCE,
@@ -48,16 +48,22 @@ class Leasing(Storage):
         entries: dict[str, KvEntry] = {}
         try:
             async with asyncio.timeout(timeout):
-                watcher = await kv.watchall(ignore_deletes=True)
-                try:
-                    async for entry in watcher:
-                        if entry is None:  # the end of what the bucket held
-                            break
-                        entries[entry.key] = KvEntry(
-                            entry.key, entry.value or b"", entry.revision or 0
-                        )
-                finally:
-                    await watcher.stop()  # type: ignore[no-untyped-call]
+                for _ in range(EMPTY_LISTING_RETRIES):
+                    watcher = await kv.watchall(ignore_deletes=True)
+                    try:
+                        async for entry in watcher:
+                            if entry is None:  # the end of what the bucket held
+                                break
+                            entries[entry.key] = KvEntry(
+                                entry.key, entry.value or b"", entry.revision or 0
+                            )
+                    finally:
+                        await watcher.stop()  # type: ignore[no-untyped-call]
+                    # nats-py's watcher can say "no more" before the first entry it already
+                    # holds (nats.py#842): an empty answer from a stream with messages is asked
+                    # again (they may all be delete markers: then it is empty indeed).
+                    if entries or not await self._kv_has_messages(bucket):
+                        break
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusUnavailable(f"cannot read {bucket}: {exc!r}") from exc
         return entries

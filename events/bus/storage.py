@@ -14,6 +14,8 @@ from events.bus.consumers import Consumers
 from events.errors import BusError, BusUnavailable, TopologyMissing
 from events.ids import artifact_key
 
+EMPTY_LISTING_RETRIES = 3
+
 
 @dataclass(frozen=True, slots=True)
 class KvEntry:
@@ -139,8 +141,19 @@ class Storage(Consumers):
     async def kv_keys(self, bucket: str) -> list[str]:
         kv = await self._kv(bucket)
         try:
-            return list(await kv.keys())
-        except nats.js.errors.NoKeysError:
+            for _ in range(EMPTY_LISTING_RETRIES):
+                try:
+                    return list(await kv.keys())
+                except nats.js.errors.NoKeysError:
+                    # nats-py's watcher can say "no more" before the first key it already holds
+                    # (nats.py#842): an empty answer from a bucket whose stream holds messages
+                    # is asked again (they may all be delete markers: then it is empty indeed).
+                    if not await self._kv_has_messages(bucket):
+                        return []
             return []
         except nats.errors.Error as exc:
             raise BusUnavailable(f"cannot list {bucket}: {exc}") from exc
+
+    async def _kv_has_messages(self, bucket: str) -> bool:
+        info = await self.js.stream_info(f"KV_{bucket}")
+        return bool(info.state.messages)
