@@ -56,6 +56,31 @@ async def owners(harness: Harness) -> dict[int, str | None]:
     return Table.parse(table, bus.topology.partitions).owners()
 
 
+Replicas = dict[str, subprocess.Popen[bytes]]
+
+
+async def two_replicas_and_workers(harness: Harness) -> tuple[Replicas, dict[int, str | None]]:
+    """Replicas r1 and r2, once each holds partitions (the lease table then), and two workers."""
+    procs = {name: replica(harness, name) for name in ("r1", "r2")}
+
+    async def shared() -> dict[int, str | None] | None:
+        table = await owners(harness)
+        return table if set(table.values()) == {"r1", "r2"} else None
+
+    table = await eventually(shared, timeout=60, message=f"two replicas\n{harness.logs()}")
+    await workers(harness, 2)
+    return procs, table
+
+
+def kill_owner(procs: Replicas, table: dict[int, str | None], partition: int) -> str:
+    """kill -9 the replica that owns `partition`; its name."""
+    victim = table[partition]
+    assert victim is not None
+    procs[victim].send_signal(signal.SIGKILL)
+    procs[victim].wait(10)
+    return victim
+
+
 async def test_a_limit_holds_across_lease_replicas_and_a_kill_9_of_the_limiters_owner(
     nats_server: EmbeddedServer, topology: Topology, tmp_path: Path
 ) -> None:
@@ -63,24 +88,14 @@ async def test_a_limit_holds_across_lease_replicas_and_a_kill_9_of_the_limiters_
     harness = await Harness(nats_server, sharded, tmp_path).open()
     try:
         await harness.register(flows.per_key)
-        procs = {name: replica(harness, name) for name in ("r1", "r2")}
-
-        async def shared() -> dict[int, str | None] | None:
-            table = await owners(harness)
-            return table if set(table.values()) == {"r1", "r2"} else None
-
-        table = await eventually(shared, timeout=60, message=f"two replicas\n{harness.logs()}")
-        await workers(harness, 2)
+        procs, table = await two_replicas_and_workers(harness)
         run_ids = await concurrency_burst(harness, RUNS)
         assert {sharded.partition(r) for r in run_ids} == {0, 1, 2}
         await recorded(harness, "hold", RUNS // 4, timeout=60)
 
         # kill -9 (and lose the disk of) the owner of a busy limiter's partition, mid-burst
         limiter = limiter_id("run", "per_key", KEYS[0])
-        victim = table[sharded.partition(limiter)]
-        assert victim is not None
-        procs[victim].send_signal(signal.SIGKILL)
-        procs[victim].wait(10)
+        victim = kill_owner(procs, table, sharded.partition(limiter))
         assert len(flows.records(harness.workdir, "hold")) < RUNS, "the burst ended too soon"
 
         ended = await finished(harness, "per_key", RUNS, timeout=120)
@@ -99,20 +114,10 @@ async def test_a_rate_limit_through_a_kill_9_of_the_limiters_owner(
     harness = await Harness(nats_server, sharded, tmp_path).open()
     try:
         await harness.register(flows.rated)
-        procs = {name: replica(harness, name) for name in ("r1", "r2")}
-
-        async def shared() -> dict[int, str | None] | None:
-            table = await owners(harness)
-            return table if set(table.values()) == {"r1", "r2"} else None
-
-        table = await eventually(shared, timeout=60, message=f"two replicas\n{harness.logs()}")
-        await workers(harness, 2)
+        procs, table = await two_replicas_and_workers(harness)
         runs = [await harness.client.trigger("rated", {"n": n}) for n in range(80)]
         await recorded(harness, "call", 20, timeout=60)
-        victim = table[sharded.partition(limiter_id("rate", "call_api", ""))]
-        assert victim is not None
-        procs[victim].send_signal(signal.SIGKILL)
-        procs[victim].wait(10)
+        kill_owner(procs, table, sharded.partition(limiter_id("rate", "call_api", "")))
         assert len(flows.records(harness.workdir, "call")) < 80, "the burst ended too soon"
         ended = await finished(harness, "rated", 80, timeout=120)
         assert {r["status"] for r in ended} == {"succeeded"}, harness.logs()

@@ -132,9 +132,12 @@ async def _alone(solo: Solo, events: list[str]) -> None:
         events.append("alone out")
 
 
-async def test_alone_waits_for_the_shared_ones_and_holds_off_new_ones() -> None:
+async def _a_suspect_between_two_shared(
+    events: list[str],
+) -> tuple[asyncio.Event, asyncio.Task[None], asyncio.Task[None], asyncio.Task[None]]:
+    """A shared attempt running (until the event is set), a suspect waiting to run alone, and a
+    shared attempt that came after it."""
     solo = Solo()
-    events: list[str] = []
     release_first = asyncio.Event()
     first = asyncio.create_task(_shared(solo, events, "first", release_first))
     await asyncio.sleep(0)
@@ -142,6 +145,12 @@ async def test_alone_waits_for_the_shared_ones_and_holds_off_new_ones() -> None:
     await asyncio.sleep(0)
     late = asyncio.create_task(_shared(solo, events, "late"))
     await asyncio.sleep(0.01)
+    return release_first, first, lonely, late
+
+
+async def test_alone_waits_for_the_shared_ones_and_holds_off_new_ones() -> None:
+    events: list[str] = []
+    release_first, first, lonely, late = await _a_suspect_between_two_shared(events)
     assert events == ["first in"]  # the suspect waits; the late one waits behind it
     release_first.set()
     await asyncio.gather(first, lonely, late)
@@ -149,15 +158,8 @@ async def test_alone_waits_for_the_shared_ones_and_holds_off_new_ones() -> None:
 
 
 async def test_a_suspect_cancelled_while_waiting_to_run_alone_lets_the_held_ones_go() -> None:
-    solo = Solo()
     events: list[str] = []
-    release_first = asyncio.Event()
-    first = asyncio.create_task(_shared(solo, events, "first", release_first))
-    await asyncio.sleep(0)
-    lonely = asyncio.create_task(_alone(solo, events))
-    await asyncio.sleep(0)
-    late = asyncio.create_task(_shared(solo, events, "late"))
-    await asyncio.sleep(0.01)
+    release_first, first, lonely, late = await _a_suspect_between_two_shared(events)
     assert events == ["first in"]  # the late one waits behind the suspect
     lonely.cancel()  # handed back (shutdown) before it ever ran
     await asyncio.wait_for(late, 5)  # not held back by a suspect that is gone
