@@ -115,18 +115,16 @@ async def _publish(
 ) -> JSONResponse:
     """Publish each event (binary mode, on its ingest subject); 202 once JetStream acked all."""
     published: list[EventAccepted] = []
-    runs: list[RunStarted] = []
+    starting: list[CloudEvent] = []  # a duplicate started nothing: no run is listed for it
     try:
         for event, (headers, body) in zip(events, messages, strict=True):
             subject = bus.topology.ingest_subject(event.type)
             duplicate = await bus.publish_raw(subject, headers, body)
             published.append(EventAccepted(id=event.id, source=event.source, duplicate=duplicate))
-            if not duplicate:  # a duplicate started nothing: no run is listed for it
-                await triggers.refresh()  # the registry as the router will see it, or newer
-                runs += [
-                    RunStarted(workflow=spec.name, run_id=run_id)
-                    for spec, run_id in triggers.runs_for(event)
-                ]
+            if not duplicate:
+                starting.append(event)
+        if starting:
+            await triggers.refresh()  # once, after publishing: as the router will see it, or newer
     except BusError as exc:
         # Events published before the failure stay published (they were acked): retrying the
         # delivery republishes them with the same source and id, which JetStream drops. (A
@@ -135,6 +133,11 @@ async def _publish(
             detail=f"JetStream is unavailable: {exc}", published=published
         ).model_dump()
         return JSONResponse(answer, status_code=503, headers={"retry-after": "5"})
+    runs = [
+        RunStarted(workflow=spec.name, run_id=run_id)
+        for event in starting
+        for spec, run_id in triggers.runs_for(event)
+    ]
     return JSONResponse(Accepted(events=published, runs=runs).model_dump(), status_code=202)
 
 
