@@ -122,7 +122,7 @@ class Process:
         if mode == "auto":
             mode = "apply" if self.common.topology.replicas == 1 else "check"
         if mode == "apply":
-            changed = await bus.apply_topology()
+            changed = await bus.apply_topology(self.common.startup_timeout_s)
             if changed:
                 log.info("topology applied", changed=changed)
         else:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.js import api
 
 from events.bus.leasing import Leasing
@@ -21,13 +22,44 @@ from events.errors import BusError, TopologyMissing
 from events.topology import StreamPlan
 
 _KV_HISTORY = 16
+_log = structlog.get_logger("conveyor.topology")
+
+# JetStream API errors that mean "not yet" while a cluster forms: the meta group has no leader
+# (10008, also code 503), or too few servers have joined it to place the replicas (10005 no
+# suitable peers, 10023 insufficient resources).
+_NOT_READY_CODES = frozenset({10005, 10008, 10023})
 
 
 class Admin(Leasing):
-    async def apply_topology(self) -> list[str]:
+    async def apply_topology(self, timeout_s: float = 0.0) -> list[str]:
         """Create every stream, the KV bucket and the object store, or update them to this
-        topology's config (replicas, limits); returns what was created or changed."""
-        changed = []
+        topology's config (replicas, limits); returns what was created or changed.
+
+        A JetStream that cannot answer yet is asked again for up to `timeout_s`: a cluster
+        that has just started elects its meta leader and learns its peers for a few seconds,
+        and answers "temporarily unavailable", "no suitable peers" or nothing meanwhile. Any
+        other refusal (say, 3 replicas on a single server) fails at once."""
+        deadline = time.monotonic() + timeout_s
+        pause = 0.25
+        changed: list[str] = []
+        while True:
+            try:
+                await self._apply_every_part(changed)
+                return changed
+            except BusError as exc:
+                if (
+                    self.nc.is_closed
+                    or not _jetstream_not_ready(exc.__cause__)
+                    or time.monotonic() >= deadline
+                ):
+                    raise
+                _log.info("JetStream not ready for the topology yet; asking again", error=str(exc))
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(2.0, pause * 2)
+
+    async def _apply_every_part(self, changed: list[str]) -> None:
+        """Apply each stream and bucket, adding to `changed` what was created or changed (a
+        retry after a partial attempt keeps the earlier attempt's part of the answer)."""
         for plan in self.topology.streams():
             if await self._apply_stream(plan):
                 changed.append(plan.name)
@@ -38,7 +70,6 @@ class Admin(Leasing):
         for bucket in (topo.artifacts_bucket, topo.snapshots_bucket):
             if await self._apply_object_store(bucket):
                 changed.append(bucket)
-        return changed
 
     async def check_topology(self, timeout_s: float = 30.0) -> None:
         """Wait until every stream, the KV bucket and the object store exist (a cluster may still
@@ -328,3 +359,12 @@ class ConsumerState:
 
 def _epoch(moment: dt.datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
+
+
+def _jetstream_not_ready(exc: BaseException | None) -> bool:
+    """Whether a JetStream API failure means the cluster is still forming (ask again)."""
+    if isinstance(exc, (nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        return True
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code in _NOT_READY_CODES

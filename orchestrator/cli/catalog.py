@@ -201,9 +201,13 @@ async def cmd_topology(ns: argparse.Namespace) -> int:
     args = typed(TopologyArgs, ns)
     connection = typed(Connection, ns)
     topology = connection.topology()
-    async with connected_bus(connection, "conveyor-topology") as bus:
+    # `apply` runs as a job started beside a cluster (compose, a Helm hook): it waits up to the
+    # start-up deadline for a server to accept it and for JetStream to answer, as every
+    # long-running process does, rather than failing while the cluster forms.
+    wait_s = connection.common().startup_timeout_s if args.action == "apply" else 0.0
+    async with connected_bus(connection, "conveyor-topology", connect_timeout_s=wait_s) as bus:
         if args.action == "apply":
-            changed = await bus.apply_topology()
+            changed = await bus.apply_topology(timeout_s=wait_s)
             what = ", ".join(changed) if changed else "nothing to change"
             print(f"topology of {topology.namespace!r} (replicas {topology.replicas}): {what}")
             return EXIT_OK
@@ -290,7 +294,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "topology",
         cmd_topology,
         "create/update the streams and buckets (apply) or check them",
-        "CONVEYOR_REPLICAS=3 conveyor topology apply --nats nats://n1:4222,nats://n2:4222",
+        "CONVEYOR_REPLICAS=3 conveyor topology apply --nats nats://n1:4222,nats://n2:4222\n"
+        "(apply waits up to CONVEYOR_STARTUP_TIMEOUT seconds, default 30, for NATS and\n"
+        "JetStream to answer: a cluster that has just started is still electing leaders)",
     )
     p.add_argument("action", choices=["apply", "check"])
 

@@ -142,12 +142,16 @@ async def connected_client(connection: Connection) -> AsyncIterator[Client]:
 
 
 @contextlib.asynccontextmanager
-async def connected_bus(connection: Connection, name: str = "conveyor-cli") -> AsyncIterator[Bus]:
+async def connected_bus(
+    connection: Connection,
+    name: str = "conveyor-cli",
+    connect_timeout_s: float = CLI_CONNECT_TIMEOUT_S,
+) -> AsyncIterator[Bus]:
     bus = await Bus.connect(
         connection.settings(),
         connection.topology(),
         name=name,
-        connect_timeout_s=CLI_CONNECT_TIMEOUT_S,
+        connect_timeout_s=connect_timeout_s,
     )
     try:
         yield bus

@@ -70,6 +70,17 @@ def stack(timings: Timings) -> Iterator[Stack]:
             timings.steps[f"size MB {name.split(':')[0]}"] = round(int(size) / 1e6, 1)
         with timings.measure("compose up"):
             stack.compose("up", "-d")
+            # The one-shot job first: every other role waits for what it creates, so its
+            # failure would otherwise surface only as their time-outs.
+            wait_for(
+                "the topology job to finish",
+                lambda: True if stack.state("topology") == "exited" else None,
+                timeout=180,
+                every=1,
+                explain=lambda: f"topology logs:\n{stack.logs('topology')}",
+            )
+            exit_code = stack.inspect("topology", "{{.State.ExitCode}}")
+            assert exit_code == "0", f"topology exited {exit_code}:\n{stack.logs('topology')}"
             for service in LONG_RUNNING:
                 stack.wait_healthy(service, timeout=180)
         yield stack
