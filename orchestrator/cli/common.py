@@ -188,12 +188,3 @@ def json_object(text: str | None, flag: str = "--input") -> dict[str, Any]:
         raise UsageError(f"{flag} must be a JSON object, got {type(value).__name__}")
     return value
 
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise UsageError(f"{name}={raw!r} is not a number") from None
