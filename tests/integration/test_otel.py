@@ -152,10 +152,20 @@ def test_a_worker_asks_once_whether_anyone_configured_opentelemetry() -> None:
     assert (done.returncode, done.stdout.strip()) == (0, "checked"), done.stderr
 
 
+def orchestrator_in(mode: str, harness: Harness) -> subprocess.Popen[bytes]:
+    """A static orchestrator (its own store), or a lease-mode replica: the same tracer serves
+    every partition it takes over, so the span tree must not depend on the mode."""
+    if mode == "static":
+        return harness.spawn_orchestrator()
+    state_dir = str(harness.workdir / "lease-state")
+    return harness.spawn("orchestrator", "--lease", "--state-dir", state_dir)
+
+
+@pytest.mark.parametrize("mode", ["static", "lease"])
 async def test_one_runs_span_tree_reaches_an_otlp_receiver(
-    harness: Harness, receiver: Receiver
+    harness: Harness, receiver: Receiver, mode: str
 ) -> None:
-    orchestrator = harness.spawn_orchestrator()
+    orchestrator = orchestrator_in(mode, harness)
     worker = harness.spawn_worker()
 
     async def registered() -> bool:
