@@ -39,6 +39,7 @@ class Admin(Leasing):
         that has just started elects its meta leader and learns its peers for a few seconds,
         and answers "temporarily unavailable", "no suitable peers" or nothing meanwhile. Any
         other refusal (say, 3 replicas on a single server) fails at once."""
+        self._require_jetstream()
         deadline = time.monotonic() + timeout_s
         pause = 0.25
         changed: list[str] = []
@@ -90,9 +91,23 @@ class Admin(Leasing):
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(2.0, pause * 2)
 
+    def _require_jetstream(self) -> None:
+        """A server without JetStream answers every JetStream request with "no responders", as
+        a cluster still forming may: told apart by the server's own INFO, so that waiting is
+        only ever for something that can come."""
+        # nats-py keeps the connected server's INFO only in a private attribute.
+        info: dict[str, object] = getattr(self.nc, "_server_info", None) or {}
+        if not info.get("jetstream"):
+            url = self.nc.connected_url.netloc if self.nc.connected_url else "the server"
+            raise BusError(
+                f"the NATS server at {url} has JetStream disabled: Conveyor keeps its streams "
+                "there (start nats-server with -js, or `jetstream {}` in its configuration)"
+            )
+
     async def missing_topology(self) -> list[str]:
         """The streams and buckets of this topology that JetStream does not have (or cannot
         answer for right now)."""
+        self._require_jetstream()
         missing = []
         for plan in self.topology.streams():
             if not await self._exists(plan.name):

@@ -68,6 +68,7 @@ async def test_orchestrator_without_jetstream_exits_non_zero_in_bounded_time(
     assert result.returncode != 0
     assert time.monotonic() - started < 30
     assert "error:" in result.stderr and "Traceback" not in result.stderr
+    assert "has JetStream disabled" in result.stderr, result.stderr
 
 
 async def test_a_router_whose_store_fails_ends_the_process(harness: Harness) -> None:
