@@ -3,9 +3,12 @@ which `--dist loadfile` hands the test files to the processes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from events.testing import bus, nats_server, topology  # noqa: F401  (pytest fixtures)
+from events import EmbeddedServer
+from events.testing import bus, topology  # noqa: F401  (pytest fixtures)
 
 # The longest files, longest first (seconds each in a four-process run on two cores, measured
 # with --durations=0 and summed per file). A process runs one file at a time, so a long file
@@ -36,6 +39,19 @@ LONGEST_FIRST = (
     "tests/integration/test_polyglot.py",  # ~25
     "tests/test_quality.py",  # ~20, mypy and ruff on every file
 )
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[EmbeddedServer]:
+    """events.testing's session server, ended with kill -9 rather than SIGTERM: by then it holds
+    every test's streams (thousands), and its graceful stop took most of the 15-18 s that the
+    last test's teardown took in each process. Its store is thrown away either way."""
+    server = EmbeddedServer().start()
+    try:
+        yield server
+    finally:
+        server.kill()
+        server.stop()  # removes its temporary store
 
 
 def pytest_configure(config: pytest.Config) -> None:
