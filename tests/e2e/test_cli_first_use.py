@@ -85,15 +85,20 @@ def _dead_port() -> int:
 
 async def test_a_refused_connection_is_reported_at_once(harness: Harness) -> None:
     url = f"nats://127.0.0.1:{_dead_port()}"
+    # The interpreter's start-up, which a loaded machine stretches (5.2 s seen with two suites
+    # on two cores): measured next to it, on the same command connecting nowhere.
+    begun = time.monotonic()
+    assert (await conveyor(harness, "runs", "--help")).returncode == 0
+    start_up = time.monotonic() - begun
     begun = time.monotonic()
     result = await conveyor(harness, "runs", "--nats", url)
     took = time.monotonic() - begun
     assert result.returncode == 3
     assert f"cannot connect to NATS at {url}" in result.stderr
     _no_traceback(result)
-    # The old CLI retried for 5 s (ten waits of 0.5 s) before saying so; what is left here is
-    # the interpreter's start-up.
-    assert took < 5.0, f"took {took:.1f}s"
+    # The old CLI retried for 5 s (ten waits of 0.5 s) before saying so: beyond the start-up,
+    # less than that is left.
+    assert took < start_up + 3.0, f"took {took:.1f}s, of which start-up {start_up:.1f}s"
 
 
 # ---- following a run ---------------------------------------------------------------------

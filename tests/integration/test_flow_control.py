@@ -184,8 +184,9 @@ async def test_two_hundred_runs_over_five_keys_run_at_most_two_at_a_time_per_key
 
 
 async def test_a_rate_limit_of_20_per_second_admits_400_in_20_seconds(running: Harness) -> None:
-    for n in range(430):
-        await running.client.trigger("rated", {"n": n})
+    # All at once: the limiter, not how fast this test can trigger, must be what paces them (one
+    # trigger after the other took over 20 s on a loaded machine).
+    await asyncio.gather(*(running.client.trigger("rated", {"n": n}) for n in range(430)))
     await recorded(running, "call", 430, timeout=90)
     granted = await grant_times(running, limiter_id("rate", "call_api", ""))
     assert len(granted) == 430  # every one admitted in the end: they waited, none failed
@@ -216,8 +217,9 @@ async def test_debounce_turns_a_hundred_events_in_a_second_into_one_run(
 async def test_batching_250_events_by_100_starts_runs_of_100_100_and_50(
     running: Harness,
 ) -> None:
-    for n in range(250):
-        await publish(running, "com.example.order", n)
+    # All at once: a batch must fill by size within its 1.5 s window; 250 publishes one after
+    # the other (each awaiting its ack) took longer than that on a loaded machine (56 + 94).
+    await asyncio.gather(*(publish(running, "com.example.order", n) for n in range(250)))
     check_batches(await outputs_of(running, "batched", 3), 250)
     await asyncio.sleep(2.0)  # a full max_wait more: no fourth run
     assert len(await running.client.runs(workflow="batched")) == 3

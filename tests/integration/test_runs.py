@@ -12,6 +12,7 @@ from events import (
 from events.testing import eventually
 from tests.integration import flows
 from tests.integration.harness import Harness
+from workers.reporting import START_DEFER_S
 
 ALL_TASKS = [
     flows.inc,
@@ -256,6 +257,11 @@ async def test_a_short_task_folds_its_start_into_its_result_and_a_long_one_says_
 ) -> None:
     """One event and one commit per short task; a task that runs for a while shows as running."""
     await start(harness, flows.chain, flows.long_running)
+    # "Short" is the worker's start_defer_s of the task's own wall time (0.1 s): a trivial task
+    # can take that long on a loaded machine (in a CI-like run a chain task sent task.started).
+    # The short ones get a threshold they cannot reach; the long one the default again.
+    [worker] = harness.workers
+    worker.start_defer_s = 10.0
     final = await harness.run(flows.chain, {"start": 0})
     bus, topology = harness.client.bus, harness.topology
     events = await bus.stream_messages(topology.events_stream)
@@ -265,6 +271,7 @@ async def test_a_short_task_folds_its_start_into_its_result_and_a_long_one_says_
         [attempt] = node["attempt_history"]
         assert attempt["dispatched_at"] <= attempt["started_at"] <= attempt["finished_at"]
 
+    worker.start_defer_s = START_DEFER_S
     run_id = await harness.client.trigger("long_running", {"seconds": 0.5})
 
     async def running() -> bool:
