@@ -187,4 +187,3 @@ def json_object(text: str | None, flag: str = "--input") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError(f"{flag} must be a JSON object, got {type(value).__name__}")
     return value
-
