@@ -19,7 +19,14 @@ from events.bus.admin import Admin
 from events.bus.connection import PublishItem
 from events.bus.consumers import ORCHESTRATOR_ACK_WAIT_S
 from events.bus.leasing import ConsumerState
-from events.bus.pulling import Delivery, OrderedReader, Puller, keep_alive, settle_quietly
+from events.bus.pulling import (
+    Delivery,
+    KeptAlive,
+    OrderedReader,
+    Puller,
+    keep_alive,
+    settle_quietly,
+)
 from events.bus.storage import KvEntry
 from events.settings import NatsSettings
 from events.topology import Topology
@@ -29,6 +36,7 @@ __all__ = [
     "Bus",
     "ConsumerState",
     "Delivery",
+    "KeptAlive",
     "KvEntry",
     "OrderedReader",
     "PublishItem",

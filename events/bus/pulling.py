@@ -139,6 +139,40 @@ async def keep_alive(deliveries: Sequence[Delivery], interval_s: float) -> None:
             await delivery.in_progress()
 
 
+class KeptAlive:
+    """`keep_alive` for work that usually ends well before the first interval (an engine's
+    batch: a fraction of a millisecond against seconds): a timer, started on entering and
+    cancelled on leaving, starts the heartbeats only if the work is still going when it fires.
+    A task started and cancelled around every batch cost a task, two loop turns and a timer of
+    its own, per batch (every event, in a chain)."""
+
+    def __init__(self, deliveries: Sequence[Delivery], interval_s: float) -> None:
+        self._deliveries = deliveries
+        self._interval_s = interval_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._beating: asyncio.Task[None] | None = None
+
+    def __enter__(self) -> KeptAlive:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._interval_s, self._start)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._beating is not None:
+            self._beating.cancel()
+
+    def _start(self) -> None:
+        self._timer = None
+        self._beating = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        for delivery in self._deliveries:
+            await delivery.in_progress()
+        await keep_alive(self._deliveries, self._interval_s)
+
+
 async def settle_quietly(delivery: Delivery, outcome: Outcome) -> None:
     """Settle, ignoring a lost connection: an unsettled message is redelivered, and every
     consumer of ours deduplicates redeliveries."""
