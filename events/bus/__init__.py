@@ -7,6 +7,7 @@ parts, one module each:
     connection.py  connect (seed list, credentials, TLS), close-for-good watch, publish,
                    request/reply, subscriptions
     pulling.py     `Delivery` and `Puller`: what durable pull consumers hand us
+    fetching.py    one fetch: a pull request and its answer, read off nats-py's queue
     consumers.py   each component's durable consumer; short-lived stream readers
     storage.py     the KV bucket and the object store (opened, never created)
     leasing.py     lease mode: the lease table, fences, consumers per epoch, snapshots

@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from events.acks import Ack, Decision, Nak, Outcome, Term, settle
+from events.bus.fetching import PullRequests
 from events.errors import BusClosed, BusUnavailable
 
 
@@ -62,10 +63,17 @@ class Puller:
     def __init__(self, sub: JetStreamContext.PullSubscription, name: str = "") -> None:
         self._sub = sub
         self.name = name
+        # Our own reading of nats-py's pull subscription (events.bus.fetching: a third of the
+        # CPU per message); nats-py's fetch if this nats-py keeps it otherwise.
+        self._requests = PullRequests.of(sub)
 
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
+        timeout = max(timeout, 0.01)
         try:
-            msgs = await self._sub.fetch(batch=batch, timeout=max(timeout, 0.01))
+            if self._requests is not None:
+                msgs = await self._requests.fetch(batch, timeout)
+            else:
+                msgs = await self._sub.fetch(batch=batch, timeout=timeout)
         except TimeoutError:  # nats.errors.TimeoutError derives from it too
             return []
         except nats.errors.ConnectionClosedError as exc:
