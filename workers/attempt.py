@@ -107,7 +107,10 @@ def died_alone(dispatched: TaskDispatched, deliveries: int, how: str) -> ErrorIn
 # transform) is picked up at once, without the asyncio future, the loop's wake-up through its
 # self-pipe and the epoll turn that awaiting a thread costs: measured on this 2-core machine,
 # ~50 µs a call instead of ~200 (and ~45 µs of CPU instead of ~110). The loop waits with the
-# GIL released, so the thread runs meanwhile.
+# GIL released, so the thread runs meanwhile. Only when this is the worker's one sync task in
+# flight (a chain, a lone run: where the wake-up is latency): with several, the loop has other
+# work, and handing the GIL back and forth per task cost more than it saved (syscalls per task
+# in W2: futex 2.4 -> 14.8 when every task waited).
 SHORT_WAIT_S = 0.0005
 # A task that overran that wait is awaited the ordinary way for its next attempts: it is tried
 # again only after this many, so a long task wastes the wait once in that many attempts.
@@ -123,6 +126,7 @@ class Executor:
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="conveyor")
         self._size = concurrency
         self._busy = 0
+        self._calls = 0  # sync calls handed to the pool and not yet returned (loop side)
         self._lock = threading.Lock()
         self._short_wait_s = short_wait_s
         # Per task: attempts still to be awaited the ordinary way since one overran the wait.
@@ -143,25 +147,35 @@ class Executor:
         if task.is_async:
             running: Awaitable[Any] = task.fn(**kwargs)
         else:
-            context = contextvars.copy_context()  # so current() works in the thread too
-            future = self._threads.submit(context.run, self._run_sync, task.fn, kwargs)
-            if self._ended_soon(task.name, future):
-                return future.result()
-            running = asyncio.wrap_future(future)
-            if timeout is not None:
-                timeout = max(0.0, timeout - self._short_wait_s)
+            return await self._threaded(task, kwargs, timeout)
         if timeout is None:
             return await running
         return await asyncio.wait_for(running, timeout)
 
+    async def _threaded(
+        self, task: Task[Any, Any], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
+        context = contextvars.copy_context()  # so current() works in the thread too
+        future = self._threads.submit(context.run, self._run_sync, task.fn, kwargs)
+        self._calls += 1
+        try:
+            if self._ended_soon(task.name, future):
+                return future.result()
+            if timeout is None:
+                return await asyncio.wrap_future(future)
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        finally:
+            self._calls -= 1
+
     def _ended_soon(self, name: str, future: Future[Any]) -> bool:
-        """Whether the thread ended the call within the short wait (not tried for a task that
-        overran it lately, nor when every thread is busy: the call would only queue)."""
+        """Whether the thread ended the call within the short wait (not tried while other sync
+        calls are in flight, for a task that overran it lately, nor when every thread is busy:
+        the call would only queue)."""
+        if self._calls > 1 or self._busy >= self._size:
+            return False
         skips = self._skips.get(name, 0)
         if skips:
             self._skips[name] = skips - 1
-            return False
-        if self._busy >= self._size:
             return False
         try:
             future.exception(timeout=self._short_wait_s)  # the task's own error is returned
