@@ -6,6 +6,7 @@ parts, one module each:
 
     connection.py  connect (seed list, credentials, TLS), close-for-good watch, publish,
                    request/reply, subscriptions
+    confirming.py  a pipelined batch's acks, counted down by callbacks (`send_many_then`)
     pulling.py     `Delivery` and `Puller`: what durable pull consumers hand us
     fetching.py    one fetch: a pull request and its answer, read off nats-py's queue
     consumers.py   each component's durable consumer; short-lived stream readers
