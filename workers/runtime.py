@@ -264,6 +264,11 @@ class Worker:
         """Wait for room to run one more task; False once a stop was requested."""
         if self._stopping.is_set():
             return False
+        if not self._slots.locked():
+            # A free slot is taken without waiting (no yield): no two tasks and a wait per
+            # fetch, which is every task's cost while the worker has room.
+            await self._slots.acquire()
+            return True
         acquire = asyncio.ensure_future(self._slots.acquire())
         stop = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -6,7 +6,9 @@ parts, one module each:
 
     connection.py  connect (seed list, credentials, TLS), close-for-good watch, publish,
                    request/reply, subscriptions
+    confirming.py  a pipelined batch's acks, counted down by callbacks (`send_many_then`)
     pulling.py     `Delivery` and `Puller`: what durable pull consumers hand us
+    fetching.py    one fetch: a pull request and its answer, read off nats-py's queue
     consumers.py   each component's durable consumer; short-lived stream readers
     storage.py     the KV bucket and the object store (opened, never created)
     leasing.py     lease mode: the lease table, fences, consumers per epoch, snapshots
@@ -19,7 +21,14 @@ from events.bus.admin import Admin
 from events.bus.connection import PublishItem
 from events.bus.consumers import ORCHESTRATOR_ACK_WAIT_S
 from events.bus.leasing import ConsumerState
-from events.bus.pulling import Delivery, OrderedReader, Puller, keep_alive, settle_quietly
+from events.bus.pulling import (
+    Delivery,
+    KeptAlive,
+    OrderedReader,
+    Puller,
+    keep_alive,
+    settle_quietly,
+)
 from events.bus.storage import KvEntry
 from events.settings import NatsSettings
 from events.topology import Topology
@@ -29,6 +38,7 @@ __all__ = [
     "Bus",
     "ConsumerState",
     "Delivery",
+    "KeptAlive",
     "KvEntry",
     "OrderedReader",
     "PublishItem",

@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
+from events.bus.confirming import AckCountdown, Then
 from events.codec import encode, header_block_size
 from events.envelope import CloudEvent
 from events.errors import (
@@ -39,9 +40,9 @@ log = structlog.get_logger("conveyor.bus")
 # The server reads `HPUB <subject> <reply> <sizes>` as one control line of at most 4 KiB by
 # default, and closes the connection over a longer one: a subject keeps well under that.
 MAX_SUBJECT_BYTES = 2048
-# A token of a subject one can publish to: not empty, no whitespace or control character (and
-# not a lone `*` or `>`: wildcards are for subscriptions).
-_TOKEN = re.compile(r"[^\x00-\x20\x7f.]+")
+# A subject one can publish to: tokens that are not empty, hold no whitespace or control
+# character, and are not a lone `*` or `>` (wildcards are for subscriptions).
+_NOT_IN_TOKEN = re.compile(r"[\x00-\x20\x7f]")
 
 
 class _CloseWatch:
@@ -74,6 +75,7 @@ class Connection:
         # Its publishes into the event stream carry the fence; its consumers are per epoch.
         self.tenure: Tenure | None = None
         self._fence_lock = asyncio.Lock()
+        self._confirming: set[asyncio.Task[None]] = set()  # fenced batches' acks, awaited
         self._watch = watch or _CloseWatch()
         self._watch.nc = nc
 
@@ -288,20 +290,7 @@ class Connection:
         fence = self.tenure.fence_headers() if self.tenure is not None else {}
         for subject, headers, body in fenced:
             self._check(subject, {**headers, **fence}, body)
-        for subject, headers, body in plain:
-            self._check(subject, headers, body)
-        futures: list[asyncio.Future[api.PubAck]] = []
-        try:
-            for subject, headers, body in plain:
-                futures.append(
-                    await self.js.publish_async(
-                        subject, body, headers=dict(headers), wait_stall=self._stall(timeout)
-                    )
-                )
-        except nats.errors.Error as exc:
-            for fut in futures:
-                fut.cancel()
-            raise self._closed_error("pipelined publish failed", exc) from exc
+        futures = await self._send_plain(plain, timeout)
 
         async def acked() -> None:
             try:
@@ -314,6 +303,47 @@ class Connection:
                         fut.cancel()
 
         return acked
+
+    async def send_many_then(
+        self, items: Sequence[PublishItem], then: Then, timeout: float = 10.0
+    ) -> None:
+        """`send_many` for a caller that will not wait: `then(None)` once JetStream acked every
+        message, `then(error)` if one failed or `timeout` passed — counted down by callbacks,
+        without a task per call (`events.bus.confirming`). Fenced messages go by `send_many`."""
+        if any(self._is_fenced(item[0]) for item in items):
+            acked = await self.send_many(items, timeout)
+            confirming = asyncio.create_task(_confirm(acked, then))
+            self._confirming.add(confirming)
+            confirming.add_done_callback(self._confirming.discard)
+            return
+        futures = await self._send_plain(items, timeout)
+        what = "pipelined publish failed"
+        AckCountdown(
+            futures,
+            then,
+            timeout,
+            refused=lambda exc: self._refused(what, exc),
+            closed=lambda exc: self._closed_error(what, exc),
+        )
+
+    async def _send_plain(
+        self, items: Sequence[PublishItem], timeout: float
+    ) -> list[asyncio.Future[api.PubAck]]:
+        for subject, headers, body in items:
+            self._check(subject, headers, body)
+        futures: list[asyncio.Future[api.PubAck]] = []
+        try:
+            for subject, headers, body in items:
+                futures.append(
+                    await self.js.publish_async(
+                        subject, body, headers=dict(headers), wait_stall=self._stall(timeout)
+                    )
+                )
+        except nats.errors.Error as exc:
+            for fut in futures:
+                fut.cancel()
+            raise self._closed_error("pipelined publish failed", exc) from exc
+        return futures
 
     async def _acks(self, futures: list[asyncio.Future[api.PubAck]], timeout: float) -> None:
         what = f"JetStream did not ack {len(futures)} messages"
@@ -406,11 +436,27 @@ def _check_subject(subject: str) -> None:
             f"subject {subject[:80]!r}... is {size} bytes long, over the {MAX_SUBJECT_BYTES} "
             "a NATS protocol line can carry"
         )
-    if any(not _TOKEN.fullmatch(t) or t in ("*", ">") for t in subject.split(".")):
+    # Whole-subject string tests rather than a match per token: every publish asks this.
+    dotted = f".{subject}."
+    if (
+        _NOT_IN_TOKEN.search(subject) is not None
+        or ".." in dotted
+        or ".*." in dotted
+        or ".>." in dotted
+    ):
         raise BadSubject(
             f"subject {subject[:200]!r} cannot be published to: it has an empty token, "
             "whitespace, a control character or a wildcard"
         )
+
+
+async def _confirm(acked: Callable[[], Awaitable[None]], then: Then) -> None:
+    try:
+        await acked()
+    except BusError as exc:
+        then(exc)
+        return
+    then(None)
 
 
 async def _quiet(exc: Exception) -> None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from events.acks import Outcome
-from events.bus import ORCHESTRATOR_ACK_WAIT_S, Bus, Delivery, keep_alive, settle_quietly
+from events.bus import ORCHESTRATOR_ACK_WAIT_S, Bus, Delivery, KeptAlive, settle_quietly
 from events.consuming import Fetcher
 from events.dlq import park
 from events.errors import BusClosed, BusError
@@ -137,11 +137,8 @@ class Engine:
         if deliveries:
             # A batch that takes longer than the consumer's short ack wait (a 100k fan-out
             # commit) keeps its messages: in_progress() until they are settled.
-            keepalive = asyncio.create_task(keep_alive(deliveries, ORCHESTRATOR_ACK_WAIT_S / 4))
-            try:
+            with KeptAlive(deliveries, ORCHESTRATOR_ACK_WAIT_S / 4):
                 await self._process(deliveries)
-            finally:
-                keepalive.cancel()
         elif published := self.outbox.take_published():
             await self.store.delete_outbox(published)
         if not self.projection and self.outbox.flush_needed(self.clock()):

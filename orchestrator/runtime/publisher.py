@@ -14,8 +14,8 @@ soon. Re-publishing a row is harmless (JetStream drops the duplicate id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
-from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -37,7 +37,8 @@ class OutboxPublisher:
         self.backlog = False
         self._timers: list[float] = []
         self._published: list[str] = []
-        self._confirming: set[asyncio.Task[None]] = set()
+        self._confirming = 0  # batches sent whose acks have not all come (or failed) yet
+        self._confirmed = asyncio.Event()  # set whenever none are left
 
     @property
     def pending_timers(self) -> int:
@@ -59,7 +60,8 @@ class OutboxPublisher:
 
     async def drain(self) -> None:
         if self._confirming:
-            await asyncio.wait(set(self._confirming), timeout=10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._confirmed.wait(), timeout=10)
 
     # ---- acked rows, deleted with the next commit ----------------------------------------
     def take_published(self) -> list[str]:
@@ -78,22 +80,26 @@ class OutboxPublisher:
                 heapq.heappush(self._timers, row.due_at)
         if not due:
             return
+        ids = [r.id for r in due]
+        self._confirming += 1
+        self._confirmed.clear()
         try:
-            acked = await self.bus.send_many([(r.subject, r.headers, r.body) for r in due])
-        except BusClosed:
-            raise
+            # Its acks are counted by callbacks, off the engine's critical path (the next batch
+            # is applied while JetStream acknowledges this one), with no task of their own.
+            await self.bus.send_many_then(
+                [(r.subject, r.headers, r.body) for r in due], lambda e: self._confirm(ids, e)
+            )
         except BusError as exc:
-            self._failed(exc, len(due))
-            return
-        confirm = asyncio.create_task(self._confirm(acked, [r.id for r in due]))
-        self._confirming.add(confirm)
-        confirm.add_done_callback(self._confirming.discard)
+            self._confirm(ids, exc)
+            if isinstance(exc, BusClosed):
+                raise
 
-    async def _confirm(self, acked: Callable[[], Awaitable[None]], ids: list[str]) -> None:
-        try:
-            await acked()
-        except BusError as exc:  # BusClosed included: the connection watch ends the process
-            self._failed(exc, len(ids))
+    def _confirm(self, ids: list[str], error: BusError | None) -> None:
+        self._confirming -= 1
+        if not self._confirming:
+            self._confirmed.set()
+        if error is not None:  # BusClosed included: the connection watch ends the process
+            self._failed(error, len(ids))
             return
         self.metrics.outbox_published += len(ids)
         self._published.extend(ids)

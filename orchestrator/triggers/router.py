@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from events.acks import Outcome
-from events.bus import ORCHESTRATOR_ACK_WAIT_S, Bus, Delivery, keep_alive, settle_quietly
+from events.bus import ORCHESTRATOR_ACK_WAIT_S, Bus, Delivery, KeptAlive, settle_quietly
 from events.codec import decode
 from events.consuming import Fetcher
 from events.dlq import park
@@ -169,11 +169,8 @@ class Router:
                 continue
             # The consumer's ack wait is short (a killed router's fetch comes back at once):
             # a batch that outlasts it is kept with in_progress() until each is settled.
-            keepalive = asyncio.create_task(keep_alive(deliveries, ORCHESTRATOR_ACK_WAIT_S / 4))
-            try:
+            with KeptAlive(deliveries, ORCHESTRATOR_ACK_WAIT_S / 4):
                 await self._handle_all(deliveries)
-            finally:
-                keepalive.cancel()
 
     async def _refresh_triggers(self, deliveries: list[Delivery]) -> bool:
         """The trigger index as of now, after `deliveries` were received; False (each handed
