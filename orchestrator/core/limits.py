@@ -221,6 +221,10 @@ class _Step:
     def timer_fired(self, event: FlowTimerFired) -> bool:
         lim = self.limiter
         if event.timer_id == lim.timer:
+            # Applied at its due time at the earliest: the shell fired it by its own clock,
+            # and the event's time in the stream may be behind that (another machine's clock).
+            # Admitting earlier would find the window unchanged and set the same timer again.
+            self.now = max(self.now, lim.timer_due or self.now)
             lim.timer = lim.timer_due = None
         self.admit()
         return True
