@@ -117,6 +117,20 @@ def test_a_rate_limit_is_a_sliding_window_with_a_durable_wake_up() -> None:
     assert granted(apply_limiter(limiter, release(1), T0 + 1.1)) == ["r3"]  # a token given back
 
 
+def test_a_rate_timer_applied_before_its_due_time_admits_as_if_at_it() -> None:
+    """The shell fires a timer by its own clock; the event's time in the stream may be a little
+    behind. The window it waited for has moved on all the same: no second timer for it."""
+    limiter = apply_limiter(None, ask(0, limit=1, per_s=1.0), T0).entity
+    out = apply_limiter(limiter, ask(1, limit=1, per_s=1.0), T0 + 0.1)
+    [timer] = [c for c in out.commands if isinstance(c, Emit) and c.due_at is not None]
+    fired = FlowTimerFired(entity="L", timer_id=limiter.timer)
+    out = apply_limiter(limiter, fired, T0 + 0.98)  # 20 ms before it is due, by this clock
+    assert granted(out) == ["r1"]
+    assert limiter.entries["r1"].granted_at == timer.due_at == T0 + 1.0
+    # Any other event at that time is not a timer of its own: it finds the window as it is.
+    assert granted(apply_limiter(limiter, ask(2, limit=1, per_s=1.0), T0 + 0.99)) == []
+
+
 # ---- collectors -------------------------------------------------------------------------------
 
 
