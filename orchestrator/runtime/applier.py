@@ -87,6 +87,7 @@ class Applied:
     flows: list[FlowTransition] = field(default_factory=list)  # limiters, collectors
     touched_flows: set[str] = field(default_factory=set)  # their ids, changed in the cache
     now: float = 0.0  # the latest time (in the stream) an event of the batch was applied at
+    times: list[float] = field(default_factory=list)  # each transition's, as `transitions`
 
 
 class RunCache:
@@ -214,6 +215,7 @@ class Applier:
             else:
                 self._stage(out, transition, now)
                 out.transitions.append((transition, item.data))
+                out.times.append(now)
             queue.extend(self._delivered_here(out.batch, transition.commands, now))
         out.batch.positions.update(clock.positions())
         out.now = clock.latest_us / 1_000_000

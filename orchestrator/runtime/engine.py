@@ -210,7 +210,7 @@ class Engine:
             )
         self._observe(applied, time.perf_counter() - started)
         if self.tracing is not None:
-            await self.tracing.record(applied.transitions, now, self.clock())
+            await self.tracing.record(applied.transitions, applied.times, now, self.clock())
         self.applier.cache.forget_finished(applied.touched)
         if not self.projection:
             # Rows due at their event's time go now, even if the stream's clock is ahead of ours.
