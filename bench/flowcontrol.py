@@ -6,8 +6,8 @@ asking — a request to the limiter, its grant, the release after — not time s
 
     hop          chains of `sizes.chain` no-ops: plain (`bench_chain`) and each task behind a task
                  concurrency limit keyed by lane (`bench_chain_limited`); hop = finished_at(i) ->
-                 started_at(i+1) from the attempt history (orchestrator-applied), so with a limit
-                 it holds the request and the grant
+                 started_at(i+1) from the attempt history (its events' times in the stream), so
+                 with a limit it holds the request and the grant
     throughput   `sizes.w3_runs` runs of 3 no-ops started at once: plain (`bench_small`), each
                  task limited (`bench_small_limited`), the run limited (`bench_small_run_limited`),
                  over `LANES` keys; and the task limit over one key (a key per customer costs a

@@ -7,9 +7,10 @@ Starts an embedded nats-server (temp store) and Conveyor as users deploy it — 
 at the CLI's default settings — then measures, in the same run and on the same server:
 
 - chain: a linear chain of N no-op tasks (warm-up once, then R runs). Per run, the wall time
-  from just before `trigger` to the run's final status (its orchestrator-applied `finished_at`)
-  divided by N; and, from the status's attempt history, each hop between consecutive nodes:
-  `started_at(i+1) - finished_at(i)` (orchestrator-applied timestamps).
+  from just before `trigger` to the run's final status (its `finished_at`: the time in the event
+  stream of the result that ended it) divided by N; and, from the status's attempt history, each
+  hop between consecutive nodes: `started_at(i+1) - finished_at(i)` (the times in the stream of
+  the events the orchestrator applied: a result, the next start).
 - fan-out: a no-op mapped over M items, then a sum (warm-up once at min(100, M), then R runs).
 - floor: plain nats-py between this process and a child process (`bench.floor`): publish ->
   stream -> fetch(1) -> publish -> stream -> fetch(1), the same hop; and the pipelined

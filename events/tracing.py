@@ -40,10 +40,16 @@ def child_traceparent(parent: str, *parts: str) -> str:
 
 def run_traceparent(run_id: str, caller: str | None = None) -> str:
     """The span of run `run_id`: in the caller's trace (`caller`, a valid traceparent) or a new
-    one, its id derived from the run id."""
+    one; both ids derived from the run id, so that whoever applies the run's request (its owner,
+    a lease-mode successor replaying it, a projection) gives the run the same trace."""
     match = _TRACEPARENT.match(caller) if is_traceparent(caller) else None  # type: ignore[arg-type]
-    trace, flags = (match.group(1), match.group(3)) if match else (os.urandom(16).hex(), "01")
+    trace, flags = (match.group(1), match.group(3)) if match else (_trace_id(run_id), "01")
     return f"00-{trace}-{_span_id('run', run_id)}-{flags}"
+
+
+def _trace_id(run_id: str) -> str:
+    trace = hashlib.blake2b(f"trace/{run_id}".encode(), digest_size=16).hexdigest()
+    return trace if trace != "0" * 32 else "1" * 32  # all zeros is not a valid trace id
 
 
 def trace_id(traceparent: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ class Delivery:
     # Messages still waiting in the consumer after this one (0: it was the last one there).
     num_pending: int = 0
     stream: str = ""
+    # When the stream stored it (JetStream's timestamp, microseconds since the epoch): the same
+    # for every reader and every replay. 0: not known (read by sequence, or built here).
+    stored_us: int = 0
 
     async def apply(self, decision: Decision) -> None:
         if self._msg is None:
@@ -135,7 +139,17 @@ def delivery_of(msg: Msg) -> Delivery:
         _msg=msg,
         num_pending=meta.num_pending or 0,
         stream=meta.stream or "",
+        stored_us=_microseconds(meta.timestamp),
     )
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _microseconds(moment: dt.datetime | None) -> int:
+    # Integer arithmetic: every reader of the same message gets the same number.
+    return (moment - _EPOCH) // _MICROSECOND if moment is not None else 0
 
 
 async def keep_alive(deliveries: Sequence[Delivery], interval_s: float) -> None:

@@ -14,10 +14,17 @@ durable timer for the moment the oldest grant leaves the window.
     flow.timer-fired  the rate window moved on; an admission pass follows
 
 An admission pass grants waiters in queue order while fewer than `limit` are held (for a rate
-limit: granted within the last `per_s` seconds). The queue's order is a pure function of the
-arrivals: virtual time `enqueued_at - priority * PRIORITY_AGING_S`, then arrival order — higher
-priorities first, and a request is only ever passed by requests that arrived less than
-9 * PRIORITY_AGING_S after it, so nothing starves.
+limit: granted within the last `per_s` seconds). A rate limiter's passes run only on its own
+timer events, a request or a release asking for one due at once: every event is applied at its
+time in the stream, and a request applied late (it waited while the limiter's partition was
+down or taken over) carries an old time, by which the window would have room for every request
+that piled up meanwhile — a burst. A timer's event is stored when the shell fired it, so the
+window is kept by the real times of the admissions (docs/flow-control.md, "Time").
+
+The queue's order is a pure function of the arrivals: virtual time
+`enqueued_at - priority * PRIORITY_AGING_S`, then arrival order — higher priorities first, and a
+request is only ever passed by requests that arrived less than 9 * PRIORITY_AGING_S after it, so
+nothing starves.
 
 Pure: no I/O, no clock. Each event is applied exactly once (the engine's processed-id check),
 so a request id seen twice is a contract breach the limiter shrugs off rather than counts.
@@ -205,7 +212,7 @@ class _Step:
         heapq.heappush(lim.queue, (rank, entry.request))
         lim.waiting += 1
         self.out.changed.add(entry.request)
-        self.admit()
+        self.admit(asked=True)
         if event.on_limit == "cancel_oldest" and not entry.holding:
             self.evict_oldest(event)
         return True
@@ -215,14 +222,18 @@ class _Step:
         if entry is None:
             return False  # a rate token that already left its window
         self.remove(entry)
-        self.admit()
+        self.admit(asked=False)
         return True
 
     def timer_fired(self, event: FlowTimerFired) -> bool:
         lim = self.limiter
         if event.timer_id == lim.timer:
+            # Applied at its due time at the earliest: the shell fired it by its own clock,
+            # and the event's time in the stream may be behind that (another machine's clock).
+            # Admitting earlier would find the window unchanged and set the same timer again.
+            self.now = max(self.now, lim.timer_due or self.now)
             lim.timer = lim.timer_due = None
-        self.admit()
+        self.admit(asked=False, on_timer=True)
         return True
 
     # ---- the rules -------------------------------------------------------------------------
@@ -234,10 +245,16 @@ class _Step:
             self.forget_expired()
         return lim.holding < lim.limit
 
-    def admit(self) -> None:
+    def admit(self, *, asked: bool, on_timer: bool = False) -> None:
         """Grant waiters in queue order while there is room; for a rate limit, come back when
-        the oldest grant leaves the window."""
+        the oldest grant leaves the window. A rate limit admits on its own timer only (see the
+        module's doc): a request wakes it at once unless a wake-up is pending (it comes back
+        here then: the window cannot free earlier); a token given back, at once."""
         lim = self.limiter
+        if lim.per_s is not None and not on_timer:
+            if lim.waiting and not (asked and lim.timer is not None):
+                self.wake_at(self.now)
+            return
         while lim.waiting and self.has_room():
             rank, request = heapq.heappop(lim.queue)
             entry = lim.entries.get(request)
@@ -326,7 +343,10 @@ class _Step:
         lim = self.limiter
         assert lim.per_s is not None
         oldest = lim.entries[lim.window[0]]
-        due = (oldest.granted_at or 0.0) + lim.per_s
+        self.wake_at((oldest.granted_at or 0.0) + lim.per_s)
+
+    def wake_at(self, due: float) -> None:
+        lim = self.limiter
         if lim.timer is not None and lim.timer_due is not None and lim.timer_due <= due:
             return  # an earlier wake-up is pending: it comes back here
         if lim.timer is not None:

@@ -47,6 +47,7 @@ from events.models import (
     WaitMatched,
     WebhookAttempted,
 )
+from orchestrator.core import early
 from orchestrator.core.commands import Emit
 from orchestrator.core.compiler import CompiledSpec
 from orchestrator.core.flowcheck import DEFAULT_PRIORITY
@@ -158,6 +159,7 @@ def advance(spec: CompiledSpec, run: RunState, event: RunEvent, now: float) -> T
     else:
         applied = _apply_node_event(step, event)
     if applied:
+        _apply_kept_results(step)
         step.finish_if_done()
         # Only an applied event moves `updated_at`: a duplicate, a stale result or a rejected
         # event must leave the run exactly as it was (invariant 2), the cached copy included.
@@ -285,6 +287,8 @@ def _apply_node_event(step: Step, event: NodeEventData) -> bool:
         raise EventRejected(
             f"run {run.run_id!r} (workflow {run.workflow!r}) has no node {event.node_id!r}"
         )
+    if isinstance(event, TaskCompleted | TaskFailed) and early.is_early(run, node, event):
+        return early.keep(node, event)  # applied once the machine dispatches that attempt
     if run.status != RunStatus.RUNNING or node.attempt != event.attempt or not node.attempts:
         return False
     kind = node_event_kind(event)
@@ -292,6 +296,18 @@ def _apply_node_event(step: Step, event: NodeEventData) -> bool:
     if rule is None:
         raise IllegalTransition(f"no rule for a {kind} event on a {node.status} node")
     return rule(step, node, event)
+
+
+def _apply_kept_results(step: Step) -> None:
+    """Results kept for attempts this transition dispatched (core/early.py), applied now as
+    if the worker had answered at once; applying one may dispatch more."""
+    while step.sent_early:
+        node = step.sent_early.pop(0)
+        result = early.take(node)
+        if result is None:
+            continue
+        early.withdraw_dispatch(step.out, node.key, result.attempt)
+        NODE_RULES[node_event_kind(result)][node.status](step, node, result)
 
 
 def _started(step: Step, node: NodeState, event: NodeEventData) -> bool:

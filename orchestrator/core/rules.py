@@ -59,7 +59,18 @@ def retryable(error: ErrorInfo, policy: RetryPolicy) -> bool:
     return error.retryable and error.type not in policy.non_retryable
 
 
-@functools.lru_cache(maxsize=16)  # one clock reading per batch, many rows stamped with it
+def applied_at(last_us: int, stored_us: int) -> int:
+    """When an event is applied, in microseconds: the time every decision of the machine and
+    the flow entities takes (a rate window, priority aging, a debounce or batch window, a
+    backoff's due time). It is the event's time in the stream — the same for the owner, a
+    successor replaying it and a projection — never earlier than the last event its partition
+    applied (a stream's timestamps come from its leader's clock, which may step back when the
+    leader changes). `stored_us` 0 (an event applied in the batch that emitted it, before it
+    reached the stream) is applied at the last one's time. (docs/failover.md)"""
+    return max(last_us, stored_us)
+
+
+@functools.lru_cache(maxsize=64)  # an event's rows (and often its batch's) share its time
 def iso_utc(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
 

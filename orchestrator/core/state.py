@@ -90,6 +90,8 @@ class NodeState:
     # not ended (so that each start costs O(1), not a scan of 100,000 children).
     next_child: int = 0
     children_active: int = 0
+    # Results for attempts not dispatched yet, applied when they are (core/early.py).
+    early: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def attempts_since_retry(self) -> int:
@@ -121,6 +123,8 @@ class NodeState:
         if self.next_child or self.children_active:
             out["next_child"] = self.next_child
             out["children_active"] = self.children_active
+        if self.early:
+            out["early"] = self.early
         return out
 
     @classmethod

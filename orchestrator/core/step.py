@@ -50,7 +50,7 @@ DEADLINE_GRACE_S = 1.0
 class Step(RunOutcomes):
     """One transition under construction: the run, the clock reading, and what it produced."""
 
-    __slots__ = ("now", "out", "run", "spec", "withdrawn")
+    __slots__ = ("now", "out", "run", "sent_early", "spec", "withdrawn")
 
     def __init__(self, spec: CompiledSpec, run: RunState, now: float, out: Transition) -> None:
         self.spec = spec
@@ -58,6 +58,8 @@ class Step(RunOutcomes):
         self.now = now
         self.out = out
         self.withdrawn: set[str] = set()
+        # Nodes sent out by this transition with a result kept for later (core/early.py).
+        self.sent_early: list[NodeState] = []
 
     def compiled(self, node: NodeState) -> CompiledNode:
         return self.spec.nodes[node.node_id]
@@ -230,6 +232,8 @@ class Step(RunOutcomes):
         compiled = self.compiled(node)
         attempt, node_input = node.attempt, node.input
         self.touch(node)
+        if node.early:
+            self.sent_early.append(node)
         if compiled.spec.workflow is not None:
             child = compiled.spec.workflow
             self.out.commands.append(

@@ -3,7 +3,8 @@
 For each delivery: decode it (a malformed one gets a `problem`, to be parked), resolve a
 claim-checked result (the machine stays pure: it gets the output in hand), drop an event id
 already processed (exactly-once), load the run (hot runs are cached), `start_run` or `advance`,
-and stage the new state and the commands' outbox rows. A flow-control event emitted for this
+and stage the new state and the commands' outbox rows. Each event is applied at its time in the
+stream (`runtime.clock`), never at this process's clock. A flow-control event emitted for this
 very partition (a run asking its limiter, the limiter granting) is also applied in the same batch
 (`Applier._delivered_here`). Nothing is committed or published here: `Engine` does that once for
 the whole batch.
@@ -49,6 +50,7 @@ from orchestrator.core.state import RunState, Transition
 from orchestrator.core.statuses import RUN_TERMINAL
 from orchestrator.core.trigger import trigger_of
 from orchestrator.errors import EventRejected, SpecError, UnknownWorkflow
+from orchestrator.runtime.clock import EventClock
 from orchestrator.runtime.flows import FlowCache
 from orchestrator.runtime.metrics import EngineMetrics
 from orchestrator.runtime.registry import Registry
@@ -84,6 +86,8 @@ class Applied:
     touched: set[str] = field(default_factory=set)  # runs changed in the cache
     flows: list[FlowTransition] = field(default_factory=list)  # limiters, collectors
     touched_flows: set[str] = field(default_factory=set)  # their ids, changed in the cache
+    now: float = 0.0  # the latest time (in the stream) an event of the batch was applied at
+    times: list[float] = field(default_factory=list)  # each transition's, as `transitions`
 
 
 class RunCache:
@@ -150,6 +154,7 @@ class Applier:
         self.shortcut = not projection and bus.tenure is None
         self.cache = RunCache(store, cache_size)
         self.flows = FlowCache(store, cache_size)
+        self.clock = EventClock(store, self.topology, partition)
         # Every run and flow entity the current `apply` has begun to change (events delivered
         # here included): what to forget if it raises.
         self._touching: set[str] = set()
@@ -176,18 +181,21 @@ class Applier:
             await self._resolve_claim_check(item)
         return items
 
-    async def apply(self, items: list[Item], now: float, *, isolated: bool = False) -> Applied:
-        """Apply `items` into one Batch. A contract breach (unknown run or node, unknown
-        workflow, invalid spec) marks its item as a problem. Any other exception is a bug: it
-        propagates — unless `isolated` (one event on its own), when the event is parked."""
+    async def apply(self, items: list[Item], *, isolated: bool = False) -> Applied:
+        """Apply `items` into one Batch, each at its time in the stream. A contract breach
+        (unknown run or node, unknown workflow, invalid spec) marks its item as a problem. Any
+        other exception is a bug: it propagates — unless `isolated` (one event on its own), when
+        the event is parked."""
         # An event is identified by its source and id together (`CloudEvent.key`).
         keys = [i.event.key for i in items if i.event is not None and i.problem is None]
         seen = await self.store.already_processed(keys)
+        clock = await self.clock.batch([i.delivery for i in items])
         out = Applied(Batch())
         self._touching = set()
         queue = deque(items)
         while queue:
             item = queue.popleft()
+            now = clock.now(item.delivery)
             if item.problem is not None or item.event is None:
                 continue
             if item.event.key in seen:
@@ -207,7 +215,11 @@ class Applier:
             else:
                 self._stage(out, transition, now)
                 out.transitions.append((transition, item.data))
+                out.times.append(now)
             queue.extend(self._delivered_here(out.batch, transition.commands, now))
+        out.batch.positions.update(clock.positions())
+        out.now = clock.latest_us / 1_000_000
+        self.clock.keep(clock)
         return out
 
     def _delivered_here(self, batch: Batch, commands: Sequence[Command], now: float) -> list[Item]:

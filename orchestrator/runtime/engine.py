@@ -156,17 +156,17 @@ class Engine:
 
     async def _process(self, deliveries: Sequence[Delivery]) -> None:
         items = await self.applier.prepare(deliveries)
-        now = self.clock()
+        now = self.clock()  # when the batch is handled (spans, what is due); events carry theirs
         started = time.perf_counter()
         try:
-            applied = await self.applier.apply(items, now)
+            applied = await self.applier.apply(items)
         except Exception:
             # A bug in a transition may have left a cached run half-changed: forget every run
             # this batch touched and apply its events one at a time, parking the one that fails.
             self.applier.forget_touched()
             log.exception("batch failed; re-applying its events one at a time", engine=self.name)
             for item in items:
-                single = await self.applier.apply([item], now, isolated=True)
+                single = await self.applier.apply([item], isolated=True)
                 await self._commit([item], single, now, started, item.delivery.stream_seq)
             return
         await self._commit(items, applied, now, started, max(d.stream_seq for d in deliveries))
@@ -196,6 +196,7 @@ class Engine:
         except (StoreError, BusError):
             self.applier.cache.forget(applied.touched)
             self.applier.flows.forget(applied.touched_flows)
+            self.applier.clock.forget()
             self.outbox.give_back(batch.outbox_deleted)
             for item in items:
                 await settle_quietly(item.delivery, Outcome.TRANSIENT)
@@ -206,10 +207,11 @@ class Engine:
             )
         self._observe(applied, time.perf_counter() - started)
         if self.tracing is not None:
-            await self.tracing.record(applied.transitions, now, self.clock())
+            await self.tracing.record(applied.transitions, applied.times, now, self.clock())
         self.applier.cache.forget_finished(applied.touched)
         if not self.projection:
-            await self.outbox.publish_now(batch, now)
+            # Rows due at their event's time go now, even if the stream's clock is ahead of ours.
+            await self.outbox.publish_now(batch, max(now, applied.now))
 
     def _observe(self, applied: Applied, elapsed: float) -> None:
         for transition, data in applied.transitions:

@@ -61,23 +61,27 @@ class RunTracing:
     async def record(
         self,
         transitions: Sequence[tuple[Transition, WireModel | None]],
+        times: Sequence[float],
         applied_at: float,
         committed_at: float,
     ) -> None:
-        """Spans for a committed batch: each applied event, each attempt that ended in it,
-        each run that ended in it. Never raises: telemetry must not stop the engine."""
+        """Spans for a committed batch: each applied event (from `applied_at`, when the batch
+        was taken up, to `committed_at`), each attempt and each run that ended in it — found by
+        their end time, the time of the event that ended them (`times`, one per transition).
+        Never raises: telemetry must not stop the engine."""
         try:
-            await self._record(transitions, applied_at, committed_at)
+            await self._record(transitions, times, applied_at, committed_at)
         except Exception as exc:
             log.warning("spans not recorded", error=f"{type(exc).__name__}: {exc}")
 
     async def _record(
         self,
         transitions: Sequence[tuple[Transition, WireModel | None]],
+        times: Sequence[float],
         applied_at: float,
         committed_at: float,
     ) -> None:
-        for transition, data in transitions:
+        for (transition, data), ended_at in zip(transitions, times, strict=True):
             run = transition.run
             if run is None or not run.traceparent:
                 continue
@@ -85,8 +89,8 @@ class RunTracing:
             for key in sorted(transition.changed):
                 node = run.nodes.get(key)
                 if node is not None:
-                    await self._ended_attempts(run, node, applied_at)
-            if run.status in RUN_TERMINAL and run.finished_at == applied_at:
+                    await self._ended_attempts(run, node, ended_at)
+            if run.status in RUN_TERMINAL and run.finished_at == ended_at:
                 self._run_span(run)
 
     # ---- the three kinds of span ------------------------------------------------------------
@@ -112,9 +116,9 @@ class RunTracing:
             trace=trace_id(run.traceparent or ""),
         )
 
-    async def _ended_attempts(self, run: RunState, node: NodeState, applied_at: float) -> None:
+    async def _ended_attempts(self, run: RunState, node: NodeState, ended_at: float) -> None:
         for attempt in node.attempts:
-            if attempt.finished_at != applied_at:
+            if attempt.finished_at != ended_at:
                 continue  # ended before this batch (recorded then), or not yet
             task = await self._task_of(run, node.node_id)
             attributes: dict[str, Any] = {

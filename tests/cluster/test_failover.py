@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import signal
 import time
 from collections import Counter
@@ -95,6 +96,14 @@ async def _outcomes_per_run(bus: Bus) -> dict[str, int]:
     wanted = f"{topo.namespace}.evt.*.run.succeeded.*"
     info = await _retrying(lambda: bus.js.stream_info(topo.events_stream, subjects_filter=wanted))
     return {s.rsplit(".", 1)[1]: n for s, n in (info.state.subjects or {}).items()}
+
+
+async def _fenced_by(bus: Bus, partitions: list[int], replica: str) -> dict[int, int] | None:
+    """Each partition's last fence marker's sequence, once every one of them is `replica`'s."""
+    fences = {p: await bus.last_fence(p) for p in partitions}
+    if all(json.loads(body or b"{}").get("replica") == replica for _, body in fences.values()):
+        return {p: seq for p, (seq, _) in fences.items()}
+    return None
 
 
 async def _serving(bus: Bus, expected: dict[str, int], deployment: Deployment) -> float:
@@ -188,7 +197,12 @@ async def test_a_stopped_owner_is_fenced_out_rejoins_and_a_leaver_hands_over(
         # SIGSTOP the owner past its lease: r2 takes its partitions over...
         replicas.procs["r1"].send_signal(signal.SIGSTOP)
         await _serving(bus, {"r2": 4}, deployment)
-        new_fences = {p: (await bus.last_fence(p))[0] for p in held}
+        # The table names r2 as soon as it claims, before its marker is on the fence: read the
+        # new markers once they are r2's (read at once, on a loaded machine a partition's was
+        # still r1's, and r1's own writes before the SIGSTOP looked like writes past it).
+        new_fences = await eventually(
+            lambda: _fenced_by(bus, held, "r2"), timeout=60, message=f"r2's markers on {held}"
+        )
         # ...and r1, woken, stops owning them (its writes refused, its leases gone). The table
         # names r1 as soon as it claims, so it may be stopped mid-takeover: then its takeover
         # may fail first (a request timed out while it was stopped), finds the lease taken and
@@ -209,7 +223,12 @@ async def test_a_stopped_owner_is_fenced_out_rejoins_and_a_leaver_hands_over(
         # partition. (Per partition: r2 may take one partition seconds before another — on a
         # loaded machine even before the SIGSTOP, from a slow renewal — and r1 rightly writes
         # into a partition whose fence has not moved yet.)
-        old_markers = {(topo.fence_subject(p), old_fences[p]): new_fences[p] for p in held}
+        # (A partition r2 had fenced already when the old markers were read is not r1's.)
+        old_markers = {
+            (topo.fence_subject(p), old_fences[p]): new_fences[p]
+            for p in held
+            if old_fences[p] != new_fences[p]
+        }
         stale = [
             (m.stream_seq, m.subject)
             for m in await bus.read_stream(

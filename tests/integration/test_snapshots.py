@@ -64,7 +64,11 @@ def _event(raw: dict[str, Any]) -> CloudEvent:
 def _delivery(topology: Topology, event: CloudEvent, run_id: str, seq: int) -> Delivery:
     headers, body = encode(event)
     subject = topology.event_subject(event.type, run_id)
-    return Delivery(subject, headers, body, 1, seq, None, stream=topology.events_stream)
+    # Stored a second apart: each event is applied at its time in the stream.
+    stored_us = int((T0 + seq) * 1_000_000)
+    return Delivery(
+        subject, headers, body, 1, seq, None, stream=topology.events_stream, stored_us=stored_us
+    )
 
 
 @st.composite
@@ -86,11 +90,11 @@ def _streams(draw: st.DrawFn) -> list[tuple[int, int]]:
 
 async def _apply(bus: Bus, store: Store, deliveries: list[Delivery], first: int) -> None:
     """Apply deliveries[first:] one batch each, as the engine does (no publishing: the outbox
-    rows stay, as after a crash), each at a time derived from its position."""
+    rows stay, as after a crash), each at its time in the stream."""
     applier = Applier(bus, store, EngineMetrics(), projection=False, cache_size=100)
     for index in range(first, len(deliveries)):
         items = await applier.prepare([deliveries[index]])
-        applied = await applier.apply(items, T0 + index)
+        applied = await applier.apply(items)
         await store.commit(applied.batch)
         applier.cache.forget_finished(applied.touched)
 

@@ -131,6 +131,16 @@ async def test_durable_sleep_survives_an_orchestrator_restart(harness: Harness) 
     await harness.register(flows.naps)
     harness.spawn_worker(str(harness_flows_path()))
     orchestrator = harness.spawn_orchestrator()
+
+    async def serving() -> bool:
+        try:
+            return await harness.client.status("warm-up") is None  # its status API answers
+        except Exception:
+            return False
+
+    # A sleep counts from the time in the stream of the event that started it: triggered before
+    # the orchestrator is up, it could be over by the time the orchestrator applies it.
+    await eventually(serving, timeout=60, message="the orchestrator to serve")
     run_id = await harness.client.trigger("naps", {"seconds": 2.0})
 
     async def sleeping() -> bool:

@@ -96,25 +96,67 @@ def test_cancel_newest_refuses_when_full_and_cancel_oldest_evicts_without_exceed
     assert granted(apply_limiter(limiter, release(0), T0 + 3)) == ["r1"]
 
 
+def wake_ups(out: FlowTransition) -> list[float]:
+    return [c.due_at for c in out.commands if isinstance(c, Emit) and c.due_at is not None]
+
+
+def tick(limiter: Limiter, now: float) -> FlowTransition:
+    """The limiter's pending timer fires, its event stored in the stream at `now`."""
+    assert limiter.timer is not None
+    return apply_limiter(limiter, FlowTimerFired(entity="L", timer_id=limiter.timer), now)
+
+
 def test_a_rate_limit_is_a_sliding_window_with_a_durable_wake_up() -> None:
-    limiter = apply_limiter(None, ask(0, limit=2, per_s=1.0), T0).entity
-    assert granted(apply_limiter(limiter, ask(1, limit=2, per_s=1.0), T0 + 0.25)) == ["r1"]
-    out = apply_limiter(limiter, ask(2, limit=2, per_s=1.0), T0 + 0.5)
+    out = apply_limiter(None, ask(0, limit=2, per_s=1.0), T0)
+    limiter = out.entity
+    assert granted(out) == [] and wake_ups(out) == [T0]  # it admits on its own timer only
+    assert granted(tick(limiter, T0 + 0.001)) == ["r0"]
+    assert granted(apply_limiter(limiter, ask(1, limit=2, per_s=1.0), T0 + 0.25)) == []
+    assert granted(tick(limiter, T0 + 0.25)) == ["r1"]
+    apply_limiter(limiter, ask(2, limit=2, per_s=1.0), T0 + 0.5)
+    out = tick(limiter, T0 + 0.5)
     assert granted(out) == []
-    [timer] = [c for c in out.commands if isinstance(c, Emit) and c.due_at is not None]
-    assert timer.due_at == T0 + 1.0  # when the first grant leaves the window
-    assert limiter.timer == f"L:{timer.key}"
-    # Another waiter: the wake-up already pending is early enough.
+    assert wake_ups(out) == [T0 + 1.001]  # when the first grant leaves the window
+    assert limiter.timer is not None and limiter.timer.startswith("L:timer:")
+    # Another waiter: the wake-up already pending comes back here (the window frees no sooner).
     out = apply_limiter(limiter, ask(3, limit=2, per_s=1.0), T0 + 0.6)
     assert out.commands == []
     fired = FlowTimerFired(entity="L", timer_id=limiter.timer)
-    out = apply_limiter(limiter, fired, T0 + 1.0)
+    out = apply_limiter(limiter, fired, T0 + 1.001)
     assert granted(out) == ["r2"]
-    [again] = [c for c in out.commands if isinstance(c, Emit) and c.due_at is not None]
-    assert again.due_at == T0 + 1.25
+    assert wake_ups(out) == [T0 + 1.25]
     # A stale timer (an earlier one) finds no room and changes nothing but the clock.
     assert granted(apply_limiter(limiter, fired, T0 + 1.1)) == []
-    assert granted(apply_limiter(limiter, release(1), T0 + 1.1)) == ["r3"]  # a token given back
+    out = apply_limiter(limiter, release(1), T0 + 1.1)  # a token given back: wake at once
+    assert wake_ups(out) == [T0 + 1.1]
+    assert granted(tick(limiter, T0 + 1.1)) == ["r3"]
+
+
+def test_requests_applied_late_are_admitted_at_the_rate_not_in_a_burst() -> None:
+    """Requests that piled up while the limiter's partition was down (or taken over) carry
+    their times in the stream, spread over the outage: admitted by those times, every one would
+    find room at once. The limiter admits on its timer, whose event is stored when it fires."""
+    limiter = None
+    for n in range(10):  # asked over 4.5 s of an outage, applied once it is over
+        out = apply_limiter(limiter, ask(n, limit=2, per_s=1.0), T0 + n * 0.5)
+        limiter = out.entity
+        assert granted(out) == []
+    assert limiter is not None
+    out = tick(limiter, T0 + 60.0)  # the shell fires the wake-up when the partition is back
+    assert granted(out) == ["r0", "r1"]
+    assert wake_ups(out) == [T0 + 61.0]
+
+
+def test_a_rate_timer_applied_before_its_due_time_admits_as_if_at_it() -> None:
+    """The shell fires a timer by its own clock; the event's time in the stream may be a little
+    behind. The window it waited for has moved on all the same: no second timer for it."""
+    limiter = apply_limiter(None, ask(0, limit=1, per_s=1.0), T0).entity
+    tick(limiter, T0)
+    apply_limiter(limiter, ask(1, limit=1, per_s=1.0), T0 + 0.1)
+    [due] = wake_ups(tick(limiter, T0 + 0.1))
+    out = tick(limiter, T0 + 0.98)  # 20 ms before it is due, by this clock
+    assert granted(out) == ["r1"]
+    assert limiter.entries["r1"].granted_at == due == T0 + 1.0
 
 
 # ---- collectors -------------------------------------------------------------------------------
