@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from events.bus import Bus
+from events.bus.readiness import ELECTION_WAIT_S, ask_until_ready
 from events.codec import decode
 from events.envelope import CloudEvent
 from events.errors import BusUnavailable, MalformedEvent, NoResponders
@@ -76,6 +77,7 @@ class Client:
         source: str = SOURCE,
         actor: str | None = None,
         unserved_wait_s: float = 10.0,
+        unavailable_wait_s: float = ELECTION_WAIT_S,
     ) -> None:
         self.bus = bus
         self.topology = bus.topology
@@ -85,6 +87,9 @@ class Client:
         # How long a status request waits for its partition to be served again (a lease-mode
         # replica taking it over, an orchestrator restarting) before it gives up.
         self.unserved_wait_s = unserved_wait_s
+        # How long a publish or a lookup rides out a JetStream that cannot answer yet (a
+        # stream electing a leader after a node is lost, a reconnect) before it gives up.
+        self.unavailable_wait_s = unavailable_wait_s
 
     @classmethod
     async def connect(
@@ -171,7 +176,7 @@ class Client:
             id=derived_id("requested", run_id) if idempotency_key else None,
             extensions=extensions,
         )
-        await self.bus.publish(self.topology.event_subject(RUN_REQUESTED, run_id), event)
+        await self._publish(self.topology.event_subject(RUN_REQUESTED, run_id), event)
         return run_id
 
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> None:
@@ -186,7 +191,7 @@ class Client:
             RunCancelRequested(run_id=run_id, reason=reason),
             extensions={"runid": run_id},
         )
-        await self.bus.publish(self.topology.event_subject(RUN_CANCEL_REQUESTED, run_id), event)
+        await self._publish(self.topology.event_subject(RUN_CANCEL_REQUESTED, run_id), event)
 
     async def retry(self, run_id: str, reason: str = "retried by request") -> None:
         """Resume a failed or cancelled run from the nodes that did not succeed (same run id).
@@ -201,7 +206,7 @@ class Client:
             RunRetryRequested(run_id=run_id, reason=reason),
             extensions={"runid": run_id},
         )
-        await self.bus.publish(self.topology.event_subject(RUN_RETRY_REQUESTED, run_id), event)
+        await self._publish(self.topology.event_subject(RUN_RETRY_REQUESTED, run_id), event)
 
     async def publish(
         self,
@@ -226,8 +231,22 @@ class Client:
             extensions=dict(extensions or {}),
         )
         nats_subject = self.topology.ingest_subject(type)
-        duplicate = await self.bus.publish(nats_subject, event)
+        duplicate = await self._publish(nats_subject, event)
         return Published(event.id, nats_subject, duplicate)
+
+    async def _publish(self, subject: str, event: CloudEvent) -> bool:
+        """Publish, asked again while JetStream cannot answer yet: the event keeps its id, so
+        a repeat of one that was stored after all is dropped as a duplicate."""
+
+        def not_yet(exc: BaseException) -> bool:
+            return isinstance(exc, BusUnavailable) and not self.bus.is_closed
+
+        return await ask_until_ready(
+            f"publish to {subject}",
+            lambda: self.bus.publish(subject, event),
+            self.unavailable_wait_s,
+            not_yet,
+        )
 
     async def _existing(self, run_id: str) -> dict[str, Any]:
         if not is_token(run_id):

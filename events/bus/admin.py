@@ -18,16 +18,12 @@ from nats.js import api
 
 from events.bus.leasing import Leasing
 from events.bus.pulling import Delivery
+from events.bus.readiness import ask_until_ready, jetstream_not_ready
 from events.errors import BusError, TopologyMissing
 from events.topology import StreamPlan
 
 _KV_HISTORY = 16
 _log = structlog.get_logger("conveyor.topology")
-
-# JetStream API errors that mean "not yet" while a cluster forms: the meta group has no leader
-# (10008, also code 503), or too few servers have joined it to place the replicas (10005 no
-# suitable peers, 10023 insufficient resources).
-_NOT_READY_CODES = frozenset({10005, 10008, 10023})
 
 
 class Admin(Leasing):
@@ -40,23 +36,20 @@ class Admin(Leasing):
         and answers "temporarily unavailable", "no suitable peers" or nothing meanwhile. Any
         other refusal (say, 3 replicas on a single server) fails at once."""
         self._require_jetstream()
-        deadline = time.monotonic() + timeout_s
-        pause = 0.25
         changed: list[str] = []
-        while True:
-            try:
-                await self._apply_every_part(changed)
-                return changed
-            except BusError as exc:
-                if (
-                    self.nc.is_closed
-                    or not _jetstream_not_ready(exc.__cause__)
-                    or time.monotonic() >= deadline
-                ):
-                    raise
-                _log.info("JetStream not ready for the topology yet; asking again", error=str(exc))
-            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(2.0, pause * 2)
+
+        async def apply() -> list[str]:
+            await self._apply_every_part(changed)
+            return changed
+
+        def not_ready(exc: BaseException) -> bool:
+            return (
+                isinstance(exc, BusError)
+                and not self.nc.is_closed
+                and jetstream_not_ready(exc.__cause__)
+            )
+
+        return await ask_until_ready("the topology", apply, timeout_s, not_ready)
 
     async def _apply_every_part(self, changed: list[str]) -> None:
         """Apply each stream and bucket, adding to `changed` what was created or changed (a
@@ -374,12 +367,3 @@ class ConsumerState:
 
 def _epoch(moment: dt.datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
-
-
-def _jetstream_not_ready(exc: BaseException | None) -> bool:
-    """Whether a JetStream API failure means the cluster is still forming (ask again)."""
-    if isinstance(exc, (nats.errors.TimeoutError, nats.errors.NoRespondersError)):
-        return True
-    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
-        return True
-    return isinstance(exc, nats.js.errors.APIError) and exc.err_code in _NOT_READY_CODES

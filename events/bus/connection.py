@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 import nats
 import nats.errors
@@ -18,6 +19,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
 from events.bus.confirming import AckCountdown, Then
+from events.bus.readiness import ELECTION_WAIT_S, ask_until_ready, jetstream_not_ready
 from events.codec import encode, header_block_size
 from events.envelope import CloudEvent
 from events.errors import (
@@ -34,6 +36,7 @@ from events.settings import NatsSettings, SettingsError
 from events.topology import Topology
 
 PublishItem = tuple[str, Mapping[str, str], bytes]
+T = TypeVar("T")
 _FENCE_BUSY_RETRIES = 20
 _RECONNECT_WAIT_S = 0.5  # between two tries of the same server, once connected
 log = structlog.get_logger("conveyor.bus")
@@ -174,9 +177,28 @@ class Connection:
             return _FenceBusy(f"{what}: another fenced message is in flight")
         return self._closed_error(what, exc)
 
+    async def _through_elections(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
+        """`ask()` — a JetStream request whose failure it raises as a BusError caused by
+        nats-py's — asked again while that cause means "not yet" (a stream or the meta group
+        electing a leader), for up to `ELECTION_WAIT_S`."""
+
+        def not_yet(exc: BaseException) -> bool:
+            return (
+                isinstance(exc, BusError)
+                and not self.is_closed
+                and jetstream_not_ready(exc.__cause__)
+            )
+
+        return await ask_until_ready(what, ask, ELECTION_WAIT_S, not_yet)
+
     def _closed_error(self, what: str, exc: BaseException) -> BusError:
+        """nats-py's failure as ours: closed for good (the process ends), "not yet" (a leader
+        being elected, no answer in time: BusUnavailable, which callers try again later — a
+        task is never failed for it), or a refusal (BusError)."""
         if isinstance(exc, nats.errors.ConnectionClosedError) or self.nc.is_closed:
             return BusClosed(f"{what}: the NATS connection is closed")
+        if jetstream_not_ready(exc):
+            return BusUnavailable(f"{what}: {exc or type(exc).__name__}")
         return BusError(f"{what}: {exc}")
 
     # ---- publish -----------------------------------------------------------------------

@@ -80,8 +80,13 @@ class Consumers(Connection):
         config `task_puller` gives it — never changing one a worker already set up. Registering
         a workflow does this for its tasks, so a task's backlog can be measured (KEDA scales a
         pool from zero on it) before any worker that serves it has ever run."""
+        durable = self.topology.task_consumer(queue, task)
+        return await self._through_elections(
+            f"consumer {durable}", lambda: self._ensure_task_consumer(queue, task, durable)
+        )
+
+    async def _ensure_task_consumer(self, queue: str, task: str, durable: str) -> bool:
         topo = self.topology
-        durable = topo.task_consumer(queue, task)
         try:
             await self.js.consumer_info(topo.tasks_stream, durable)
             return False
@@ -105,17 +110,21 @@ class Consumers(Connection):
         """Every event of every partition from stream sequence `start_seq` on, in order, with no
         durable consumer: what a projection reads (each API replica its own, complete copy)."""
         topo = self.topology
-        try:
-            sub = await self.js.subscribe(
-                f"{topo.namespace}.evt.>",
-                stream=topo.events_stream,
-                ordered_consumer=True,
-                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
-            )
-        except nats.errors.Error as exc:
-            raise self._closed_error(f"cannot read {topo.events_stream}", exc) from exc
-        return OrderedReader(sub, f"{topo.events_stream} from {start_seq}")
+
+        async def subscribe() -> OrderedReader:
+            try:
+                sub = await self.js.subscribe(
+                    f"{topo.namespace}.evt.>",
+                    stream=topo.events_stream,
+                    ordered_consumer=True,
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                    config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
+                )
+            except nats.errors.Error as exc:
+                raise self._closed_error(f"cannot read {topo.events_stream}", exc) from exc
+            return OrderedReader(sub, f"{topo.events_stream} from {start_seq}")
+
+        return await self._through_elections(f"a reader of {topo.events_stream}", subscribe)
 
     async def legacy_queue_puller(self, queue: str) -> Puller | None:
         """The whole-queue consumer of versions that dispatched on `<ns>.task.<queue>`, when it
@@ -123,15 +132,10 @@ class Consumers(Connection):
         an upgrade can be forwarded to its task's subject. None once nothing is left of it."""
         topo = self.topology
         durable, subject = topo.queue_consumer(queue), topo.legacy_task_subject(queue)
-        try:
-            try:
-                await self.js.consumer_info(topo.tasks_stream, durable)
-            except nats.js.errors.NotFoundError:
-                info = await self.js.stream_info(topo.tasks_stream, subjects_filter=subject)
-                if not (info.state.subjects or {}).get(subject):
-                    return None
-        except nats.errors.Error as exc:
-            raise self._closed_error(f"cannot look up consumer {durable}", exc) from exc
+        if not await self._through_elections(
+            f"consumer {durable}", lambda: self._legacy_queue_left(durable, subject)
+        ):
+            return None
         # The config the versions before used, so that binding it never conflicts with theirs.
         return await self._puller(
             topo.tasks_stream,
@@ -140,6 +144,18 @@ class Consumers(Connection):
             ack_wait=topo.task_ack_wait_s,
             max_ack_pending=1_000,
         )
+
+    async def _legacy_queue_left(self, durable: str, subject: str) -> bool:
+        topo = self.topology
+        try:
+            try:
+                await self.js.consumer_info(topo.tasks_stream, durable)
+            except nats.js.errors.NotFoundError:
+                info = await self.js.stream_info(topo.tasks_stream, subjects_filter=subject)
+                return bool((info.state.subjects or {}).get(subject))
+        except nats.errors.Error as exc:
+            raise self._closed_error(f"cannot look up consumer {durable}", exc) from exc
+        return True
 
     async def last_per_subject(
         self, stream: str, subject: str, limit: int = 10_000
@@ -213,12 +229,20 @@ class Consumers(Connection):
         config = self._pull_config(
             durable, filters, ack_wait=ack_wait, max_ack_pending=max_ack_pending, start=start
         )
-        try:
-            await self.js.add_consumer(stream, config)
-            sub = await self.js.pull_subscribe_bind(durable, stream=stream)
-        except nats.errors.Error as exc:
-            raise self._closed_error(f"cannot create consumer {durable} on {stream}", exc) from exc
-        return Puller(sub, f"{stream}/{durable}")
+
+        async def create() -> Puller:
+            try:
+                await self.js.add_consumer(stream, config)
+                sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+            except nats.errors.Error as exc:
+                what = f"cannot create consumer {durable} on {stream}"
+                raise self._closed_error(what, exc) from exc
+            return Puller(sub, f"{stream}/{durable}")
+
+        if self.tenure is not None:
+            # A new owner's consumer: its lease's own deadlines decide how long to try.
+            return await create()
+        return await self._through_elections(f"consumer {durable}", create)
 
     @staticmethod
     def _pull_config(

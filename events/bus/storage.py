@@ -1,5 +1,7 @@
 """The KV bucket (workflow specs, flags) and the object store (claim-checked payloads). Both are
-opened, never created, here: creating them is `apply_topology`'s job."""
+opened, never created, here: creating them is `apply_topology`'s job. Opening one asks its
+stream's leader, so an open made while a cluster elects that leader waits for it
+(`events.bus.readiness`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from events.bus.consumers import Consumers
+from events.bus.readiness import ask_until_ready
 from events.errors import BusError, BusUnavailable, TopologyMissing
 from events.ids import artifact_key
 
@@ -32,7 +35,9 @@ class Storage(Consumers):
         """An object store of the topology, opened once (never created here)."""
         if bucket not in self._object_stores:
             try:
-                self._object_stores[bucket] = await self.js.object_store(bucket)
+                self._object_stores[bucket] = await ask_until_ready(
+                    f"object store {bucket}", lambda: self.js.object_store(bucket)
+                )
             except nats.js.errors.BucketNotFoundError as exc:
                 raise TopologyMissing(
                     f"object store {bucket} does not exist: run `conveyor topology apply`"
@@ -74,7 +79,9 @@ class Storage(Consumers):
     async def _kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv_buckets:
             try:
-                self._kv_buckets[bucket] = await self.js.key_value(bucket)
+                self._kv_buckets[bucket] = await ask_until_ready(
+                    f"bucket {bucket}", lambda: self.js.key_value(bucket)
+                )
             except nats.js.errors.BucketNotFoundError as exc:
                 raise TopologyMissing(
                     f"KV bucket {bucket} does not exist: run `conveyor topology apply`"

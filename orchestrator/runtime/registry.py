@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from events.bus import Bus
+from events.bus.readiness import ELECTION_WAIT_S, ask_until_ready
+from events.errors import BusUnavailable
 from orchestrator.core.admission import admit_version
 from orchestrator.core.compiler import CompiledSpec, compile_spec
 from orchestrator.core.spec import WorkflowSpec
@@ -39,8 +41,24 @@ class Registry:
         self._reading: dict[str, asyncio.Future[int | None]] = {}
 
     async def register(self, spec: WorkflowSpec | Mapping[str, Any]) -> WorkflowSpec:
-        """Validate and store; returns the spec with its (new or existing) version."""
+        """Validate and store; returns the spec with its (new or existing) version.
+
+        Asked again while JetStream cannot answer yet (a worker starting as a node is lost):
+        storing the same spec twice gives the same version, so a write that landed after all
+        is found, not repeated."""
         compiled = admit_version(spec)  # raises SpecError: nothing is stored on error
+
+        def not_yet(exc: BaseException) -> bool:
+            return isinstance(exc, BusUnavailable) and not self.bus.is_closed
+
+        return await ask_until_ready(
+            f"workflow {compiled.spec.name}",
+            lambda: self._register(compiled),
+            ELECTION_WAIT_S,
+            not_yet,
+        )
+
+    async def _register(self, compiled: CompiledSpec) -> WorkflowSpec:
         digest = spec_digest(compiled.spec)
         name = compiled.spec.name
         missing = [

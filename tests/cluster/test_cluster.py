@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,36 @@ async def test_topology_apply_replicates_everything_and_other_processes_only_che
         assert "nothing to change" in again.stdout, again.stdout
     finally:
         await bus.close()
+
+
+async def test_a_cli_run_started_as_the_workflows_leader_dies_waits_out_the_election(
+    deployment: Deployment,
+) -> None:
+    """`conveyor run` opens the workflows bucket (a lookup its stream's leader answers) and
+    publishes the request: started the moment that leader is killed -9, both land in the
+    seconds the survivors take to elect another, and the CLI must wait them out, not fail
+    with "nats: timeout"."""
+    assert deployment.run("topology", "apply").returncode == 0
+    deployment.spawn("orchestrator", "--db", str(deployment.workdir / "o.db"))
+    deployment.spawn("worker", FLOWS)
+    bus = await deployment.bus()
+    try:
+        await eventually(
+            lambda: _registered(bus), timeout=60, message=f"worker ready\n{deployment.logs()}"
+        )
+        _, leader = await bus.stream_replicas(f"KV_{deployment.topology.workflows_bucket}")
+        assert leader is not None
+    finally:
+        await bus.close()
+    deployment.cluster.kill(leader)
+    killed_at = time.monotonic()
+    ran = await asyncio.to_thread(
+        deployment.run, "run", "relay", "--wait", "--json", "--timeout", "90"
+    )
+    print(f"\nrun finished {time.monotonic() - killed_at:.1f} s after kill -9 of {leader}")
+    assert ran.returncode == 0, f"{ran.stdout}\n{ran.stderr}\n{deployment.logs()}"
+    final = json.loads(ran.stdout)
+    assert (final["status"], final["output"]) == ("succeeded", STEPS), final
 
 
 async def _registered(bus: object) -> bool:
@@ -136,14 +167,12 @@ async def test_losing_the_events_leader_then_the_tasks_leader_mid_workload(
 
 
 async def _trigger_all(client: Client) -> list[str]:
-    """Trigger RUNS runs at a steady pace, each retried with its idempotency key while the
-    cluster elects a leader (the same key gives the same run: no duplicates)."""
+    """Trigger RUNS runs at a steady pace through both elections: the client rides them out
+    itself (an idempotency key per run all the same: a repeat gives the same run)."""
     run_ids = []
     for index in range(RUNS):
         key = f"relay-{index}"
-        run_ids.append(
-            await _retrying(lambda k=key: client.trigger("relay", {}, idempotency_key=k))
-        )
+        run_ids.append(await client.trigger("relay", {}, idempotency_key=key))
         await asyncio.sleep(TRIGGER_EVERY_S)
     return run_ids
 
