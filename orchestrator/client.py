@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from events.bus import Bus
 from events.bus.readiness import ELECTION_WAIT_S, ask_until_ready
@@ -52,6 +52,7 @@ from orchestrator.errors import InvalidInput, RunRefused, UnknownRun
 from orchestrator.runtime.registry import Registry
 
 SOURCE = CLIENT_SOURCE
+T = TypeVar("T")
 _TERMINAL_TYPES = {RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED}
 
 
@@ -139,7 +140,9 @@ class Client:
         workflow's, else 5) orders the run and its tasks where they wait behind a limit
         (docs/flow-control.md). `source` and `actor` override the client's for this request
         (the HTTP API names the caller's address)."""
-        spec = await self.registry.get(workflow, version)
+        spec = await self._patiently(
+            f"workflow {workflow}", lambda: self.registry.get(workflow, version)
+        )
         payload = dict(input or {})
         # The machine's own check (on a copy: the run stores the input as given, and the
         # machine fills the defaults in when it starts the run).
@@ -235,18 +238,20 @@ class Client:
         return Published(event.id, nats_subject, duplicate)
 
     async def _publish(self, subject: str, event: CloudEvent) -> bool:
-        """Publish, asked again while JetStream cannot answer yet: the event keeps its id, so
-        a repeat of one that was stored after all is dropped as a duplicate."""
+        """Publish, through an election: the event keeps its id, so a repeat of one that was
+        stored after all is dropped as a duplicate."""
+        return await self._patiently(
+            f"publish to {subject}", lambda: self.bus.publish(subject, event)
+        )
+
+    async def _patiently(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
+        """`ask()`, asked again while JetStream cannot answer yet (a stream electing a leader,
+        a reconnect), for up to `unavailable_wait_s`."""
 
         def not_yet(exc: BaseException) -> bool:
             return isinstance(exc, BusUnavailable) and not self.bus.is_closed
 
-        return await ask_until_ready(
-            f"publish to {subject}",
-            lambda: self.bus.publish(subject, event),
-            self.unavailable_wait_s,
-            not_yet,
-        )
+        return await ask_until_ready(what, ask, self.unavailable_wait_s, not_yet)
 
     async def _existing(self, run_id: str) -> dict[str, Any]:
         if not is_token(run_id):

@@ -69,7 +69,8 @@ async def _finished_once(client: Client, deployment: Deployment, run_ids: list[s
             final = await _retrying(lambda r=run_id: client.wait(r, timeout=120))
         except TimeoutError:
             raise AssertionError(
-                f"run {run_id} did not finish: {await client.status(run_id)}\n{deployment.logs()}"
+                f"run {run_id} did not finish: {await _status_for_message(client, run_id)}\n"
+                f"{deployment.logs()}"
             ) from None
         assert final["status"] == "succeeded" and final["output"] == STEPS, final
         assert {n["attempts"] for n in final["nodes"].values()} == {1}, final
@@ -87,6 +88,15 @@ async def _finished_once(client: Client, deployment: Deployment, run_ids: list[s
     assert {attempt for run, _, attempt, *_ in lines if run in wanted} == {"1"}
     again = sum(count - 1 for count in executions.values())
     print(f"task executions beyond the first (same attempt, at least once): {again}")
+
+
+async def _status_for_message(client: Client, run_id: str) -> object:
+    """The run's status for a failure message, or why it cannot be had (an unserved partition
+    is part of what the message must show, not a reason to lose it)."""
+    try:
+        return await client.status(run_id)
+    except BusError as exc:
+        return f"no status: {exc}"
 
 
 async def _outcomes_per_run(bus: Bus) -> dict[str, int]:
