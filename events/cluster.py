@@ -14,6 +14,7 @@ same ports and store. `jsz(node)` reads a node's monitoring endpoint — what KE
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 import urllib.request
@@ -94,6 +95,20 @@ class LocalCluster:
 
     def restart(self, name: str) -> None:
         self.nodes[name].start()
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP one node: its sockets stay open and it answers nothing, as a machine that
+        is gone without a word (powered off, cut off) looks to its clients."""
+        self._signal(name, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        self._signal(name, signal.SIGCONT)
+
+    def _signal(self, name: str, sig: signal.Signals) -> None:
+        proc = self.nodes[name].proc
+        if proc is None:
+            raise ServerError(f"node {name} is not running")
+        proc.send_signal(sig)
 
     def jsz(self, name: str, **query: str) -> dict[str, Any]:
         """A node's `/jsz` monitoring answer (e.g. `accounts="true", consumers="true"`)."""

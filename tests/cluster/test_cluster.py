@@ -98,6 +98,42 @@ async def test_a_cli_run_started_as_the_workflows_leader_dies_waits_out_the_elec
     assert (final["status"], final["output"]) == ("succeeded", STEPS), final
 
 
+async def test_processes_on_a_frozen_node_move_to_another_and_runs_go_on(
+    deployment: Deployment,
+) -> None:
+    """SIGSTOP the node the orchestrator and the worker are connected to (given only its URL,
+    they learn the others from it): its sockets stay open and nothing comes back, as when a
+    machine is powered off or cut off. They must notice and move to another node (NATS pings),
+    and a run started then must finish (measured: 17-36 s, the elections included) — with
+    nats-py's own pings (every 120 s, two unanswered) it waited four minutes."""
+    assert deployment.run("topology", "apply").returncode == 0
+    frozen = deployment.cluster.names[0]
+    only_frozen = {
+        "CONVEYOR_NATS_URL": f"nats://127.0.0.1:{deployment.cluster.client_ports[frozen]}"
+    }
+    deployment.spawn("orchestrator", "--db", str(deployment.workdir / "o.db"), env=only_frozen)
+    deployment.spawn("worker", FLOWS, env=only_frozen)
+    bus = await deployment.bus()
+    try:
+        await eventually(
+            lambda: _registered(bus), timeout=60, message=f"worker ready\n{deployment.logs()}"
+        )
+    finally:
+        await bus.close()
+    deployment.cluster.freeze(frozen)
+    frozen_at = time.monotonic()
+    try:
+        ran = await asyncio.to_thread(
+            deployment.run, "run", "relay", "--wait", "--json", "--timeout", "90"
+        )
+        print(f"\nrun finished {time.monotonic() - frozen_at:.1f} s after SIGSTOP of {frozen}")
+    finally:
+        deployment.cluster.thaw(frozen)
+    assert ran.returncode == 0, f"{ran.stdout}\n{ran.stderr}\n{deployment.logs()}"
+    final = json.loads(ran.stdout)
+    assert (final["status"], final["output"]) == ("succeeded", STEPS), final
+
+
 async def _registered(bus: object) -> bool:
     from events.bus import Bus
     from orchestrator.runtime.registry import Registry

@@ -34,6 +34,8 @@ def test_flags_override_the_environment() -> None:
             "one way to authenticate to NATS, not token and creds file",
         ),
         ({"CONVEYOR_NATS_TLS_CERT": "/c.pem"}, "certificate and its key go together"),
+        ({"CONVEYOR_NATS_PING_INTERVAL": "soon"}, "PING_INTERVAL must be a number of seconds"),
+        ({"CONVEYOR_NATS_PING_INTERVAL": "0"}, "PING_INTERVAL must be seconds from above 0"),
     ],
 )
 def test_settings_that_cannot_work_say_why(env: dict[str, str], message: str) -> None:
@@ -55,6 +57,17 @@ def test_secrets_are_masked_and_never_in_repr() -> None:
     assert settings.redacted()["user"] == "svc"
     assert "hunter2" not in repr(settings)
     assert settings.env()["CONVEYOR_NATS_PASSWORD"] == "hunter2"  # for child processes only
+
+
+def test_a_silent_server_is_pinged_every_few_seconds_and_the_setting_reaches_children() -> None:
+    """nats-py's default (120 s, two unanswered) would keep a process on a frozen server for
+    minutes; the interval is passed on to child processes with the rest."""
+    default = NatsSettings.from_env({})
+    options = default.connect_options()
+    assert (options["ping_interval"], options["max_outstanding_pings"]) == (3.0, 2)
+    tuned = NatsSettings.from_env({"CONVEYOR_NATS_PING_INTERVAL": "1.5"})
+    assert tuned.connect_options()["ping_interval"] == 1.5
+    assert NatsSettings.from_env(tuned.env()) == tuned
 
 
 def test_split_servers_drops_blanks() -> None:
