@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from workers.runtime import Worker
 
 log = structlog.get_logger("conveyor.process")
+API_UNAVAILABLE_WAIT_S = 10.0  # how long an HTTP request rides out an election (see `api`)
 TopologyMode = Literal["apply", "check", "auto"]
 
 
@@ -323,7 +324,10 @@ async def api(
     from orchestrator.http import create_app
 
     engine = await projection(process, db=db)
-    app = create_app(store=engine.store, client=Client(engine.bus), token=token, dev=dev)
+    # An HTTP caller waits through a short election (2-10 s) rather than get a 503, but not
+    # for as long as the CLI would: past that it is told to retry (503) while it still listens.
+    client = Client(engine.bus, unavailable_wait_s=API_UNAVAILABLE_WAIT_S)
+    app = create_app(store=engine.store, client=client, token=token, dev=dev)
     server = HttpServer("http-api", app, host, port)
     process.add(server)
     return server
