@@ -110,8 +110,15 @@ class Process:
 
     # ---- resources -------------------------------------------------------------------------
     async def connect(self, name: str) -> Bus:
-        """A NATS connection, watched (closed for good -> the process ends), closed on exit."""
-        bus = await Bus.connect(self.common.nats, self.common.topology, name=name)
+        """A NATS connection, watched (closed for good -> the process ends), closed on exit.
+        The first connection is tried for up to the start-up deadline: a process started
+        beside its NATS servers (compose, a pod restarted with its node) waits for them."""
+        bus = await Bus.connect(
+            self.common.nats,
+            self.common.topology,
+            name=name,
+            connect_timeout_s=self.common.startup_timeout_s,
+        )
         self._stack.push_async_callback(bus.close)
         self.components.append(ConnectionWatch(bus, f"nats:{name}"))
         return bus

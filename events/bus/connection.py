@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -102,23 +102,37 @@ class Connection:
         # tries a server again. Short waits for a short window: connect_timeout_s=0 gives two
         # quick tries per server, ~10 ms in all when they refuse.
         retry_wait_s = min(_RECONNECT_WAIT_S, max(connect_timeout_s, 0.01))
+        nc = Client()
+        first_connection = True
+
+        async def on_error(exc: Exception) -> None:
+            # Credentials the server refuses will be refused again: the first connection
+            # stops trying at once (nats-py reads `allow_reconnect` right after this call)
+            # rather than spend the whole start-up deadline on them. Later, a refusal is an
+            # outage like any other (credentials rotated while a server restarts).
+            if first_connection and _credentials_refused(exc):
+                nc.options["allow_reconnect"] = False
+
+        arguments: dict[str, Any] = {
+            **options,
+            "name": name,
+            "connect_timeout": 2,
+            # Finite for the first connection, so a wrong URL fails fast...
+            "max_reconnect_attempts": max(1, int(connect_timeout_s / retry_wait_s)),
+            # (seconds as a float: nats-py's hint says int, its sleep takes either)
+            "reconnect_time_wait": retry_wait_s,
+            "allow_reconnect": True,
+            "error_cb": on_error,
+            "disconnected_cb": _noop,
+            "closed_cb": watch.on_closed,
+        }
         try:
-            nc = await nats.connect(
-                **options,
-                name=name,
-                connect_timeout=2,
-                # Finite for the first connection, so a wrong URL fails fast...
-                max_reconnect_attempts=max(1, int(connect_timeout_s / retry_wait_s)),
-                reconnect_time_wait=retry_wait_s,
-                allow_reconnect=True,
-                error_cb=_quiet,
-                disconnected_cb=_noop,
-                closed_cb=watch.on_closed,
-            )
+            await nc.connect(**arguments)
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__
             raise BusUnavailable(f"cannot connect to NATS at {settings.url}: {detail}") from exc
         # ...and unlimited afterwards, at a steady pace. nats-py reads both at each reconnect.
+        first_connection = False
         nc.options["max_reconnect_attempts"] = -1
         nc.options["reconnect_time_wait"] = _RECONNECT_WAIT_S
         return nc, watch
@@ -479,6 +493,13 @@ async def _confirm(acked: Callable[[], Awaitable[None]], then: Then) -> None:
         then(exc)
         return
     then(None)
+
+
+def _credentials_refused(exc: BaseException) -> bool:
+    """The server's answer to credentials it does not accept (nats-py raises it as a bare
+    error carrying the server's words)."""
+    text = str(exc).lower()
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text
 
 
 async def _quiet(exc: Exception) -> None:
