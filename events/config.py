@@ -79,7 +79,7 @@ SETTINGS: tuple[Setting, ...] = (
     _nats("tls_ca"),
     _nats("tls_cert"),
     _nats("tls_key"),
-    Setting("nats.ping_interval", "CONVEYOR_NATS_PING_INTERVAL", float, 3.0),
+    Setting("nats.ping_interval", "CONVEYOR_NATS_PING_INTERVAL", float, 5.0),
     _flag("namespace", "CONVEYOR_NAMESPACE", str, "conveyor", "*.namespace"),
     Setting("topology.partitions", "CONVEYOR_PARTITIONS", int, 1),
     Setting("topology.replicas", "CONVEYOR_REPLICAS", int, 1),

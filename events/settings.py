@@ -12,7 +12,7 @@ key for mTLS) work the same everywhere.
     CONVEYOR_NATS_NKEY_SEED  path to a file holding an NKey seed (SU...)
     CONVEYOR_NATS_CREDS      path to a .creds file (JWT + NKey seed)
     CONVEYOR_NATS_TLS_CA / CONVEYOR_NATS_TLS_CERT / CONVEYOR_NATS_TLS_KEY   paths
-    CONVEYOR_NATS_PING_INTERVAL  seconds between pings (default 3): a server that stops
+    CONVEYOR_NATS_PING_INTERVAL  seconds between pings (default 5): a server that stops
                              answering (frozen, its machine gone without a word) is left for
                              another of the cluster after three unanswered intervals
 
@@ -47,9 +47,10 @@ _ENV = {
 PING_VARIABLE = "CONVEYOR_NATS_PING_INTERVAL"
 # nats-py's defaults (a ping every 120 s, two unanswered allowed) leave a client on a server
 # that went silent without closing its sockets — SIGSTOP, a machine powered off, a network cut
-# — for four to six minutes: every request of it times out meanwhile. Three seconds, two
-# unanswered: it moves to another server of the seed list within 6-9 s.
-DEFAULT_PING_INTERVAL_S = 3.0
+# — for four to six minutes: every request of it times out meanwhile. Five seconds, two
+# unanswered: it moves to another server of the seed list within 10-15 s (shorter would risk
+# leaving a server that is only slow to answer, on a machine starved of CPU).
+DEFAULT_PING_INTERVAL_S = 5.0
 _MAX_OUTSTANDING_PINGS = 2
 _SECRETS = frozenset({"password", "token"})
 _FILES = ("nkey_seed", "creds", "tls_ca", "tls_cert", "tls_key")

@@ -129,6 +129,11 @@ class Connection:
         try:
             await nc.connect(**arguments)
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            # nats-py leaves the socket of an attempt it gave up on mid-handshake open (the
+            # refused credentials above): closed here, as ours, not as a connection lost.
+            watch.closing = True
+            with contextlib.suppress(Exception):
+                await nc.close()
             detail = str(exc) or type(exc).__name__
             raise BusUnavailable(f"cannot connect to NATS at {settings.url}: {detail}") from exc
         # ...and unlimited afterwards, at a steady pace. nats-py reads both at each reconnect.
@@ -155,6 +160,11 @@ class Connection:
         self._watch.closing = True
         with contextlib.suppress(Exception):
             await self.nc.drain()
+        if not self.nc.is_closed:
+            # nats-py refuses to drain a connection that is reconnecting (or gives up on a
+            # drain): its socket is closed all the same, never left to the garbage collector.
+            with contextlib.suppress(Exception):
+                await self.nc.close()
         self._watch.closed.set()
 
     @property

@@ -104,7 +104,7 @@ async def test_processes_on_a_frozen_node_move_to_another_and_runs_go_on(
     """SIGSTOP the node the orchestrator and the worker are connected to (given only its URL,
     they learn the others from it): its sockets stay open and nothing comes back, as when a
     machine is powered off or cut off. They must notice and move to another node (NATS pings),
-    and a run started then must finish (measured: 17-36 s, the elections included) — with
+    and a run started then must finish (measured: 17-36 s, elections included) — with
     nats-py's own pings (every 120 s, two unanswered) it waited four minutes."""
     assert deployment.run("topology", "apply").returncode == 0
     frozen = deployment.cluster.names[0]

@@ -64,7 +64,7 @@ def test_a_silent_server_is_pinged_every_few_seconds_and_the_setting_reaches_chi
     minutes; the interval is passed on to child processes with the rest."""
     default = NatsSettings.from_env({})
     options = default.connect_options()
-    assert (options["ping_interval"], options["max_outstanding_pings"]) == (3.0, 2)
+    assert (options["ping_interval"], options["max_outstanding_pings"]) == (5.0, 2)
     tuned = NatsSettings.from_env({"CONVEYOR_NATS_PING_INTERVAL": "1.5"})
     assert tuned.connect_options()["ping_interval"] == 1.5
     assert NatsSettings.from_env(tuned.env()) == tuned
