@@ -14,7 +14,7 @@ key for mTLS) work the same everywhere.
     CONVEYOR_NATS_TLS_CA / CONVEYOR_NATS_TLS_CERT / CONVEYOR_NATS_TLS_KEY   paths
     CONVEYOR_NATS_PING_INTERVAL  seconds between pings (default 5): a server that stops
                              answering (frozen, its machine gone without a word) is left for
-                             another of the cluster after three unanswered intervals
+                             another of the cluster once two pings go unanswered (10-15 s)
 
 Secrets never leave this object in clear: `redacted()` is what logs and `conveyor config` show.
 """

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from events.bus import Bus
-from events.bus.readiness import ELECTION_WAIT_S, ask_until_ready
+from events.bus.readiness import ELECTION_WAIT_S
 from events.codec import decode
 from events.envelope import CloudEvent
 from events.errors import BusUnavailable, MalformedEvent, NoResponders
@@ -245,13 +245,7 @@ class Client:
         )
 
     async def _patiently(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
-        """`ask()`, asked again while JetStream cannot answer yet (a stream electing a leader,
-        a reconnect), for up to `unavailable_wait_s`."""
-
-        def not_yet(exc: BaseException) -> bool:
-            return isinstance(exc, BusUnavailable) and not self.bus.is_closed
-
-        return await ask_until_ready(what, ask, self.unavailable_wait_s, not_yet)
+        return await self.bus.through_elections(what, ask, self.unavailable_wait_s)
 
     async def _existing(self, run_id: str) -> dict[str, Any]:
         if not is_token(run_id):

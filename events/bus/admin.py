@@ -18,7 +18,6 @@ from nats.js import api
 
 from events.bus.leasing import Leasing
 from events.bus.pulling import Delivery
-from events.bus.readiness import ask_until_ready, jetstream_not_ready
 from events.errors import BusError, TopologyMissing
 from events.topology import StreamPlan
 
@@ -42,14 +41,7 @@ class Admin(Leasing):
             await self._apply_every_part(changed)
             return changed
 
-        def not_ready(exc: BaseException) -> bool:
-            return (
-                isinstance(exc, BusError)
-                and not self.nc.is_closed
-                and jetstream_not_ready(exc.__cause__)
-            )
-
-        return await ask_until_ready("the topology", apply, timeout_s, not_ready)
+        return await self.through_elections("the topology", apply, timeout_s)
 
     async def _apply_every_part(self, changed: list[str]) -> None:
         """Apply each stream and bucket, adding to `changed` what was created or changed (a

@@ -201,19 +201,17 @@ class Connection:
             return _FenceBusy(f"{what}: another fenced message is in flight")
         return self._closed_error(what, exc)
 
-    async def _through_elections(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
-        """`ask()` — a JetStream request whose failure it raises as a BusError caused by
-        nats-py's — asked again while that cause means "not yet" (a stream or the meta group
-        electing a leader), for up to `ELECTION_WAIT_S`."""
+    async def through_elections(
+        self, what: str, ask: Callable[[], Awaitable[T]], timeout_s: float = ELECTION_WAIT_S
+    ) -> T:
+        """`ask()` asked again while it fails with BusUnavailable — JetStream's "not yet" (a
+        stream or the meta group electing a leader, no answer in time, a reconnect; see
+        `_closed_error`) — for up to `timeout_s`, unless the connection is closed for good."""
 
         def not_yet(exc: BaseException) -> bool:
-            return (
-                isinstance(exc, BusError)
-                and not self.is_closed
-                and jetstream_not_ready(exc.__cause__)
-            )
+            return isinstance(exc, BusUnavailable) and not self.is_closed
 
-        return await ask_until_ready(what, ask, ELECTION_WAIT_S, not_yet)
+        return await ask_until_ready(what, ask, timeout_s, not_yet)
 
     def _closed_error(self, what: str, exc: BaseException) -> BusError:
         """nats-py's failure as ours: closed for good (the process ends), "not yet" (a leader
@@ -510,10 +508,6 @@ def _credentials_refused(exc: BaseException) -> bool:
     error carrying the server's words)."""
     text = str(exc).lower()
     return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text
-
-
-async def _quiet(exc: Exception) -> None:
-    """nats-py logs reconnect errors itself; our own logs report what matters."""
 
 
 async def _noop() -> None:

@@ -81,7 +81,7 @@ class Consumers(Connection):
         a workflow does this for its tasks, so a task's backlog can be measured (KEDA scales a
         pool from zero on it) before any worker that serves it has ever run."""
         durable = self.topology.task_consumer(queue, task)
-        return await self._through_elections(
+        return await self.through_elections(
             f"consumer {durable}", lambda: self._ensure_task_consumer(queue, task, durable)
         )
 
@@ -124,7 +124,7 @@ class Consumers(Connection):
                 raise self._closed_error(f"cannot read {topo.events_stream}", exc) from exc
             return OrderedReader(sub, f"{topo.events_stream} from {start_seq}")
 
-        return await self._through_elections(f"a reader of {topo.events_stream}", subscribe)
+        return await self.through_elections(f"a reader of {topo.events_stream}", subscribe)
 
     async def legacy_queue_puller(self, queue: str) -> Puller | None:
         """The whole-queue consumer of versions that dispatched on `<ns>.task.<queue>`, when it
@@ -132,7 +132,7 @@ class Consumers(Connection):
         an upgrade can be forwarded to its task's subject. None once nothing is left of it."""
         topo = self.topology
         durable, subject = topo.queue_consumer(queue), topo.legacy_task_subject(queue)
-        if not await self._through_elections(
+        if not await self.through_elections(
             f"consumer {durable}", lambda: self._legacy_queue_left(durable, subject)
         ):
             return None
@@ -242,7 +242,7 @@ class Consumers(Connection):
         if self.tenure is not None:
             # A new owner's consumer: its lease's own deadlines decide how long to try.
             return await create()
-        return await self._through_elections(f"consumer {durable}", create)
+        return await self.through_elections(f"consumer {durable}", create)
 
     @staticmethod
     def _pull_config(

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from events.bus import Bus
-from events.bus.readiness import ELECTION_WAIT_S, ask_until_ready
-from events.errors import BusUnavailable
 from orchestrator.core.admission import admit_version
 from orchestrator.core.compiler import CompiledSpec, compile_spec
 from orchestrator.core.spec import WorkflowSpec
@@ -48,14 +46,8 @@ class Registry:
         is found, not repeated."""
         compiled = admit_version(spec)  # raises SpecError: nothing is stored on error
 
-        def not_yet(exc: BaseException) -> bool:
-            return isinstance(exc, BusUnavailable) and not self.bus.is_closed
-
-        return await ask_until_ready(
-            f"workflow {compiled.spec.name}",
-            lambda: self._register(compiled),
-            ELECTION_WAIT_S,
-            not_yet,
+        return await self.bus.through_elections(
+            f"workflow {compiled.spec.name}", lambda: self._register(compiled)
         )
 
     async def _register(self, compiled: CompiledSpec) -> WorkflowSpec:
